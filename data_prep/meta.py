@@ -1,0 +1,88 @@
+"""meta.json: what a prepared dataset folder holds, and how to check it is complete."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import DataError
+
+META_FILE = "meta.json"
+TRAIN_BETON = "train.beton"
+TEST_BETON = "test.beton"
+CLASS_INDEX_FILE = "train_class_index.npy"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class DatasetMeta:
+    dataset: str
+    num_classes: int
+    image_size: int
+    channels: int
+    train_count: int
+    test_count: int
+    train_class_counts: list[int]
+    test_class_counts: list[int]
+    mean: list[float]  # per channel, pixel values scaled to [0, 1], over the training split
+    std: list[float]
+    class_names: list[str]
+    sources: list[dict]  # {"path", "bytes", "sha256"} of each source file (or folder digest)
+    # train indices grouped by class: class c is CLASS_INDEX_FILE[offsets[c]:offsets[c+1]]
+    class_index: dict = field(default_factory=dict)
+    class_ids: list[str] | None = None
+    layout: str = "HWC"
+    fields: dict = field(
+        default_factory=lambda: {"image": "NDArrayField uint8 (H, W, C)", "label": "IntField"}
+    )
+    format_version: int = FORMAT_VERSION
+    gencond_version: str = ""
+    created: str = ""
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+    @property
+    def class_offsets(self) -> np.ndarray:
+        return np.asarray(self.class_index["offsets"], dtype=np.int64)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def load_meta(data_dir: str | Path) -> DatasetMeta:
+    """Read DIR/meta.json and check the betons it describes are there."""
+    data_dir = Path(data_dir)
+    path = data_dir / META_FILE
+    if not path.is_file():
+        raise DataError(f"{data_dir}: no {META_FILE} (not a prepared dataset; run `gencond prep`)")
+    try:
+        raw = json.loads(path.read_text())
+        meta = DatasetMeta(**raw)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise DataError(f"{path}: not a valid gencond meta.json ({e})") from None
+    if meta.format_version != FORMAT_VERSION:
+        raise DataError(f"{path}: format version {meta.format_version}, expected {FORMAT_VERSION}")
+    for name in (TRAIN_BETON, TEST_BETON, CLASS_INDEX_FILE):
+        if not (data_dir / name).is_file():
+            raise DataError(f"{data_dir / name}: missing (the folder is incomplete; re-run prep)")
+    return meta
+
+
+def load_class_index(data_dir: str | Path, meta: DatasetMeta) -> np.ndarray:
+    path = Path(data_dir) / CLASS_INDEX_FILE
+    index = np.load(path)
+    if index.shape != (meta.train_count,):
+        raise DataError(f"{path}: {index.shape[0]} entries, meta.json says {meta.train_count}")
+    return index

@@ -1,0 +1,19 @@
+"""Options of `gencond prep` that reach the readers and the writer."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass
+class PrepOptions:
+    workers: int = field(default_factory=default_workers)  # decoding and beton-writing processes
+    image_size: int | None = (
+        None  # imagefolder/tiny-imagenet: resize to this (default: first image)
+    )
+    force: bool = False  # replace an existing prepared dataset in the output folder

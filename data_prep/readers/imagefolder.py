@@ -1,0 +1,159 @@
+"""Image folders: train/<class>/... with val/<class>/... or test/<class>/..., and Tiny-ImageNet.
+
+Classes are the sorted train folder names (for Tiny-ImageNet, the sorted wnids.txt, which is the
+same set). Images are decoded with PIL, converted to RGB, and resized with bicubic filtering to
+image_size x image_size when their size differs (default: the first training image's height).
+Tiny-ImageNet's validation images come from val/images with labels from val/val_annotations.txt.
+A .zip of either tree is accepted and extracted into the scratch folder first.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from data_prep import staging
+from data_prep.options import PrepOptions
+from data_prep.splits import RawDataset, Segment, Split
+from engine.errors import DataError
+
+CHUNK = 512
+
+
+def _extract(source: Path, workdir: Path) -> Path:
+    target = workdir / "extracted"
+    try:
+        with zipfile.ZipFile(source) as zf:
+            zf.extractall(target)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{source}: not a readable zip file ({e})") from None
+    return target
+
+
+def _find_root(source: Path) -> Path:
+    """The folder that holds train/: source itself or its only subfolder."""
+    if (source / "train").is_dir():
+        return source
+    children = [c for c in source.iterdir() if c.is_dir()] if source.is_dir() else []
+    if len(children) == 1 and (children[0] / "train").is_dir():
+        return children[0]
+    raise DataError(f"{source}: no train/ folder (expected train/<class>/<images>)")
+
+
+def _tiny_imagenet_samples(root: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    annotations = root / "val" / "val_annotations.txt"
+    if not annotations.is_file():
+        raise DataError(f"{root / 'val'}: missing val_annotations.txt")
+    samples = []
+    for lineno, line in enumerate(annotations.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2 or parts[1] not in class_to_idx:
+            raise DataError(f"{annotations}:{lineno}: unknown class in {line.strip()!r}")
+        samples.append((str(root / "val" / "images" / parts[0]), class_to_idx[parts[1]]))
+    return samples
+
+
+def _folder_samples(root: Path, class_to_idx: dict[str, int]) -> tuple[list, Path]:
+    for name in ("val", "test"):
+        folder = root / name
+        if folder.is_dir():
+            unknown = sorted(
+                c.name for c in folder.iterdir() if c.is_dir() and c.name not in class_to_idx
+            )
+            if unknown:
+                raise DataError(f"{folder}: class folder {unknown[0]!r} is not among train/")
+            samples = make_dataset(folder, class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+            return samples, folder
+    raise DataError(f"{root}: no val/ or test/ folder")
+
+
+def _class_names(root: Path, classes: list[str]) -> list[str]:
+    words = root / "words.txt"
+    if not words.is_file():
+        return classes
+    table = dict(line.split("\t", 1) for line in words.read_text().splitlines() if "\t" in line)
+    return [table.get(c, c).split(",")[0].strip() for c in classes]
+
+
+def decode(path: str, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from None
+
+
+def stage(task: tuple[Path, int, list[str], int]) -> int:
+    """Worker: decode a chunk of image paths into rows [start, start+len) of the staging map."""
+    out, start, paths, size = task
+    images = staging.open_rw(out)
+    for i, p in enumerate(paths):
+        images[start + i] = decode(p, size)
+    images.flush()
+    return len(paths)
+
+
+def _stage_split(samples, out: Path, size: int, workers: int, split: str) -> np.ndarray:
+    paths = [p for p, _ in samples]
+    staging.create(out, (len(paths), size, size, 3))
+    tasks = [(out, s, paths[s : s + CHUNK], size) for s in range(0, len(paths), CHUNK)]
+    staging.run_parallel(tasks, stage, len(paths), workers, f"Decoding {split} images")
+    return np.load(out, mmap_mode="r")
+
+
+def read(dataset: str, source: Path, workdir: Path, options: PrepOptions) -> RawDataset:
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    archive = source if source.is_file() and source.suffix == ".zip" else None
+    if archive is not None:
+        source = _extract(archive, workdir)
+    root = _find_root(source)
+    wnids = root / "wnids.txt"
+    if dataset == "tiny-imagenet" and wnids.is_file():
+        classes = sorted(w.strip() for w in wnids.read_text().split() if w.strip())
+    else:
+        classes, _ = find_classes(root / "train")
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    train = make_dataset(root / "train", class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+    if not train:
+        raise DataError(f"{root / 'train'}: no images found")
+    tiny_val = dataset == "tiny-imagenet" or (root / "val" / "val_annotations.txt").is_file()
+    if tiny_val:
+        test, test_source = _tiny_imagenet_samples(root, class_to_idx), root / "val"
+    else:
+        test, test_source = _folder_samples(root, class_to_idx)
+    if not test:
+        raise DataError(f"{test_source}: no images found")
+    image_size = options.image_size
+    if image_size is None:
+        image_size = _first_height(train[0][0])
+    if image_size < 1:
+        raise DataError(f"--image-size must be positive, got {image_size}")
+    train_images = _stage_split(train, workdir / "train.npy", image_size, options.workers, "train")
+    test_images = _stage_split(test, workdir / "test.npy", image_size, options.workers, "test")
+    labels = lambda s: np.array([y for _, y in s], dtype=np.int64)  # noqa: E731
+    return RawDataset(
+        dataset,
+        _class_names(root, classes),
+        Split([Segment(train_images, labels(train), root / "train")]),
+        Split([Segment(test_images, labels(test), test_source)]),
+        [archive] if archive is not None else [root / "train", test_source],
+        class_ids=classes,
+    )
+
+
+def _first_height(path: str) -> int:
+    try:
+        with Image.open(path) as img:
+            return img.size[1]
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from None
