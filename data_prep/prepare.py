@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,6 +97,18 @@ def class_index(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, list[
     return order, offsets.tolist()
 
 
+@contextmanager
+def _scratch(out: Path, force: bool) -> Iterator[Path]:
+    """Make out ready for writing and yield a scratch folder inside it, removed afterwards."""
+    _prepare_out(out, force)
+    workdir = out / f".gencond-tmp-{os.getpid()}"
+    workdir.mkdir()
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _prepare_out(out: Path, force: bool) -> None:
     if (out / meta.META_FILE).exists():
         if not force:
@@ -114,41 +127,50 @@ def prepare(dataset: str, source: Path, out: Path, options: PrepOptions) -> meta
     source, out = Path(source), Path(out)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
-    _prepare_out(out, options.force)
-    workdir = out / f".gencond-tmp-{os.getpid()}"
-    workdir.mkdir()
-    try:
+    with _scratch(out, options.force) as workdir:
         log(f"Reading {dataset} from [bold]{source}[/]")
         raw = READERS[dataset](dataset, source, workdir, options)
-        validate(raw)
-        mean, std = channel_stats(raw.train)
-        train_labels, test_labels = raw.train.labels, raw.test.labels
-        index, offsets = class_index(train_labels, raw.num_classes)
-        np.save(workdir / meta.CLASS_INDEX_FILE, index)
-        beton.write_beton(workdir / meta.TRAIN_BETON, raw.train, options.workers, "Writing train")
-        beton.write_beton(workdir / meta.TEST_BETON, raw.test, options.workers, "Writing test")
+        return write_prepared(raw, out, workdir, options)
+
+
+def write_prepared(
+    raw: RawDataset, out: Path, workdir: Path, options: PrepOptions
+) -> meta.DatasetMeta:
+    """Validate raw, write betons, class index and meta.json (last) into out via workdir."""
+    validate(raw)
+    mean, std = channel_stats(raw.train)
+    train_labels, test_labels = raw.train.labels, raw.test.labels
+    index, offsets = class_index(train_labels, raw.num_classes)
+    np.save(workdir / meta.CLASS_INDEX_FILE, index)
+    beton.write_beton(workdir / meta.TRAIN_BETON, raw.train, options.workers, "Writing train")
+    beton.write_beton(workdir / meta.TEST_BETON, raw.test, options.workers, "Writing test")
+    if raw.source_files:
         log("Checksumming sources")
-        info = meta.DatasetMeta(
-            dataset=dataset,
-            num_classes=raw.num_classes,
-            image_size=raw.train.image_shape[0],
-            channels=raw.train.image_shape[2],
-            train_count=len(raw.train),
-            test_count=len(raw.test),
-            train_class_counts=np.bincount(train_labels, minlength=raw.num_classes).tolist(),
-            test_class_counts=np.bincount(test_labels, minlength=raw.num_classes).tolist(),
-            mean=mean,
-            std=std,
-            class_names=list(raw.class_names),
-            class_ids=raw.class_ids,
-            sources=_checksums(raw.source_files, options.workers),
-            class_index={"file": meta.CLASS_INDEX_FILE, "offsets": offsets},
-            gencond_version=gencond_version(),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-        )
-        for name in (meta.TRAIN_BETON, meta.TEST_BETON, meta.CLASS_INDEX_FILE):
-            os.replace(workdir / name, out / name)
-        meta.write_json_atomic(out / meta.META_FILE, info.to_dict())
-        return info
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    info = meta.DatasetMeta(
+        dataset=raw.name,
+        num_classes=raw.num_classes,
+        image_size=raw.train.image_shape[0],
+        channels=raw.train.image_shape[2],
+        train_count=len(raw.train),
+        test_count=len(raw.test),
+        train_class_counts=np.bincount(train_labels, minlength=raw.num_classes).tolist(),
+        test_class_counts=np.bincount(test_labels, minlength=raw.num_classes).tolist(),
+        mean=mean,
+        std=std,
+        class_names=list(raw.class_names),
+        class_ids=raw.class_ids,
+        sources=_checksums(raw.source_files, options.workers),
+        class_index={"file": meta.CLASS_INDEX_FILE, "offsets": offsets},
+        gencond_version=gencond_version(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    for name in (meta.TRAIN_BETON, meta.TEST_BETON, meta.CLASS_INDEX_FILE):
+        os.replace(workdir / name, out / name)
+    meta.write_json_atomic(out / meta.META_FILE, info.to_dict())
+    return info
+
+
+def prepare_arrays(raw: RawDataset, out: Path, options: PrepOptions) -> meta.DatasetMeta:
+    """Write an in-memory RawDataset (generated data, benchmarks, tests) like `prep` does."""
+    with _scratch(Path(out), options.force) as workdir:
+        return write_prepared(raw, Path(out), workdir, options)

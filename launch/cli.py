@@ -1,2 +1,221 @@
-def main() -> int:
+"""The `gencond` command: parses options, calls data_prep / engine / benchmarks, shows tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.markup import escape
+
+from engine.console import console
+from engine.errors import GencondError
+
+SOURCES_HELP = """\
+dataset ids and the --source each expects (files as their publishers ship them):
+  mnist, fashion-mnist  folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
+                        (or torchvision's <root>/MNIST/raw, <root>/FashionMNIST/raw)
+  cifar10, cifar100     folder holding cifar-10-batches-py / cifar-100-python (or that folder)
+  svhn                  folder with train_32x32.mat and test_32x32.mat
+  imagefolder           folder with train/<class>/<images> and val/<class>/ or test/<class>/;
+                        classes in sorted order; JPEG/PNG; resized to --image-size
+  tiny-imagenet         the tiny-imagenet-200 tree (wnids.txt, words.txt, train/<wnid>/images,
+                        val/images + val/val_annotations.txt), or its .zip
+  imagenet64            folder with train_data_batch_{1..10}.npz and val_data.npz
+                        (Downsampled ImageNet 64x64; data (N, 12288) uint8, labels 1..1000)
+
+output: DIR/train.beton, DIR/test.beton, DIR/train_class_index.npy and DIR/meta.json (written
+last: a folder without meta.json is incomplete and every loader refuses it)."""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_prep(sub) -> None:
+    from data_prep.options import default_workers
+    from data_prep.prepare import DATASETS
+
+    p = sub.add_parser(
+        "prep",
+        help="convert a raw dataset to FFCV betons + meta.json",
+        description="Convert a raw dataset to FFCV betons and meta.json.",
+        epilog=SOURCES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", help=f"dataset id: {', '.join(DATASETS)}")
+    p.add_argument("--source", required=True, type=Path, help="the raw files (see below)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=default_workers(),
+        help="processes for decoding and writing (default: %(default)s)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_positive,
+        default=None,
+        help="imagefolder / tiny-imagenet: resize images to this side "
+        "(default: the first image's height)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace a dataset already prepared in --out"
+    )
+    p.set_defaults(run=_run_prep)
+
+
+def _run_prep(args) -> int:
+    from data_prep.options import PrepOptions
+    from data_prep.prepare import prepare
+    from launch.tables import show_pairs
+
+    options = PrepOptions(workers=args.workers, image_size=args.image_size, force=args.force)
+    meta = prepare(args.dataset, args.source, args.out, options)
+    show_pairs(
+        f"Prepared {meta.dataset} in {args.out}",
+        [
+            ("classes", meta.num_classes),
+            ("image", f"{meta.image_size}x{meta.image_size}x{meta.channels}"),
+            ("train images", meta.train_count),
+            ("test images", meta.test_count),
+            (
+                "images per class (train)",
+                f"{min(meta.train_class_counts)}..{max(meta.train_class_counts)}",
+            ),  # fmt: skip
+            ("mean", " ".join(f"{m:.4f}" for m in meta.mean)),
+            ("std", " ".join(f"{s:.4f}" for s in meta.std)),
+            ("sources", len(meta.sources)),
+        ],
+    )
     return 0
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="check a prepared folder with a pass of every loader; optional image grid",
+        description="Run one epoch of the random loader, some class-grouped steps and the "
+        "sequential test loader over a prepared folder, check them against meta.json, and "
+        "optionally write a PNG grid of real images (rows: classes).",
+    )
+    p.add_argument("data", type=Path, help="a folder written by `gencond prep`")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive, default=256, help="(default: %(default)s)")
+    p.add_argument("--grid", type=Path, default=None, help="write a PNG grid of real images here")
+    p.set_defaults(run=_run_inspect)
+
+
+def _run_inspect(args) -> int:
+    from data_prep.inspect import class_grid, loader_pass
+    from launch.tables import show_rows
+
+    rows = loader_pass(args.data, args.device, args.batch_size)
+    if args.grid:
+        class_grid(args.data, args.grid)
+    show_rows(f"Loader pass over {args.data}", rows)
+    if args.grid:
+        console.print(f"grid of real images: {args.grid}")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    from data_prep.loaders import default_threads
+
+    p = sub.add_parser(
+        "bench", help="benchmarks (results under benchmarks/results/)", description="Benchmarks."
+    )
+    bench = p.add_subparsers(dest="bench", required=True, metavar="<loader>")
+    b = bench.add_parser(
+        "loader",
+        help="images/s of the FFCV loaders vs a plain torch DataLoader",
+        description="Images/s of the FFCV random and class-grouped loaders on generated "
+        "ImageNet-64-shaped data, against a plain torch DataLoader over the same uint8 array, "
+        "each ending in a normalised float batch on --device. Writes JSON with machine info.",
+    )
+    b.add_argument("--images", type=_positive, default=200_000, help="(default: %(default)s)")
+    b.add_argument("--classes", type=_positive, default=1000, help="(default: %(default)s)")
+    b.add_argument("--image-size", type=_positive, default=64, help="(default: %(default)s)")
+    b.add_argument("--batch-size", type=_positive, default=256, help="(default: %(default)s)")
+    b.add_argument(
+        "--classes-per-step",
+        type=_positive,
+        default=100,
+        help="class-grouped loader: classes per step (default: %(default)s)",
+    )
+    b.add_argument(
+        "--n-per-class",
+        type=_positive,
+        default=32,
+        help="class-grouped loader: real images per class per step (default: %(default)s)",
+    )
+    b.add_argument("--steps", type=_positive, default=100, help="class-grouped steps timed")
+    b.add_argument(
+        "--threads",
+        type=_positive,
+        default=default_threads(),
+        help="FFCV threads = DataLoader workers (default: %(default)s)",
+    )
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    b.add_argument(
+        "--workdir",
+        default="/tmp/gencond-bench-loader",
+        help="where the generated beton is kept between runs (default: %(default)s)",
+    )
+    b.add_argument(
+        "--out", type=Path, default=None, help="result JSON (default: benchmarks/results/)"
+    )
+    b.set_defaults(run=_run_bench_loader)
+
+
+def _run_bench_loader(args) -> int:
+    from benchmarks.loader_bench import LoaderBenchConfig, run
+    from launch.tables import show_rows
+
+    cfg = LoaderBenchConfig(
+        images=args.images,
+        classes=args.classes,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        classes_per_step=args.classes_per_step,
+        n_per_class=args.n_per_class,
+        grouped_steps=args.steps,
+        threads=args.threads,
+        device=args.device,
+        workdir=args.workdir,
+    )
+    result = run(cfg, args.out)
+    show_rows(f"Loader throughput on {result['machine']} ({cfg.device})", result["rows"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gencond",
+        description="Condense an image dataset into a codebook + class-conditional generator "
+        "(Zhang et al., ICCV 2023). Start with `gencond prep`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    _add_prep(sub)
+    _add_inspect(sub)
+    _add_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except GencondError as e:
+        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
