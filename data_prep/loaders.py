@@ -210,6 +210,8 @@ class ClassGroupedLoader(_Base):
 class TestLoader(_Base):
     """Sequential order over the test split (or the train split with split="train")."""
 
+    __test__ = False  # not a pytest class
+
     def __init__(
         self,
         data_dir: str | Path,

@@ -5,6 +5,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+# dataset ids of `gencond prep` (the contract's names); data_prep.prepare maps each to a reader
+DATASETS = (
+    "mnist",
+    "fashion-mnist",
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "imagefolder",
+    "tiny-imagenet",
+    "imagenet64",
+)
+
 
 def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import beton, meta
-from data_prep.options import PrepOptions
+from data_prep import meta
+from data_prep.options import DATASETS, PrepOptions
 from data_prep.readers import cifar, idx, imagefolder, imagenet64, svhn
 from data_prep.splits import RawDataset, Split, validate
 from engine.console import log, progress_bar
@@ -36,7 +36,7 @@ READERS: dict[str, Reader] = {
     "tiny-imagenet": imagefolder.read,
     "imagenet64": imagenet64.read,
 }
-DATASETS = tuple(READERS)
+assert tuple(READERS) == DATASETS
 STATS_CHUNK = 2048
 
 
@@ -137,6 +137,7 @@ def write_prepared(
     raw: RawDataset, out: Path, workdir: Path, options: PrepOptions
 ) -> meta.DatasetMeta:
     """Validate raw, write betons, class index and meta.json (last) into out via workdir."""
+    from data_prep import beton  # FFCV takes seconds to import: not needed to refuse bad input
     validate(raw)
     mean, std = channel_stats(raw.train)
     train_labels, test_labels = raw.train.labels, raw.test.labels

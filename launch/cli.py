@@ -36,8 +36,7 @@ def _positive(text: str) -> int:
 
 
 def _add_prep(sub) -> None:
-    from data_prep.options import default_workers
-    from data_prep.prepare import DATASETS
+    from data_prep.options import DATASETS, default_workers
 
     p = sub.add_parser(
         "prep",
@@ -123,7 +122,7 @@ def _run_inspect(args) -> int:
 
 
 def _add_bench(sub) -> None:
-    from data_prep.loaders import default_threads
+    from data_prep.options import default_workers as default_threads
 
     p = sub.add_parser(
         "bench", help="benchmarks (results under benchmarks/results/)", description="Benchmarks."
