@@ -138,6 +138,7 @@ def write_prepared(
 ) -> meta.DatasetMeta:
     """Validate raw, write betons, class index and meta.json (last) into out via workdir."""
     from data_prep import beton  # FFCV takes seconds to import: not needed to refuse bad input
+
     validate(raw)
     mean, std = channel_stats(raw.train)
     train_labels, test_labels = raw.train.labels, raw.test.labels
