@@ -133,9 +133,9 @@ def run(cfg: LoaderBenchConfig, out: str | Path | None = None) -> dict:
             _timed(f"torch DataLoader, {workers} workers", batches, len(plain) * cfg.batch_size)
         )
 
-    baseline = rows[-1]["images_per_s"]
+    baseline = max(r["images_per_s"] for r in rows if r["loader"].startswith("torch"))
     for r in rows:
-        r["vs_torch_dataloader"] = round(r["images_per_s"] / baseline, 2)
+        r["vs_best_torch_dataloader"] = round(r["images_per_s"] / baseline, 2)
     path = Path(out) if out else RESULTS_DIR / f"loader_{cfg.device}.json"
     config = asdict(cfg)
     config["data"] = "generated uniform-random uint8, ImageNet-64-shaped, written by gencond"

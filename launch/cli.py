@@ -127,7 +127,7 @@ def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench", help="benchmarks (results under benchmarks/results/)", description="Benchmarks."
     )
-    bench = p.add_subparsers(dest="bench", required=True, metavar="<loader>")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="<loader|prep>")
     b = bench.add_parser(
         "loader",
         help="images/s of the FFCV loaders vs a plain torch DataLoader",
@@ -169,6 +169,25 @@ def _add_bench(sub) -> None:
     )
     b.set_defaults(run=_run_bench_loader)
 
+    b = bench.add_parser(
+        "prep",
+        help="time and peak memory of `gencond prep imagenet64` on generated npz batches",
+        description="Write generated ImageNet-64 npz batches in the real format, convert them "
+        "with `gencond prep imagenet64` in a child process, and record wall time and the peak "
+        "anonymous memory of its whole process tree. Writes JSON with machine info.",
+    )
+    b.add_argument("--batches", type=_positive, default=4, help="train npz batches")
+    b.add_argument(
+        "--images-per-batch", type=_positive, default=50_000, help="(default: %(default)s)"
+    )
+    b.add_argument("--val-images", type=_positive, default=10_000, help="(default: %(default)s)")
+    b.add_argument(
+        "--workers", type=_positive, default=default_threads(), help="(default: %(default)s)"
+    )
+    b.add_argument("--workdir", default="/tmp/gencond-bench-prep", help="scratch (removed after)")
+    b.add_argument("--out", type=Path, default=None, help="result JSON")
+    b.set_defaults(run=_run_bench_prep)
+
 
 def _run_bench_loader(args) -> int:
     from benchmarks.loader_bench import LoaderBenchConfig, run
@@ -188,6 +207,22 @@ def _run_bench_loader(args) -> int:
     )
     result = run(cfg, args.out)
     show_rows(f"Loader throughput on {result['machine']} ({cfg.device})", result["rows"])
+    return 0
+
+
+def _run_bench_prep(args) -> int:
+    from benchmarks.prep_bench import PrepBenchConfig, run
+    from launch.tables import show_rows
+
+    cfg = PrepBenchConfig(
+        batches=args.batches,
+        images_per_batch=args.images_per_batch,
+        val_images=args.val_images,
+        workers=args.workers,
+        workdir=args.workdir,
+    )
+    result = run(cfg, args.out)
+    show_rows(f"gencond prep imagenet64 on {result['machine']}", result["rows"])
     return 0
 
 
