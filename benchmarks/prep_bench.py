@@ -25,7 +25,7 @@ from engine.console import log, progress_bar
 
 @dataclass
 class PrepBenchConfig:
-    batches: int = 4
+    batches: tuple[int, ...] = (2, 4)  # one conversion per entry: memory must not grow with it
     images_per_batch: int = 50_000
     val_images: int = 10_000
     workers: int = field(default_factory=default_workers)
@@ -33,16 +33,16 @@ class PrepBenchConfig:
     workdir: str = "/tmp/gencond-bench-prep"
 
 
-def write_npz_set(folder: Path, cfg: PrepBenchConfig) -> int:
+def write_npz_set(folder: Path, cfg: PrepBenchConfig, batches: int) -> int:
     """train_data_batch_{1..B}.npz + val_data.npz: data (N, 12288) channel-major, labels 1..1000."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     total = 0
     with progress_bar(transient=True) as bar:
-        task = bar.add_task("Generating npz batches", total=cfg.batches + 1)
-        for b in range(1, cfg.batches + 2):
-            n = cfg.images_per_batch if b <= cfg.batches else cfg.val_images
-            name = f"train_data_batch_{b}.npz" if b <= cfg.batches else "val_data.npz"
+        task = bar.add_task("Generating npz batches", total=batches + 1)
+        for b in range(1, batches + 2):
+            n = cfg.images_per_batch if b <= batches else cfg.val_images
+            name = f"train_data_batch_{b}.npz" if b <= batches else "val_data.npz"
             labels = rng.permutation(np.arange(n) % 1000) + 1
             data = rng.integers(0, 256, (n, 12288), dtype=np.uint8)
             np.savez(folder / name, data=data, labels=list(labels))
@@ -65,39 +65,62 @@ def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
     return anon, rss
 
 
-def run(cfg: PrepBenchConfig, out: str | Path | None = None) -> dict:
+def _idle_anon_bytes() -> int:
+    """RssAnon of a process that has only imported what `gencond prep` imports."""
+    code = (
+        "import data_prep.prepare, data_prep.beton, pathlib; print(next(l.split()[1] for l in "
+        "pathlib.Path('/proc/self/status').read_text().splitlines() if l.startswith('RssAnon')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout) * 1024
+
+
+def convert(cfg: PrepBenchConfig, batches: int) -> dict:
     work = Path(cfg.workdir)
     src, dst = work / "npz", work / "prepared"
     shutil.rmtree(work, ignore_errors=True)
-    log(f"Writing {cfg.batches} npz batches of {cfg.images_per_batch} images + val")
-    raw_bytes = write_npz_set(src, cfg)
+    log(f"Writing {batches} npz batches of {cfg.images_per_batch} images + val")
+    raw_bytes = write_npz_set(src, cfg, batches)
     cmd = [sys.executable, "-m", "launch.cli", "prep", "imagenet64", "--source", str(src),
            "--out", str(dst), "--workers", str(cfg.workers)]  # fmt: skip
+    log(f"Converting ({' '.join(cmd[3:6])} ...)")
     start = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc = psutil.Process(child.pid)
-    peak_anon = peak_rss = 0
+    peak_anon = peak_rss = peak_procs = 0
     while child.poll() is None:
         anon, rss = _tree_memory(proc)
         peak_anon, peak_rss = max(peak_anon, anon), max(peak_rss, rss)
+        try:
+            peak_procs = max(peak_procs, 1 + len(proc.children(recursive=True)))
+        except psutil.Error:
+            pass
         time.sleep(0.1)
     elapsed = time.perf_counter() - start
     if child.returncode != 0:
         raise RuntimeError(f"gencond prep failed: {child.stderr.read()[-2000:]}")
-    images = cfg.batches * cfg.images_per_batch + cfg.val_images
-    batch_bytes = cfg.images_per_batch * 12288
-    rows = [{
+    images = batches * cfg.images_per_batch + cfg.val_images
+    beton_bytes = (dst / "train.beton").stat().st_size + (dst / "test.beton").stat().st_size
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "npz_batches": batches,
         "images": images,
         "raw_bytes": raw_bytes,
         "seconds": round(elapsed, 2),
         "images_per_s": round(images / elapsed, 1),
         "peak_anon_bytes": peak_anon,
         "peak_rss_bytes": peak_rss,
-        "peak_anon_in_npz_batches": round(peak_anon / batch_bytes, 2),
-        "beton_bytes": (dst / "train.beton").stat().st_size + (dst / "test.beton").stat().st_size,
-    }]  # fmt: skip
+        "peak_processes": peak_procs,
+        "npz_batch_bytes": cfg.images_per_batch * 12288,
+        "beton_bytes": beton_bytes,
+    }
+
+
+def run(cfg: PrepBenchConfig, out: str | Path | None = None) -> dict:
+    rows = [convert(cfg, b) for b in cfg.batches]
     config = asdict(cfg)
-    config["command"] = " ".join(cmd[1:])
-    shutil.rmtree(work, ignore_errors=True)
+    config["command"] = "gencond prep imagenet64 --source NPZ_DIR --out DIR --workers N"
     path = Path(out) if out else RESULTS_DIR / "prep_imagenet64_cpu.json"
-    return write_result(path, config, rows, benchmark="prep")
+    return write_result(
+        path, config, rows, benchmark="prep", idle_process_anon_bytes=_idle_anon_bytes()
+    )
