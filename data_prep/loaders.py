@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,34 @@ from data_prep.orders import ClassGrouped, WorldSliceRandom, build_loader
 from engine.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def torch_default_threads() -> int:
+    """What torch picks by itself: OMP_NUM_THREADS, else the physical cores."""
+    import psutil
+
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else psutil.cpu_count(logical=False) or 1
+
+
+# FFCV sets torch's intra-op threads to 1 when imported and to its worker count whenever a
+# Loader is built or iterated; a 2-core machine then trains at half speed. Undo both.
+torch.set_num_threads(torch_default_threads())
+
+
+@contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _iterate(loader: Loader) -> Iterator:
+    with keep_torch_threads():
+        iterator = iter(loader)
+    yield from iterator
 
 
 def default_threads() -> int:
@@ -111,16 +140,17 @@ class TrainLoader(_Base):
         r, w = world()
         self.rank = r if rank is None else rank
         self.world_size = w if world_size is None else world_size
-        self.loader = build_loader(
-            WorldSliceRandom,
-            {"rank": self.rank, "world_size": self.world_size},
-            fname=str(self.data_dir / meta_io.TRAIN_BETON),
-            batch_size=batch_size,
-            num_workers=num_workers or default_threads(),
-            seed=seed,
-            drop_last=True,
-            pipelines=_pipelines(self.device),
-        )
+        with keep_torch_threads():
+            self.loader = build_loader(
+                WorldSliceRandom,
+                {"rank": self.rank, "world_size": self.world_size},
+                fname=str(self.data_dir / meta_io.TRAIN_BETON),
+                batch_size=batch_size,
+                num_workers=num_workers or default_threads(),
+                seed=seed,
+                drop_last=True,
+                pipelines=_pipelines(self.device),
+            )
 
     @property
     def epoch(self) -> int:
@@ -134,7 +164,7 @@ class TrainLoader(_Base):
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for images, labels in self.loader:
+        for images, labels in _iterate(self.loader):
             yield self._finish(images, labels)
 
 
@@ -163,21 +193,22 @@ class ClassGroupedLoader(_Base):
 
     def _loader(self, classes_per_step: int) -> tuple[Loader, ClassGrouped]:
         if classes_per_step not in self._by_size:
-            loader = build_loader(
-                ClassGrouped,
-                {
-                    "class_index": self.class_index,
-                    "offsets": self.offsets,
-                    "n_per_class": self.n_per_class,
-                    "window": self.window,
-                },
-                fname=str(self.data_dir / meta_io.TRAIN_BETON),
-                batch_size=classes_per_step * self.n_per_class,
-                num_workers=self.num_workers,
-                seed=self.seed,
-                drop_last=False,
-                pipelines=_pipelines(self.device),
-            )
+            with keep_torch_threads():
+                loader = build_loader(
+                    ClassGrouped,
+                    {
+                        "class_index": self.class_index,
+                        "offsets": self.offsets,
+                        "n_per_class": self.n_per_class,
+                        "window": self.window,
+                    },
+                    fname=str(self.data_dir / meta_io.TRAIN_BETON),
+                    batch_size=classes_per_step * self.n_per_class,
+                    num_workers=self.num_workers,
+                    seed=self.seed,
+                    drop_last=False,
+                    pipelines=_pipelines(self.device),
+                )
             self._by_size[classes_per_step] = (loader, loader.traversal_order)
         return self._by_size[classes_per_step]
 
@@ -205,7 +236,7 @@ class ClassGroupedLoader(_Base):
                     raise ConfigError(f"step {s} has {len(classes)} classes, earlier {size}")
                 self._check(classes)
             order.request(schedule, step, count)
-            for images, labels in loader:
+            for images, labels in _iterate(loader):
                 yield (step, *self._finish(images, labels))
                 step += 1
 
@@ -232,21 +263,22 @@ class TestLoader(_Base):
     ):
         super().__init__(data_dir, device, raw)
         beton = {"test": meta_io.TEST_BETON, "train": meta_io.TRAIN_BETON}[split]
-        self.loader = Loader(
-            str(self.data_dir / beton),
-            batch_size=batch_size,
-            num_workers=num_workers or default_threads(),
-            order=OrderOption.SEQUENTIAL,
-            drop_last=False,
-            seed=0,
-            pipelines=_pipelines(self.device),
-        )
+        with keep_torch_threads():
+            self.loader = Loader(
+                str(self.data_dir / beton),
+                batch_size=batch_size,
+                num_workers=num_workers or default_threads(),
+                order=OrderOption.SEQUENTIAL,
+                drop_last=False,
+                seed=0,
+                pipelines=_pipelines(self.device),
+            )
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for images, labels in self.loader:
+        for images, labels in _iterate(self.loader):
             yield self._finish(images, labels)
 
 
@@ -257,3 +289,29 @@ def read_all(data_dir: str | Path, split: str = "test") -> tuple[np.ndarray, np.
         images.append(x.numpy())
         labels.append(y.numpy())
     return np.concatenate(images), np.concatenate(labels)
+
+
+def read_indices(
+    data_dir: str | Path,
+    indices: Sequence[int],
+    split: str = "train",
+    device: str | torch.device = "cpu",
+    normalized: bool = True,
+) -> Batch:
+    """The images and labels at `indices` of a split, in that order (coresets, herding)."""
+    base = _Base(data_dir, device, raw=not normalized)
+    beton = {"test": meta_io.TEST_BETON, "train": meta_io.TRAIN_BETON}[split]
+    indices = np.asarray(indices, dtype=np.int64)
+    with keep_torch_threads():
+        loader = Loader(
+            str(base.data_dir / beton),
+            batch_size=max(1, len(indices)),
+            num_workers=default_threads(),
+            order=OrderOption.SEQUENTIAL,
+            indices=indices,
+            drop_last=False,
+            seed=0,
+            pipelines=_pipelines(base.device),
+        )
+    images, labels = base._finish(*next(_iterate(loader)))
+    return images, labels

@@ -64,7 +64,7 @@ def _add_prep(sub) -> None:
     p.add_argument(
         "--force", action="store_true", help="replace a dataset already prepared in --out"
     )
-    p.set_defaults(run=_run_prep)
+    p.set_defaults(handler=_run_prep)
 
 
 def _run_prep(args) -> int:
@@ -105,7 +105,7 @@ def _add_inspect(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     p.add_argument("--batch-size", type=_positive, default=256, help="(default: %(default)s)")
     p.add_argument("--grid", type=Path, default=None, help="write a PNG grid of real images here")
-    p.set_defaults(run=_run_inspect)
+    p.set_defaults(handler=_run_inspect)
 
 
 def _run_inspect(args) -> int:
@@ -167,7 +167,7 @@ def _add_bench(sub) -> None:
     b.add_argument(
         "--out", type=Path, default=None, help="result JSON (default: benchmarks/results/)"
     )
-    b.set_defaults(run=_run_bench_loader)
+    b.set_defaults(handler=_run_bench_loader)
 
     b = bench.add_parser(
         "prep",
@@ -192,7 +192,7 @@ def _add_bench(sub) -> None:
     )
     b.add_argument("--workdir", default="/tmp/gencond-bench-prep", help="scratch (removed after)")
     b.add_argument("--out", type=Path, default=None, help="result JSON")
-    b.set_defaults(run=_run_bench_prep)
+    b.set_defaults(handler=_run_bench_prep)
 
 
 def _run_bench_loader(args) -> int:
@@ -242,6 +242,140 @@ def _run_bench_prep(args) -> int:
     return 0
 
 
+SET_HELP = (
+    "override a config value: key=value; keys every preset honours: ipc, seed, max_steps "
+    "(stop after this many generator updates), device (cpu|cuda); sections: teacher.*, gan.*, "
+    "condense.*, eval.* (docs/config_reference.md); repeatable"
+)
+
+
+def _add_run_options(p, out_help: str) -> None:
+    p.add_argument("--preset", required=True, help="e.g. fashion-mnist-ipc10, fashion-mnist-smoke")
+    p.add_argument("--data", required=True, type=Path, help="a folder written by `gencond prep`")
+    p.add_argument("--out", required=True, type=Path, help=out_help)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=SET_HELP)  # fmt: skip
+
+
+def _config(args):
+    from data_prep.meta import load_meta
+    from engine.errors import ConfigError
+    from launch.presets import load_preset
+
+    cfg = load_preset(args.preset, args.overrides)
+    meta = load_meta(args.data)
+    if cfg.dataset != meta.dataset:
+        raise ConfigError(
+            f"preset {args.preset} is for {cfg.dataset}, but {args.data} holds {meta.dataset}"
+        )
+    return cfg
+
+
+def _add_method(sub) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="teacher, class embeddings and GAN-pretrained generator (once per dataset)",
+        description="The per-dataset stage reused by every IPC, seed and ablation: train the "
+        "teacher ConvNet, take class embeddings from it, and pretrain the class-conditional "
+        "GAN. Writes PRE/pretrained.pt and PRE/pretrain.json.",
+    )
+    _add_run_options(p, "output folder PRE")
+    p.set_defaults(handler=_run_pretrain)
+
+    p = sub.add_parser(
+        "condense",
+        help="learn the codebook and fine-tune the generator (Algorithm 1)",
+        description="Condense a prepared dataset into a codebook + class-conditional generator. "
+        "Without --pretrained the pretrain stage runs first into RUN/pretrained (and is reused "
+        "if it is there). Writes RUN/condensed.pt and RUN/metrics.jsonl.",
+    )
+    _add_run_options(p, "output folder RUN")
+    p.add_argument("--pretrained", type=Path, default=None, help="a PRE folder from `pretrain`")
+    p.set_defaults(handler=_run_condense)
+
+    p = sub.add_parser(
+        "synthesize",
+        help="condensed artifact -> synthetic set (tensors, beton, grid PNG)",
+        description="Write RUN/synthetic/: images.pt (float32, normalised with the dataset's "
+        "mean/std), labels.pt (int64, class-major), train.beton (uint8) and grid.png "
+        "(rows: classes, columns: the IPC images).",
+    )
+    p.add_argument("run", type=Path, help="a RUN folder from `condense`")
+    p.set_defaults(handler=_run_synthesize)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="train fresh nets on the condensed set and on baselines; RUN/eval.json",
+        description="Train fresh networks on the condensed set and on random-real / herding "
+        "coresets of the same IPC (DSA augmentation), N seeds, final-epoch test accuracy; plus "
+        "the plain pretrained generator's samples and the within/between-class diversity.",
+    )
+    p.add_argument("run", type=Path, help="a RUN folder from `condense`")
+    p.add_argument("--data", required=True, type=Path, help="the prepared dataset it came from")
+    p.add_argument(
+        "--models",
+        default="convnet",
+        help="comma list of convnet,alexnet,vgg11,resnet18,mlp (default: %(default)s)",
+    )
+    p.add_argument("--seeds", type=_positive, default=None, help="seeds (default: the preset's)")
+    p.add_argument("--baselines", default="random,herding", help="(default: %(default)s)")
+    p.add_argument("--epochs", type=_positive, default=None, help="(default: the preset's, 300)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_pretrain(args) -> int:
+    from engine.stages import run_pretrain
+    from launch.tables import show_pairs
+
+    summary = run_pretrain(_config(args), args.data, args.out)
+    show_pairs(f"Pretrained {args.preset} in {args.out}", list(summary.items()))
+    return 0
+
+
+def _run_condense(args) -> int:
+    from engine.stages import run_condense
+    from launch.tables import show_pairs
+
+    summary = run_condense(_config(args), args.data, args.out, args.pretrained)
+    show_pairs(f"Condensed {args.preset} into {args.out}", list(summary.items()))
+    return 0
+
+
+def _run_synthesize(args) -> int:
+    from engine.stages import run_synthesize
+    from launch.tables import show_pairs
+
+    summary = run_synthesize(args.run)
+    show_pairs(f"Synthetic set of {args.run}", list(summary.items()))
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from engine.config import RunConfig
+    from engine.evaluate import summarize
+    from engine.stages import load_condensed, run_evaluate
+    from launch.tables import show_rows
+
+    cfg = RunConfig.from_dict(load_condensed(args.run)["config"])
+    report = run_evaluate(
+        args.run,
+        args.data,
+        tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        args.seeds or cfg.eval.seeds,
+        tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
+        args.epochs or cfg.eval.epochs,
+        args.device,
+    )
+    div = report["diagnostics"]["diversity_teacher_features"]
+    rows = summarize(report["results"])
+    for row in rows:
+        d = div.get(row["set"], {})
+        row["within/between"] = d.get("ratio", float("nan"))
+    show_rows(f"IPC {report['ipc']}, {report['epochs']} epochs: test accuracy (%)", rows)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gencond",
@@ -250,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     _add_prep(sub)
+    _add_method(sub)
     _add_inspect(sub)
     _add_bench(sub)
     return parser
@@ -258,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except GencondError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         return 2

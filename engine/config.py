@@ -1,0 +1,187 @@
+"""Typed configuration of a run: one dataclass per stage, every weight and rate a field.
+
+Values are the paper's where it gives them (learning rates Z 0.01, G 0.001, phi 0.01, SGD with
+linear decay, loss weights 1) and documented choices elsewhere (docs/config_reference.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ConfigError
+
+
+@dataclass
+class TeacherConfig:
+    """ConvNet trained on the real data: class embeddings and (where asked) soft labels."""
+
+    width: int = 128
+    epochs: int = 2
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class GanConfig:
+    """Class-conditional GAN pretraining in pixel space: hinge loss, projection discriminator
+    with spectral norm, plus an auxiliary classifier and a mode-seeking term against collapse."""
+
+    steps: int = 20000
+    batch_size: int = 64
+    z_dim: int = 128  # C, the codebook's latent dimension
+    proj_dim: int = 64  # projected class condition concatenated to z
+    width: int = 64  # generator channels in its last block (x2 per block towards the input)
+    disc_width: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+    aux_weight: float = 0.5  # AC-GAN classification term on real and fake
+    mode_seeking_weight: float = 1.0  # Mao et al. 2019: distinct codes -> distinct images
+    condition: str = "class_feature"  # class_feature | one_hot | online_feature
+
+
+@dataclass
+class CondenseConfig:
+    """Algorithm 1. Step = one (Z, G) update; the loop counts are outer x inner x gen_steps."""
+
+    ipc: int = 10
+    outer_iterations: int = 100
+    inner_iterations: int = 10  # N: phi updates per outer iteration
+    gen_steps: int = 5  # M: (Z, G) updates per phi update
+    classes_per_step: int = 0  # 0: every class each step
+    assoc_per_image: int = 8  # real images in each synthetic image's association
+    phi_width: int = 128
+    phi_batch: int = 256  # global real batch for phi's classification update
+    lr_codebook: float = 0.01
+    lr_generator: float = 0.001
+    lr_phi: float = 0.01
+    lr_disc: float = 0.001
+    momentum: float = 0.9
+    weight_gan: float = 1.0
+    weight_cls: float = 1.0
+    weight_feature: float = 1.0
+    weight_intra: float = 1.0
+    weight_inter: float = 1.0
+    intra_temperature: float = 0.1
+    inter_margin: float = 0.5
+    feature_match: str = "image"  # image (Eq. 2, per-image association) | class (class means)
+    codebook: str = "learned"  # learned | fixed (Gaussian, not trained) | truncated
+    truncation: float = 0.5
+    finetune_generator: bool = True  # False: the IT-GAN-style frozen generator
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # siamese on real and synthetic
+    soft_labels: bool = False  # teacher soft labels as L_c targets of synthetic images
+    log_every: int = 10
+
+    @property
+    def total_steps(self) -> int:
+        return self.outer_iterations * self.inner_iterations * self.gen_steps
+
+
+@dataclass
+class EvalSettings:
+    models: tuple[str, ...] = ("convnet",)
+    seeds: int = 5
+    epochs: int = 300
+    baselines: tuple[str, ...] = ("random", "herding")
+    width: int = 128
+
+
+@dataclass
+class RunConfig:
+    preset: str = ""
+    dataset: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    max_steps: int = 0  # 0: the whole schedule; else stop after this many (Z, G) updates
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    condense: CondenseConfig = field(default_factory=CondenseConfig)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    budget_note: str = ""  # what the preset costs, as measured
+
+    # the contract's top-level --set keys that live in a section
+    SHORTCUTS = {"ipc": "condense.ipc"}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> RunConfig:
+        cfg = RunConfig()
+        for key, value in d.items():
+            if isinstance(value, dict):
+                section = getattr(cfg, key)
+                for k, v in value.items():
+                    setattr(section, k, tuple(v) if isinstance(v, list) else v)
+            else:
+                setattr(cfg, key, value)
+        return cfg
+
+    def override(self, assignment: str) -> None:
+        """Apply `key=value` (`ipc=10`, `condense.lr_codebook=0.02`, `eval.models=convnet,mlp`)."""
+        if "=" not in assignment:
+            raise ConfigError(f"--set {assignment!r}: expected key=value")
+        key, text = assignment.split("=", 1)
+        key = self.SHORTCUTS.get(key.strip(), key.strip())
+        *path, name = key.split(".")
+        target: Any = self
+        for part in path:
+            if not dataclasses.is_dataclass(target) or not hasattr(target, part):
+                raise ConfigError(f"--set {key}: unknown section {part!r}")
+            target = getattr(target, part)
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields:
+            options = ", ".join(sorted(fields))
+            raise ConfigError(f"--set {key}: unknown key {name!r} (keys here: {options})")
+        current = getattr(target, name)
+        setattr(target, name, _parse(text.strip(), current, key))
+        self.validate()
+
+    def validate(self) -> None:
+        c = self.condense
+        if c.ipc < 1:
+            raise ConfigError(f"ipc must be at least 1, got {c.ipc}")
+        if c.feature_match not in ("image", "class"):
+            raise ConfigError(
+                f"condense.feature_match must be image or class, not {c.feature_match!r}"
+            )
+        if c.codebook not in ("learned", "fixed", "truncated"):
+            raise ConfigError(
+                f"condense.codebook must be learned, fixed or truncated, not {c.codebook!r}"
+            )
+        if self.gan.condition not in ("class_feature", "one_hot", "online_feature"):
+            raise ConfigError("gan.condition must be class_feature, one_hot or online_feature")
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be cpu or cuda, not {self.device!r}")
+        for name in ("outer_iterations", "inner_iterations", "gen_steps", "assoc_per_image"):
+            if getattr(c, name) < 1:
+                raise ConfigError(f"condense.{name} must be at least 1")
+        if self.max_steps < 0:
+            raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}")
+
+
+def _parse(text: str, current: Any, key: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            items = [t.strip() for t in text.split(",") if t.strip()]
+            if current and isinstance(current[0], float):
+                return tuple(float(t) for t in items)
+            return tuple(items)
+        return text
+    except ValueError:
+        kind = type(current).__name__
+        raise ConfigError(f"--set {key}={text}: expected a {kind}") from None

@@ -1,0 +1,125 @@
+"""Generator pretraining: a class-conditional GAN on the task dataset, in pixel space.
+
+Hinge loss with a projection discriminator (spectral norm), an auxiliary classifier (AC-GAN)
+and a mode-seeking term (Mao et al., CVPR 2019) that rewards distinct images for distinct codes
+of one class: the safeguard against the collapse that turns IPC K into IPC 1.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from data_prep.loaders import TrainLoader
+from data_prep.meta import DatasetMeta
+from engine.config import GanConfig
+from engine.console import progress_bar
+from engine.generator import Generator
+
+
+class PixelDiscriminator(nn.Module):
+    """Strided spectral-norm convs down to 4x4, sum-pooled features h;
+    D(x, y) = w.h + <embed(y), h>; aux(x) = class logits from h."""
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, width: int):
+        super().__init__()
+        layers, cin, size = [], channels, image_size
+        cout = width
+        while size > 4:
+            layers += [
+                spectral_norm(nn.Conv2d(cin, cout, 3, padding=1)),
+                nn.LeakyReLU(0.2),
+                spectral_norm(nn.Conv2d(cout, cout, 4, stride=2, padding=1)),
+                nn.LeakyReLU(0.2),
+            ]
+            cin, cout, size = cout, min(cout * 2, width * 8), size // 2
+        self.body = nn.Sequential(*layers)
+        self.linear = spectral_norm(nn.Linear(cin, 1))
+        self.embed = spectral_norm(nn.Embedding(num_classes, cin))
+        self.aux = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.body(x).sum(dim=(2, 3))
+        score = self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
+        return score, self.aux(h)
+
+
+def build_generator(meta: DatasetMeta, cfg: GanConfig, cond_dim: int) -> Generator:
+    return Generator(cfg.z_dim, cond_dim, cfg.proj_dim, meta.channels, meta.image_size,
+                     cfg.width, meta.mean, meta.std)  # fmt: skip
+
+
+def pretrain_gan(
+    data_dir: str | Path,
+    meta: DatasetMeta,
+    cfg: GanConfig,
+    conditions: torch.Tensor,
+    seed: int,
+    device: torch.device,
+    max_steps: int = 0,
+) -> tuple[Generator, list[dict]]:
+    """Train G(z, proj(condition[y])) against D for cfg.steps steps; returns G and a log."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        G = build_generator(meta, cfg, conditions.shape[1]).to(device)
+        D = PixelDiscriminator(meta.channels, meta.num_classes, meta.image_size, cfg.disc_width)
+        D = D.to(device)
+    conditions = conditions.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=cfg.betas)
+    opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=cfg.betas)
+    loader = TrainLoader(data_dir, cfg.batch_size, seed=seed, device=device)
+    steps = cfg.steps if not max_steps else min(cfg.steps, max_steps)
+    log: list[dict] = []
+    step = 0
+    with progress_bar() as bar:
+        task = bar.add_task("GAN pretraining", total=steps)
+        while step < steps:
+            for real, y in loader:
+                if step >= steps:
+                    break
+                n = len(y)
+                z = torch.randn(n, cfg.z_dim, generator=gen).to(device)
+                with torch.no_grad():
+                    fake = G(z, conditions[y])
+                d_real, aux_real = D(real, y)
+                d_fake, _ = D(fake, y)
+                loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+                loss_d = loss_d + cfg.aux_weight * F.cross_entropy(aux_real, y)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+
+                # two codes per class pair for the mode-seeking ratio
+                z1 = torch.randn(n, cfg.z_dim, generator=gen).to(device)
+                z2 = torch.randn(n, cfg.z_dim, generator=gen).to(device)
+                fake = G(torch.cat([z1, z2]), conditions[y].repeat(2, 1))
+                score, aux = D(fake, y.repeat(2))
+                loss_g = -score.mean() + cfg.aux_weight * F.cross_entropy(aux, y.repeat(2))
+                f1, f2 = fake[:n], fake[n:]
+                ratio = (f1 - f2).abs().mean(dim=(1, 2, 3)) / (z1 - z2).abs().mean(1)
+                loss_ms = 1 / (ratio.mean() + 1e-5)
+                loss_g = loss_g + cfg.mode_seeking_weight * loss_ms
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                step += 1
+                bar.advance(task)
+                if step % 100 == 0 or step == steps:
+                    log.append({"gan_step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
+                                "mode_seeking_ratio": ratio.mean().item()})  # fmt: skip
+                    if not math.isfinite(loss_g.item()):
+                        raise FloatingPointError(f"GAN diverged at step {step}")
+    # settle BatchNorm running statistics on a few batches of fresh codes
+    G.train()
+    with torch.no_grad():
+        classes = torch.arange(meta.num_classes).repeat(max(1, 256 // meta.num_classes))
+        for _ in range(20):
+            z = torch.randn(len(classes), cfg.z_dim, generator=gen).to(device)
+            G(z, conditions[classes.to(device)])
+    return G.eval(), log

@@ -1,0 +1,61 @@
+"""Condensation losses (Zhang et al. 2023), scaled to stay O(1) whatever the layer sizes and
+the number of classes.
+
+Normalisation choices (the paper leaves them open):
+- L_f uses per-element means (MSE), summed over layers: a sum over every element of every
+  feature map reaches 1e4-1e5 on 32 px inputs and the generator diverges.
+- L_intra and L_inter use unit-length features, so temperature and margin have a fixed scale
+  while phi is re-initialised every outer iteration.
+- L_inter is the mean over ordered class pairs (the paper sums), so its size does not grow with
+  the number of classes per step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def feature_matching(
+    synthetic: list[torch.Tensor], association_means: list[torch.Tensor]
+) -> torch.Tensor:
+    """Eq. 2: sum over layers of the MSE between each synthetic image's feature and the mean
+    feature of its association (same shapes per layer: one row per synthetic image)."""
+    return sum(F.mse_loss(s, t) for s, t in zip(synthetic, association_means, strict=True))
+
+
+def intra_class_diversity(
+    features: torch.Tensor, centers: torch.Tensor, ipc: int, temperature: float
+) -> torch.Tensor:
+    """Eq. 3. features: (classes * ipc, D) synthetic features, class-major; centers: (classes, D)
+    each class's center. Positive pair: an image and its class center; negatives: the other
+    K - 1 images of its class. Mean over images of -log(e<f,c> / (sum_i e<f,f_i> + e<f,c>))."""
+    f = F.normalize(features, dim=1).view(-1, ipc, features.shape[1])
+    c = F.normalize(centers, dim=1)
+    positive = torch.einsum("nkd,nd->nk", f, c) / temperature  # (classes, K)
+    pairwise = torch.einsum("nkd,njd->nkj", f, f) / temperature  # (classes, K, K)
+    self_mask = torch.eye(ipc, dtype=torch.bool, device=f.device)
+    negatives = pairwise.masked_fill(self_mask, float("-inf"))
+    logits = torch.cat([positive.unsqueeze(2), negatives], dim=2)  # positive at index 0
+    return (torch.logsumexp(logits, dim=2) - positive).mean()
+
+
+def inter_class_discrimination(centers: torch.Tensor, margin: float) -> torch.Tensor:
+    """Eq. 4 averaged over ordered pairs: max(margin - ||mean f_A - mean f_B||, 0) for A != B.
+    centers: (classes, D) means of unit-length synthetic features per class."""
+    n = len(centers)
+    if n < 2:
+        return centers.sum() * 0
+    diff = centers.unsqueeze(0) - centers.unsqueeze(1)
+    dist = diff.pow(2).sum(-1).clamp_min(1e-12).sqrt()  # differentiable at 0
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=centers.device)
+    return F.relu(margin - dist[off_diagonal]).mean()
+
+
+def class_centers(features: torch.Tensor, ipc: int) -> torch.Tensor:
+    """(classes * ipc, D) class-major -> (classes, D) means of the unit-length features."""
+    return F.normalize(features, dim=1).view(-1, ipc, features.shape[1]).mean(1)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()

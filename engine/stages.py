@@ -1,0 +1,227 @@
+"""The stages a user runs: pretrain -> condense -> synthesize -> evaluate. Each reads and
+writes the files of the contract and returns a summary for the closing table."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from data_prep.loaders import Normalizer
+from data_prep.meta import DatasetMeta, load_meta
+from engine import artifact
+from engine.condense import condense
+from engine.config import RunConfig
+from engine.console import log
+from engine.errors import DataError
+from engine.evaluate import EvalConfig, diversity, evaluate_sets, herding, random_real
+from engine.gan import pretrain_gan
+from engine.generator import condition_table, generate, init_codebook
+from engine.teacher import build_teacher, class_embeddings, train_teacher
+
+SYNTHETIC_DIR = "synthetic"
+
+
+def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
+    """Teacher, class embeddings and the GAN-pretrained generator -> PRE/pretrained.pt."""
+    meta = load_meta(data_dir)
+    device = torch.device(cfg.device)
+    start = time.perf_counter()
+    log(f"Training the teacher ConvNet (width {cfg.teacher.width}, {cfg.teacher.epochs} epochs)")
+    teacher, teacher_acc = train_teacher(data_dir, meta, cfg.teacher, cfg.seed, device)
+    log(f"Teacher test accuracy {teacher_acc:.2f} %")
+    embeddings = class_embeddings(teacher, data_dir, meta, device)
+    conditions = condition_table(cfg.gan.condition, embeddings)
+    log(f"Pretraining the conditional GAN ({cfg.gan.steps} steps)")
+    G, gan_log = pretrain_gan(data_dir, meta, cfg.gan, conditions, cfg.seed, device)
+    payload = {
+        "generator": G.cpu().state_dict(),
+        "generator_spec": artifact.generator_spec(G, cfg.gan.proj_dim, cfg.gan.width),
+        "teacher": teacher.cpu().state_dict(),
+        "teacher_width": cfg.teacher.width,
+        "teacher_accuracy": teacher_acc,
+        "class_embeddings": embeddings,
+        "conditions": conditions,
+        "gan_log": gan_log,
+        "config": cfg.to_dict(),
+        "meta": meta.to_dict(),
+        "version": artifact.version(),
+        "seconds": time.perf_counter() - start,
+    }
+    artifact.save_atomic(payload, out / artifact.PRETRAINED_FILE)
+    summary = {
+        "teacher_accuracy": teacher_acc,
+        "gan_steps": cfg.gan.steps,
+        "seconds": payload["seconds"],
+        "path": str(out / artifact.PRETRAINED_FILE),
+    }
+    (out / "pretrain.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def load_pretrained(pre_dir: Path, meta: DatasetMeta) -> dict:
+    path = pre_dir / artifact.PRETRAINED_FILE
+    payload = artifact.load(path, "pretrained stage (run `gencond pretrain` first)")
+    artifact.check_matches(payload, meta, path)
+    return payload
+
+
+def teacher_from(pre: dict, meta: DatasetMeta) -> torch.nn.Module:
+    net = build_teacher(meta, pre["teacher_width"])
+    net.load_state_dict(pre["teacher"])
+    return net.eval()
+
+
+def run_condense(
+    cfg: RunConfig, data_dir: str | Path, out: Path, pretrained: Path | None = None
+) -> dict:
+    """Condense into RUN/condensed.pt; without --pretrained the stage runs into RUN/pretrained
+    (and is reused when a previous run left it there)."""
+    cfg.validate()
+    meta = load_meta(data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pre_dir = pretrained or out / "pretrained"
+    if pretrained is None and not (pre_dir / artifact.PRETRAINED_FILE).is_file():
+        run_pretrain(cfg, data_dir, pre_dir)
+    pre = load_pretrained(pre_dir, meta)
+    teacher = teacher_from(pre, meta).to(cfg.device) if cfg.condense.soft_labels else None
+    log(f"Condensing {meta.dataset} into IPC {cfg.condense.ipc} ({cfg.condense.total_steps} steps"
+        f"{f', stopping at {cfg.max_steps}' if cfg.max_steps else ''})")  # fmt: skip
+    state = condense(cfg, data_dir, meta, artifact.rebuild_generator(pre),
+                     pre["conditions"], out, teacher)  # fmt: skip
+    payload = {
+        "generator": state["generator"].state_dict(),
+        "generator_spec": pre["generator_spec"],
+        "codebook": state["codebook"],
+        "class_embeddings": state["conditions"],
+        "teacher_class_embeddings": pre["class_embeddings"],
+        "config": cfg.to_dict(),
+        "meta": meta.to_dict(),
+        "version": artifact.version(),
+        "steps": state["steps"],
+        "seconds": state["seconds"],
+        "pretrained": str(pre_dir.resolve()),
+    }
+    path = out / artifact.CONDENSED_FILE
+    artifact.save_atomic(payload, path)
+    params = sum(v.numel() for v in payload["generator"].values() if v.is_floating_point())
+    params += payload["codebook"].numel()
+    pixels = meta.num_classes * cfg.condense.ipc * meta.channels * meta.image_size**2
+    return {"artifact": str(path), "artifact_bytes": path.stat().st_size,
+            "pixel_set_bytes": pixels * 4, "generator_and_codebook_params": params,
+            "pixel_set_params": pixels, "steps": state["steps"],
+            "seconds": round(state["seconds"], 1)}  # fmt: skip
+
+
+def load_condensed(run: Path) -> dict:
+    return artifact.load(run / artifact.CONDENSED_FILE, "condensed artifact (condensed.pt)")
+
+
+@torch.no_grad()
+def synthetic_set(payload: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    G = artifact.rebuild_generator(payload)
+    classes = list(range(payload["meta"]["num_classes"]))
+    images, labels = [], []
+    for start in range(0, len(classes), 100):
+        x, y = generate(G, payload["codebook"], payload["class_embeddings"],
+                        classes[start : start + 100])  # fmt: skip
+        images.append(x)
+        labels.append(y)
+    return torch.cat(images), torch.cat(labels).long()
+
+
+def run_synthesize(run: Path) -> dict:
+    """RUN/synthetic/: images.pt (normalised float32), labels.pt, train.beton (uint8), grid.png."""
+    from data_prep.beton import write_beton
+    from data_prep.splits import Segment, Split
+
+    payload = load_condensed(run)
+    meta = DatasetMeta(**payload["meta"])
+    images, labels = synthetic_set(payload)
+    out = run / SYNTHETIC_DIR
+    out.mkdir(exist_ok=True)
+    for name, tensor in (("images.pt", images), ("labels.pt", labels)):
+        _save_tensor(tensor, out / name)
+    pixels = Normalizer(meta.mean, meta.std).denormalize(images)  # uint8 NCHW
+    split = Split([Segment(pixels.permute(0, 2, 3, 1).numpy(), labels.numpy(), out)])
+    tmp = out / "train.beton.tmp"
+    write_beton(tmp, split, workers=1, description="Writing synthetic beton")
+    tmp.replace(out / "train.beton")
+    ipc = payload["config"]["condense"]["ipc"]
+    shown = pixels[: min(meta.num_classes, 100) * ipc].float() / 255
+    save_image(shown, str(out / "grid.png"), nrow=ipc, padding=1)
+    return {"images": len(labels), "classes": meta.num_classes, "ipc": ipc,
+            "folder": str(out), "grid": str(out / "grid.png")}  # fmt: skip
+
+
+def _save_tensor(tensor: torch.Tensor, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(tensor, tmp)
+    tmp.replace(path)
+
+
+def run_evaluate(
+    run: Path,
+    data_dir: str | Path,
+    models: tuple[str, ...],
+    seeds: int,
+    baselines: tuple[str, ...],
+    epochs: int,
+    device: str,
+) -> dict:
+    """Fresh nets trained on the condensed set and on the baselines of the same IPC, N seeds,
+    final-epoch accuracy; plus the diagnostics (plain generator samples, diversity)."""
+    payload = load_condensed(run)
+    meta = load_meta(data_dir)
+    artifact.check_matches(payload, meta, run / artifact.CONDENSED_FILE)
+    cfg = RunConfig.from_dict(payload["config"])
+    ipc = cfg.condense.ipc
+    pre = load_pretrained(Path(payload["pretrained"]), meta)
+    teacher = teacher_from(pre, meta)
+    sets = {"condensed": synthetic_set(payload)}
+    plain = dict(payload, generator=pre["generator"], class_embeddings=pre["conditions"],
+                 codebook=init_codebook(ipc, pre["generator_spec"]["z_dim"], "fixed", 0,
+                                        cfg.seed))  # fmt: skip
+    sets["plain_generator"] = synthetic_set(plain)
+    for name in baselines:
+        if name == "random":
+            sets["random"] = random_real(data_dir, ipc, seed=cfg.seed)
+        elif name == "herding":
+            sets["herding"] = herding(data_dir, ipc, teacher)
+        else:
+            raise DataError(f"unknown baseline {name!r} (choose from: random, herding)")
+    eval_cfg = EvalConfig(models=tuple(models), seeds=seeds, epochs=epochs, device=device,
+                          width=cfg.eval.width)  # fmt: skip
+    soft = None
+    if cfg.condense.soft_labels:
+        with torch.no_grad():
+            soft = {"condensed_soft_labels": torch.softmax(teacher(sets["condensed"][0]), 1)}
+        sets["condensed_soft_labels"] = sets["condensed"]
+    results = evaluate_sets(sets, data_dir, eval_cfg, soft=soft)
+    diagnostics = {name: diversity(x, y, teacher) for name, (x, y) in sets.items()}
+    report = {
+        "ipc": ipc,
+        "epochs": epochs,
+        "protocol": f"fresh nets trained {epochs} epochs on each set with DSA "
+        f"({eval_cfg.dsa_strategy}), SGD lr {eval_cfg.lr} momentum {eval_cfg.momentum} wd "
+        f"{eval_cfg.weight_decay}, lr x0.1 at half, batch {eval_cfg.batch_size}; final-epoch "
+        f"test accuracy (%), mean and population std over {seeds} seeds; hard labels"
+        + ("; 'condensed_soft_labels': the same images with teacher soft labels" if soft else ""),
+        "results": results,
+        "diagnostics": {
+            "plain_generator": "the pretrained generator with fixed Gaussian codes, before "
+            "condensation (the paper's 'uniform sample')",
+            "diversity_teacher_features": diagnostics,
+        },
+        "dataset": meta.dataset,
+        "config": cfg.to_dict(),
+        "version": artifact.version(),
+    }
+    path = run / "eval.json"
+    tmp = path.with_name("eval.json.tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(path)
+    return report

@@ -1,0 +1,72 @@
+"""Teacher ConvNet trained on the real data, and the class embeddings taken from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from data_prep.loaders import TestLoader, TrainLoader
+from data_prep.meta import DatasetMeta
+from engine.config import TeacherConfig
+from engine.console import progress_bar
+from engine.nets import ConvNet, reinit_
+
+
+def build_teacher(meta: DatasetMeta, width: int) -> ConvNet:
+    return ConvNet(meta.channels, meta.num_classes, meta.image_size, width=width)
+
+
+def train_teacher(
+    data_dir: str | Path, meta: DatasetMeta, cfg: TeacherConfig, seed: int, device: torch.device
+) -> tuple[ConvNet, float]:
+    """SGD with a cosine schedule over `epochs`; returns the net and its test accuracy (%)."""
+    net = build_teacher(meta, cfg.width)
+    reinit_(net, torch.Generator().manual_seed(seed))
+    net.to(device)
+    loader = TrainLoader(data_dir, cfg.batch_size, seed=seed, device=device)
+    opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)  # fmt: skip
+    total = max(1, cfg.epochs * len(loader))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    with progress_bar() as bar:
+        task = bar.add_task("Teacher", total=total)
+        for _ in range(cfg.epochs):
+            for x, y in loader:
+                loss = F.cross_entropy(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.advance(task)
+    return net.eval(), test_accuracy(net, data_dir, device)
+
+
+@torch.no_grad()
+def test_accuracy(net: torch.nn.Module, data_dir: str | Path, device: torch.device) -> float:
+    net.eval()
+    correct = seen = 0
+    for x, y in TestLoader(data_dir, batch_size=1024, device=device):
+        correct += (net(x).argmax(1) == y).sum().item()
+        seen += len(y)
+    return 100.0 * correct / max(1, seen)
+
+
+@torch.no_grad()
+def class_embeddings(
+    net: ConvNet, data_dir: str | Path, meta: DatasetMeta, device: torch.device
+) -> torch.Tensor:
+    """Per class, the mean over all its training images of the spatially pooled lowest-resolution
+    feature map of the teacher: (classes, width)."""
+    net.eval()
+    sums = torch.zeros(meta.num_classes, net.feature_channels, dtype=torch.float64, device=device)
+    counts = torch.zeros(meta.num_classes, dtype=torch.float64, device=device)
+    loader = TestLoader(data_dir, batch_size=1024, device=device, split="train")
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("Class embeddings", total=len(loader))
+        for x, y in loader:
+            sums.index_add_(0, y, net.pooled_feature(x).double())
+            counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+            bar.advance(task)
+    return (sums / counts.unsqueeze(1)).float().cpu()

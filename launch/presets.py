@@ -1,0 +1,65 @@
+"""Presets: `<dataset>-ipc<K>` for every dataset and `<dataset>-smoke` CPU budgets.
+
+Full presets hold the paper's rates and our GPU-budget loop counts; smoke presets shrink the
+nets and loops to fit a 2-core CPU (their measured cost is in `budget_note`)."""
+
+from __future__ import annotations
+
+from engine.config import RunConfig
+from engine.errors import ConfigError
+
+IPCS = {
+    "mnist": (1, 10, 50),
+    "fashion-mnist": (1, 10, 50),
+    "cifar10": (1, 10, 50),
+    "cifar100": (1, 10, 50),
+    "svhn": (1, 10, 50),
+    "tiny-imagenet": (1, 10, 50),
+    "imagenet64": (1, 2, 10, 50),
+}
+SMOKE = ("mnist", "fashion-mnist")
+
+
+def _full(dataset: str, ipc: int) -> RunConfig:
+    cfg = RunConfig(preset=f"{dataset}-ipc{ipc}", dataset=dataset)
+    cfg.condense.ipc = ipc
+    cfg.eval.seeds = 20
+    if dataset in ("tiny-imagenet", "imagenet64"):
+        cfg.teacher.epochs = 20 if dataset == "imagenet64" else 30
+        cfg.gan.steps = 50_000
+        cfg.condense.classes_per_step = 100 if dataset == "imagenet64" else 50
+        cfg.condense.assoc_per_image = 4
+    else:
+        cfg.teacher.epochs = 20
+    if dataset == "imagenet64":  # soft labels from the teacher: the paper's ImageNet-1K setting
+        cfg.condense.soft_labels = True
+    cfg.budget_note = "GPU budget; not yet timed"
+    return cfg
+
+
+def _smoke(dataset: str) -> RunConfig:
+    cfg = RunConfig(preset=f"{dataset}-smoke", dataset=dataset)
+    cfg.teacher.width, cfg.teacher.epochs = 64, 1
+    cfg.gan.steps, cfg.gan.width, cfg.gan.disc_width, cfg.gan.z_dim = 2500, 16, 16, 64
+    c = cfg.condense
+    c.ipc, c.phi_width, c.assoc_per_image = 10, 64, 4
+    c.outer_iterations, c.inner_iterations, c.gen_steps = 40, 5, 3
+    cfg.eval.seeds = 5
+    cfg.budget_note = "CPU budget (2 cores): see benchmarks/results for the measured time"
+    return cfg
+
+
+PRESETS = {f"{d}-ipc{k}": (d, k) for d, ks in IPCS.items() for k in ks}
+PRESETS.update({f"{d}-smoke": (d, 0) for d in SMOKE})
+
+
+def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r} (e.g. {', '.join(list(PRESETS)[:4])}, ...; "
+                          "`gencond presets` lists them)")  # fmt: skip
+    dataset, ipc = PRESETS[name]
+    cfg = _smoke(dataset) if ipc == 0 else _full(dataset, ipc)
+    for assignment in overrides or []:
+        cfg.override(assignment)
+    cfg.validate()
+    return cfg
