@@ -4,6 +4,7 @@ writes the files of the contract and returns a summary for the closing table."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -157,6 +158,17 @@ def run_synthesize(run: Path) -> dict:
             "folder": str(out), "grid": str(out / "grid.png")}  # fmt: skip
 
 
+def _finite(value):
+    """Strict JSON: NaN / inf (e.g. a diversity ratio with one class) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _save_tensor(tensor: torch.Tensor, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(tensor, tmp)
@@ -222,6 +234,6 @@ def run_evaluate(
     }
     path = run / "eval.json"
     tmp = path.with_name("eval.json.tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
     tmp.replace(path)
     return report

@@ -1,0 +1,158 @@
+"""The method through the real command on a tiny dataset: pretrain, condense, synthesize,
+evaluate; artifact round trip; bad input refused with one line."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.options import PrepOptions
+from data_prep.prepare import prepare_arrays
+from data_prep.splits import RawDataset, Segment, Split
+
+TINY = [
+    "teacher.width=8", "teacher.epochs=1", "teacher.batch_size=32",
+    "gan.steps=6", "gan.width=4", "gan.disc_width=4", "gan.batch_size=16", "gan.z_dim=8",
+    "gan.proj_dim=4", "condense.outer_iterations=2", "condense.inner_iterations=2",
+    "condense.gen_steps=2", "condense.phi_width=8", "condense.phi_batch=32",
+    "condense.assoc_per_image=2", "eval.width=8", "ipc=3",
+]  # fmt: skip
+
+
+def toy(out: Path, classes: int = 4, name: str = "mnist", size: int = 28) -> Path:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(classes), 30)
+    base = rng.integers(0, 256, (classes, size, size, 1))
+    images = np.clip(base[labels] + rng.integers(-20, 20, (len(labels), size, size, 1)), 0, 255)
+    test_labels = np.repeat(np.arange(classes), 10)
+    test = np.clip(base[test_labels] + rng.integers(-20, 20, (len(test_labels), size, size, 1)),
+                   0, 255)  # fmt: skip
+    raw = RawDataset(
+        name, [str(c) for c in range(classes)],
+        Split([Segment(images.astype(np.uint8), labels, Path("<generated>"))]),
+        Split([Segment(test.astype(np.uint8), test_labels, Path("<generated>"))]), [],
+    )  # fmt: skip
+    prepare_arrays(raw, out, PrepOptions(workers=1))
+    return out
+
+
+def sets(*pairs: str) -> list[str]:
+    return [a for p in pairs for a in ("--set", p)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny condensation shared by the tests below (pretrain runs inside condense)."""
+    from conftest import run_cli
+
+    root = tmp_path_factory.mktemp("method")
+    data = toy(root / "data")
+    r = run_cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", root / "run",
+                *sets(*TINY))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return root, data, root / "run", r
+
+
+def test_condense_writes_the_contract_files(run):
+    root, data, out, result = run
+    payload = torch.load(out / "condensed.pt", weights_only=False)
+    for key in ("generator", "codebook", "class_embeddings", "config", "meta", "version"):
+        assert key in payload
+    assert payload["codebook"].shape == (3, 8)
+    assert payload["class_embeddings"].shape[0] == 4
+    assert payload["meta"]["dataset"] == "mnist"
+    assert payload["steps"] == 2 * 2 * 2
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 8
+    assert (out / "pretrained" / "pretrained.pt").is_file()
+    assert "artifact_bytes" in result.stdout and "pixel_set_bytes" in result.stdout
+
+
+def test_synthesize_round_trip(run, cli):
+    from engine.stages import load_condensed, synthetic_set
+
+    root, data, out, _ = run
+    r = cli("synthesize", out)
+    assert r.returncode == 0, r.stderr
+    images = torch.load(out / "synthetic" / "images.pt")
+    labels = torch.load(out / "synthetic" / "labels.pt")
+    assert images.shape == (12, 1, 28, 28) and images.dtype == torch.float32
+    assert labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    again, _ = synthetic_set(load_condensed(out))  # the artifact regenerates the same set
+    torch.testing.assert_close(again, images)
+    from data_prep.loaders import read_all
+
+    assert (out / "synthetic" / "grid.png").is_file()
+    from ffcv.loader import Loader
+
+    assert len(Loader(str(out / "synthetic" / "train.beton"), batch_size=12, seed=0)) == 1
+    assert read_all  # the beton is the same NDArrayField layout as prepared data
+
+
+def test_evaluate_writes_eval_json(run, cli):
+    root, data, out, _ = run
+    r = cli("evaluate", out, "--data", data, "--seeds", "2", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "eval.json").read_text())
+    assert report["ipc"] == 3 and report["epochs"] == 2
+    for name in ("condensed", "plain_generator", "random", "herding"):
+        entry = report["results"][name]["convnet"]
+        assert len(entry["accs"]) == 2
+        assert entry["mean"] == pytest.approx(np.mean(entry["accs"]))
+        assert entry["std"] == pytest.approx(np.std(entry["accs"]))
+    div = report["diagnostics"]["diversity_teacher_features"]["condensed"]
+    assert div["within_class"] > 0  # not collapsed
+    assert "condensed" in r.stdout and "random" in r.stdout
+
+
+def assert_one_error(r, *needles):
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+
+
+def test_ipc_zero_is_refused(run, cli, tmp_path):
+    _, data, _, _ = run
+    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", tmp_path / "x",
+            "--set", "ipc=0")  # fmt: skip
+    assert_one_error(r, "ipc must be at least 1")
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_preset_and_key(run, cli, tmp_path):
+    _, data, _, _ = run
+    r = cli("condense", "--preset", "mnist-ipc7", "--data", data, "--out", tmp_path / "x")
+    assert_one_error(r, "unknown preset 'mnist-ipc7'")
+    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", tmp_path / "x",
+            "--set", "condense.lr_codbook=1")  # fmt: skip
+    assert_one_error(r, "unknown key 'lr_codbook'", "lr_codebook")
+
+
+def test_preset_for_another_dataset(run, cli, tmp_path):
+    _, data, _, _ = run
+    r = cli("condense", "--preset", "cifar10-ipc10", "--data", data, "--out", tmp_path / "x")
+    assert_one_error(r, "preset cifar10-ipc10 is for cifar10", "holds mnist")
+
+
+def test_artifact_data_mismatch(run, cli, tmp_path):
+    _, _, out, _ = run
+    other = toy(tmp_path / "other", classes=5)
+    r = cli("evaluate", out, "--data", other, "--seeds", "1", "--epochs", "1")
+    assert_one_error(r, "condensed.pt", "num_classes 4", "num_classes 5")
+
+
+def test_missing_teacher(run, cli, tmp_path):
+    _, data, _, _ = run
+    (tmp_path / "pre").mkdir()
+    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", tmp_path / "x",
+            "--pretrained", tmp_path / "pre")  # fmt: skip
+    assert_one_error(r, str(tmp_path / "pre" / "pretrained.pt"), "gencond pretrain")
+
+
+def test_missing_artifact(cli, tmp_path):
+    r = cli("synthesize", tmp_path)
+    assert_one_error(r, str(tmp_path / "condensed.pt"))
