@@ -1,0 +1,58 @@
+"""Presets and --set overrides."""
+
+import pytest
+
+from engine.config import RunConfig
+from engine.errors import ConfigError
+from launch.presets import PRESETS, load_preset
+
+
+def test_every_dataset_has_its_presets():
+    for dataset in ("mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "tiny-imagenet"):
+        for ipc in (1, 10, 50):
+            assert load_preset(f"{dataset}-ipc{ipc}").condense.ipc == ipc
+    for ipc in (1, 2, 10, 50):
+        cfg = load_preset(f"imagenet64-ipc{ipc}")
+        assert cfg.condense.soft_labels and cfg.condense.classes_per_step == 100
+    assert load_preset("fashion-mnist-smoke").condense.ipc == 10
+    assert "mnist-smoke" in PRESETS
+
+
+def test_paper_learning_rates_are_the_defaults():
+    c = load_preset("cifar10-ipc10").condense
+    assert (c.lr_codebook, c.lr_generator, c.lr_phi) == (0.01, 0.001, 0.01)
+    assert (c.weight_gan, c.weight_feature, c.weight_intra, c.weight_inter) == (1, 1, 1, 1)
+
+
+def test_overrides_and_their_types():
+    cfg = load_preset(
+        "fashion-mnist-smoke",
+        ["ipc=5", "seed=3", "max_steps=7", "device=cpu", "condense.lr_codebook=0.02",
+         "condense.finetune_generator=false", "eval.models=convnet,mlp"],
+    )  # fmt: skip
+    assert cfg.condense.ipc == 5 and cfg.seed == 3 and cfg.max_steps == 7
+    assert cfg.condense.lr_codebook == 0.02 and cfg.condense.finetune_generator is False
+    assert cfg.eval.models == ("convnet", "mlp")
+    assert RunConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("ipc=0", "ipc must be at least 1"),
+        ("ipc=ten", "expected a int"),
+        ("nokey=1", "unknown key 'nokey'"),
+        ("condense.codebook=weird", "codebook must be learned, fixed or truncated"),
+        ("gan.condition=label", "gan.condition must be"),
+        ("device=tpu", "device must be cpu or cuda"),
+        ("justtext", "expected key=value"),
+    ],
+)
+def test_bad_overrides(assignment, message):
+    with pytest.raises(ConfigError, match=message):
+        load_preset("mnist-smoke", [assignment])
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'mnist-ipc3'"):
+        load_preset("mnist-ipc3")
