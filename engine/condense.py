@@ -197,9 +197,12 @@ def _step(cfg, nets, real, real_labels, step_classes, step, opt_zg, opt_dh) -> d
                    for f in real_feats]  # fmt: skip
     loss_f = losses.feature_matching(syn_feats, targets)
     syn_pooled = syn_feats[-1].mean(dim=(2, 3))
-    loss_intra = losses.intra_class_diversity(syn_pooled, centers_real, K, c.intra_temperature)
+    origin = centers_real.mean(0)  # the mean real feature of the step's classes
+    loss_intra = losses.intra_class_diversity(
+        syn_pooled, centers_real, K, c.intra_temperature, origin
+    )
     loss_inter = losses.inter_class_discrimination(
-        losses.class_centers(syn_pooled, K), c.inter_margin
+        losses.class_centers(syn_pooled, K, origin), c.inter_margin
     )
     cond = conditions[labels]
     d_fake = D(syn_pooled, cond)

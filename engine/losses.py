@@ -25,11 +25,21 @@ def feature_matching(
 
 
 def intra_class_diversity(
-    features: torch.Tensor, centers: torch.Tensor, ipc: int, temperature: float
+    features: torch.Tensor,
+    centers: torch.Tensor,
+    ipc: int,
+    temperature: float,
+    origin: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 3. features: (classes * ipc, D) synthetic features, class-major; centers: (classes, D)
     each class's center. Positive pair: an image and its class center; negatives: the other
-    K - 1 images of its class. Mean over images of -log(e<f,c> / (sum_i e<f,f_i> + e<f,c>))."""
+    K - 1 images of its class. Mean over images of -log(e<f,c> / (sum_i e<f,f_i> + e<f,c>)).
+
+    `origin` (D,) is subtracted from features and centers before they are made unit length.
+    ReLU features of a freshly initialised phi all point the same way (cosines near 1), which
+    leaves this loss flat at log K; measured from the mean real feature they spread out."""
+    if origin is not None:
+        features, centers = features - origin, centers - origin
     f = F.normalize(features, dim=1).view(-1, ipc, features.shape[1])
     c = F.normalize(centers, dim=1)
     positive = torch.einsum("nkd,nd->nk", f, c) / temperature  # (classes, K)
@@ -52,8 +62,13 @@ def inter_class_discrimination(centers: torch.Tensor, margin: float) -> torch.Te
     return F.relu(margin - dist[off_diagonal]).mean()
 
 
-def class_centers(features: torch.Tensor, ipc: int) -> torch.Tensor:
-    """(classes * ipc, D) class-major -> (classes, D) means of the unit-length features."""
+def class_centers(
+    features: torch.Tensor, ipc: int, origin: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(classes * ipc, D) class-major -> (classes, D) means of the unit-length features
+    (measured from `origin` when given, as in intra_class_diversity)."""
+    if origin is not None:
+        features = features - origin
     return F.normalize(features, dim=1).view(-1, ipc, features.shape[1]).mean(1)
 
 
