@@ -373,6 +373,12 @@ def _run_evaluate(args) -> int:
         d = div.get(row["set"], {})
         row["within/between"] = d.get("ratio", float("nan"))
     show_rows(f"IPC {report['ipc']}, {report['epochs']} epochs: test accuracy (%)", rows)
+    ratio = div.get("condensed", {}).get("ratio")
+    if ratio is not None and ratio < 0.05:
+        console.print(
+            f"[bold yellow]warning:[/] the condensed images of a class are nearly identical "
+            f"(within/between-class distance {ratio:.3f}): the generator ignores its code"
+        )
     return 0
 
 
