@@ -51,7 +51,10 @@ def _smoke(dataset: str) -> RunConfig:
     c.feature_match, c.finetune_generator = "class", False
     c.lr_disc, c.intra_temperature = 0.01, 0.5
     cfg.eval.seeds = 5
-    cfg.budget_note = "CPU budget (2 cores): see benchmarks/results for the measured time"
+    cfg.budget_note = (
+        "CPU budget, measured on 2 cores for fashion-mnist (benchmarks/results/"
+        "fashion-mnist-smoke_cpu.json): pretrain 16.2 min, condensation 4.8 min"
+    )
     return cfg
 
 
