@@ -17,7 +17,7 @@ from engine import artifact
 from engine.condense import condense
 from engine.config import RunConfig
 from engine.console import log
-from engine.errors import DataError
+from engine.errors import ConfigError, DataError
 from engine.evaluate import EvalConfig, diversity, evaluate_sets, herding, random_real
 from engine.gan import pretrain_gan
 from engine.generator import condition_table, generate, init_codebook
@@ -88,6 +88,8 @@ def run_condense(
     if pretrained is None and not (pre_dir / artifact.PRETRAINED_FILE).is_file():
         run_pretrain(cfg, data_dir, pre_dir)
     pre = load_pretrained(pre_dir, meta)
+    if pretrained is None:
+        _check_same_pretrain(cfg, pre, pre_dir)
     teacher = teacher_from(pre, meta).to(cfg.device) if cfg.condense.soft_labels else None
     log(f"Condensing {meta.dataset} into IPC {cfg.condense.ipc} ({cfg.condense.total_steps} steps"
         f"{f', stopping at {cfg.max_steps}' if cfg.max_steps else ''})")  # fmt: skip
@@ -115,6 +117,19 @@ def run_condense(
             "pixel_set_bytes": pixels * 4, "generator_and_codebook_params": params,
             "pixel_set_params": pixels, "steps": state["steps"],
             "seconds": round(state["seconds"], 1)}  # fmt: skip
+
+
+def _check_same_pretrain(cfg: RunConfig, pre: dict, pre_dir: Path) -> None:
+    """RUN/pretrained is reused only if it was made with this run's teacher / GAN settings."""
+    theirs = RunConfig.from_dict(pre["config"])
+    for section in ("teacher", "gan"):
+        mine, old = getattr(cfg, section).__dict__, getattr(theirs, section).__dict__
+        for key, value in mine.items():
+            if old.get(key) != value:
+                raise ConfigError(
+                    f"{pre_dir}: made with {section}.{key}={old.get(key)}, this run asks for "
+                    f"{value} (remove that folder, or pass --pretrained to reuse it as it is)"
+                )
 
 
 def load_condensed(run: Path) -> dict:

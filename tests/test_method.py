@@ -156,3 +156,10 @@ def test_missing_teacher(run, cli, tmp_path):
 def test_missing_artifact(cli, tmp_path):
     r = cli("synthesize", tmp_path)
     assert_one_error(r, str(tmp_path / "condensed.pt"))
+
+
+def test_changed_pretrain_settings_are_not_silently_reused(run, cli):
+    _, data, out, _ = run
+    tiny = [a for a in TINY if not a.startswith("gan.steps")] + ["gan.steps=7"]
+    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", out, *sets(*tiny))
+    assert_one_error(r, str(out / "pretrained"), "gan.steps=6", "asks for 7")
