@@ -11,6 +11,7 @@ from data_prep.loaders import TestLoader, TrainLoader
 from data_prep.meta import DatasetMeta
 from engine.config import TeacherConfig
 from engine.console import progress_bar
+from engine.evaluate import evaluate_accuracy
 from engine.nets import ConvNet, reinit_
 
 
@@ -40,17 +41,7 @@ def train_teacher(
                 opt.step()
                 sched.step()
                 bar.advance(task)
-    return net.eval(), test_accuracy(net, data_dir, device)
-
-
-@torch.no_grad()
-def test_accuracy(net: torch.nn.Module, data_dir: str | Path, device: torch.device) -> float:
-    net.eval()
-    correct = seen = 0
-    for x, y in TestLoader(data_dir, batch_size=1024, device=device):
-        correct += (net(x).argmax(1) == y).sum().item()
-        seen += len(y)
-    return 100.0 * correct / max(1, seen)
+    return net.eval(), evaluate_accuracy(net, data_dir, device=device)
 
 
 @torch.no_grad()
