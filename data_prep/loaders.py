@@ -248,7 +248,8 @@ class ClassGroupedLoader(_Base):
 
 
 class TestLoader(_Base):
-    """Sequential order over the test split (or the train split with split="train")."""
+    """Sequential order over the test split (or the train split with split="train"), or over
+    the given `indices` of it."""
 
     __test__ = False  # not a pytest class
 
@@ -260,9 +261,11 @@ class TestLoader(_Base):
         split: str = "test",
         num_workers: int | None = None,
         raw: bool = False,
+        indices: Sequence[int] | None = None,
     ):
         super().__init__(data_dir, device, raw)
         beton = {"test": meta_io.TEST_BETON, "train": meta_io.TRAIN_BETON}[split]
+        extra = {} if indices is None else {"indices": np.asarray(indices, dtype=np.int64)}
         with keep_torch_threads():
             self.loader = Loader(
                 str(self.data_dir / beton),
@@ -272,6 +275,7 @@ class TestLoader(_Base):
                 drop_last=False,
                 seed=0,
                 pipelines=_pipelines(self.device),
+                **extra,
             )
 
     def __len__(self) -> int:

@@ -22,10 +22,11 @@ from torch import nn
 
 from data_prep.loaders import ClassGroupedLoader, TrainLoader
 from data_prep.meta import DatasetMeta
-from engine import losses
+from engine import checkpoint, distributed, losses
 from engine.augment import DiffAugment
 from engine.config import RunConfig
-from engine.console import progress_bar
+from engine.console import log, progress_bar
+from engine.distributed import DistEnv
 from engine.errors import ConfigError
 from engine.generator import Generator, generate, init_codebook
 from engine.nets import ConvNet, reinit_
@@ -71,13 +72,78 @@ def _seeded(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(value)
 
 
-def _cycle(loader: TrainLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _real_batches(loader: TrainLoader, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """phi's real batches from global batch number `start` on (epochs keyed by the seed)."""
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise ConfigError("condense.phi_batch is larger than the training set")
+    loader.epoch, skip = divmod(start, per_epoch)
     while True:
-        yield from loader
+        for batch in loader:
+            if skip:
+                skip -= 1
+                continue
+            yield batch
 
 
 def _linear_decay(total: int):
     return lambda step: max(0.0, 1.0 - step / max(1, total))
+
+
+class _Modules:
+    """Everything the loop trains, with one place to save and restore it."""
+
+    def __init__(self, cfg: RunConfig, meta: DatasetMeta, generator: Generator,
+                 conditions: torch.Tensor, device: torch.device):  # fmt: skip
+        c = cfg.condense
+        self.G = copy.deepcopy(generator).to(device).eval()  # BN on running statistics
+        self.G.requires_grad_(c.finetune_generator)
+        self.codebook = nn.Parameter(
+            init_codebook(c.ipc, self.G.z_dim, c.codebook, c.truncation, cfg.seed).to(device),
+            requires_grad=c.codebook != "fixed",
+        )
+        self.conditions = conditions.clone().to(device)
+        self.phi = ConvNet(meta.channels, meta.num_classes, meta.image_size,
+                           width=c.phi_width).to(device)  # fmt: skip
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.D = FeatureDiscriminator(self.phi.feature_channels, conditions.shape[1])
+            self.head = nn.Linear(self.phi.feature_channels, meta.num_classes)
+        self.D, self.head = self.D.to(device), self.head.to(device)
+        trainable = []
+        if c.codebook != "fixed":
+            trainable.append({"params": [self.codebook], "lr": c.lr_codebook})
+        if c.finetune_generator:
+            trainable.append({"params": list(self.G.parameters()), "lr": c.lr_generator})
+        if not trainable:
+            raise ConfigError("nothing to learn: codebook=fixed and finetune_generator=false")
+        self.zg_params = [p for group in trainable for p in group["params"]]
+        self.dh_params = [*self.D.parameters(), *self.head.parameters()]
+        self.opt_zg = torch.optim.SGD(trainable, momentum=c.momentum)
+        self.opt_dh = torch.optim.SGD(self.dh_params, c.lr_disc, momentum=c.momentum)
+        decay = _linear_decay(c.total_steps)
+        self.sched_zg = torch.optim.lr_scheduler.LambdaLR(self.opt_zg, decay)
+        self.sched_dh = torch.optim.lr_scheduler.LambdaLR(self.opt_dh, decay)
+        self.opt_phi = torch.optim.SGD(self.phi.parameters(), c.lr_phi, momentum=0.9)
+
+    NAMES = ("G", "codebook", "conditions", "phi", "D", "head",
+             "opt_zg", "opt_dh", "sched_zg", "sched_dh", "opt_phi")  # fmt: skip
+
+    def state_dict(self) -> dict:
+        out = {}
+        for name in self.NAMES:
+            obj = getattr(self, name)
+            out[name] = obj.detach().cpu() if torch.is_tensor(obj) else obj.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.NAMES:
+            obj = getattr(self, name)
+            if torch.is_tensor(obj):
+                with torch.no_grad():
+                    obj.copy_(state[name])
+            else:
+                obj.load_state_dict(state[name])
 
 
 def condense(
@@ -88,149 +154,197 @@ def condense(
     conditions: torch.Tensor,
     out_dir: Path,
     teacher: ConvNet | None = None,
+    env: DistEnv | None = None,
 ) -> dict:
-    """Run Algorithm 1; returns the state the artifact needs and writes metrics.jsonl."""
+    """Run Algorithm 1 on this rank's share of every step's classes; returns the state the
+    artifact needs. Rank 0 writes metrics.jsonl and the checkpoints; a run that finds
+    RUN/checkpoint.pt made with the same config resumes from it."""
     c = cfg.condense
-    device = torch.device(cfg.device)
-    K, classes = c.ipc, meta.num_classes
-    G = copy.deepcopy(generator).to(device).eval()  # BN on running statistics
-    G.requires_grad_(c.finetune_generator)
-    codebook = nn.Parameter(
-        init_codebook(K, G.z_dim, c.codebook, c.truncation, cfg.seed).to(device),
-        requires_grad=c.codebook != "fixed",
-    )
-    conditions = conditions.clone().to(device)
-    phi = ConvNet(meta.channels, classes, meta.image_size, width=c.phi_width).to(device)
+    env = env or DistEnv(device=torch.device(cfg.device))
+    device = env.device
+    M, per_outer = c.gen_steps, c.inner_iterations * c.gen_steps
     if c.soft_labels and teacher is None:
         raise ConfigError("condense.soft_labels needs the teacher from the pretrain stage")
-    if cfg.gan.condition == "online_feature" and conditions.shape[1] != phi.feature_channels:
+    per_step = c.classes_per_step if 0 < c.classes_per_step < meta.num_classes else meta.num_classes
+    distributed.check_split(per_step, env.world_size)
+    if c.phi_batch % env.world_size:
+        raise ConfigError(f"condense.phi_batch={c.phi_batch} does not split evenly over "
+                          f"{env.world_size} ranks")  # fmt: skip
+    m = _Modules(cfg, meta, generator, conditions, device)
+    if cfg.gan.condition == "online_feature" and m.conditions.shape[1] != m.phi.feature_channels:
         raise ConfigError(
             f"gan.condition=online_feature needs teacher.width == condense.phi_width "
-            f"({conditions.shape[1]} != {phi.feature_channels})"
+            f"({m.conditions.shape[1]} != {m.phi.feature_channels})"
         )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        D = FeatureDiscriminator(phi.feature_channels, conditions.shape[1]).to(device)
-        head = nn.Linear(phi.feature_channels, classes).to(device)
-
-    trainable = [{"params": [codebook], "lr": c.lr_codebook}] if codebook.requires_grad else []
-    if c.finetune_generator:
-        trainable.append({"params": list(G.parameters()), "lr": c.lr_generator})
-    if not trainable:
-        raise ConfigError("nothing to learn: codebook=fixed and finetune_generator=false")
     total = c.total_steps if not cfg.max_steps else min(c.total_steps, cfg.max_steps)
-    opt_zg = torch.optim.SGD(trainable, momentum=c.momentum)
-    opt_dh = torch.optim.SGD([*D.parameters(), *head.parameters()], c.lr_disc, momentum=c.momentum)
-    decay = _linear_decay(c.total_steps)
-    sched_zg = torch.optim.lr_scheduler.LambdaLR(opt_zg, decay)
-    sched_dh = torch.optim.lr_scheduler.LambdaLR(opt_dh, decay)
+    ckpt_path = out_dir / checkpoint.CHECKPOINT_FILE
+    start, seconds = 0, 0.0
+    if ckpt_path.is_file():
+        saved = checkpoint.load(ckpt_path)
+        _check_resumable(saved, cfg, ckpt_path)
+        m.load_state_dict(saved["modules"])
+        start, seconds = saved["step"], saved["seconds"]
+        log(f"Resuming from {ckpt_path} at step {start} (saved by {saved['world_size']} rank(s))")
 
-    schedule = class_schedule(classes, c.classes_per_step, cfg.seed)
-    per_class = K * c.assoc_per_image
-    associations = ClassGroupedLoader(data_dir, per_class, cfg.seed, device).iterate(schedule, 0)
-    real_batches = _cycle(TrainLoader(data_dir, c.phi_batch, seed=cfg.seed + 1, device=device))
+    schedule = class_schedule(meta.num_classes, c.classes_per_step, cfg.seed)
+
+    def my_classes(step: int) -> list[int]:
+        return distributed.my_share(schedule(step), env.rank, env.world_size)
+
+    associations = ClassGroupedLoader(
+        data_dir, c.ipc * c.assoc_per_image, cfg.seed, device
+    ).iterate(my_classes, start)
+    real_loader = TrainLoader(data_dir, c.phi_batch // env.world_size, seed=cfg.seed + 1,
+                              device=device, rank=env.rank, world_size=env.world_size)  # fmt: skip
+    real_batches = _real_batches(real_loader, start // M)
     augment = DiffAugment(c.dsa_strategy, batch_mode=True)
-    metrics = open(out_dir / "metrics.jsonl", "w")
-    step, start = 0, time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("Condensing", total=total)
-        for outer in range(c.outer_iterations):
-            reinit_(phi, _seeded(cfg.seed, PHI_STREAM, outer))
-            opt_phi = torch.optim.SGD(phi.parameters(), c.lr_phi * decay(step), momentum=0.9)
-            for _ in range(c.inner_iterations):
-                for _ in range(c.gen_steps):
-                    if step >= total:
-                        break
-                    _, real, real_labels = next(associations)
-                    step_classes = schedule(step)
-                    nets = (G, codebook, conditions, phi, D, head, teacher, augment)
-                    record = _step(cfg, nets, real, real_labels, step_classes, step, opt_zg, opt_dh)
-                    sched_zg.step()
-                    sched_dh.step()
-                    step += 1
-                    bar.advance(task)
-                    if step % c.log_every == 0 or step == total:
-                        record.update(step=step, outer=outer, seconds=time.perf_counter() - start)
-                        metrics.write(json.dumps(record) + "\n")
-                        metrics.flush()
-                if step >= total:
-                    break
-                x, y = next(real_batches)
-                phi.requires_grad_(True)
-                loss = F.cross_entropy(phi(x), y)
-                opt_phi.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_phi.step()
-            if step >= total:
-                break
-    metrics.close()
-    return {"generator": G.cpu(), "codebook": codebook.detach().cpu(),
-            "conditions": conditions.cpu(), "steps": step,
-            "seconds": time.perf_counter() - start}  # fmt: skip
+    decay = _linear_decay(c.total_steps)
+    metrics = open(out_dir / "metrics.jsonl", "a" if start else "w") if env.is_main else None
+    stop = checkpoint.StopFlag()
+    began = time.perf_counter() - seconds
+
+    def save_checkpoint(step: int) -> None:
+        if env.is_main:
+            checkpoint.save({"step": step, "seconds": time.perf_counter() - began,
+                             "world_size": env.world_size, "config": cfg.to_dict(),
+                             "modules": m.state_dict()}, ckpt_path)  # fmt: skip
+        distributed.barrier()
+
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("Condensing", total=total, completed=start)
+            for step in range(start, total):
+                outer, within = divmod(step, per_outer)
+                if within == 0:  # Algorithm 1: a fresh phi every outer iteration
+                    reinit_(m.phi, _seeded(cfg.seed, PHI_STREAM, outer))
+                    m.opt_phi = torch.optim.SGD(m.phi.parameters(), c.lr_phi * decay(step),
+                                                momentum=0.9)  # fmt: skip
+                _, real, real_labels = next(associations)
+                record = _step(cfg, m, teacher, augment, real, real_labels, schedule(step),
+                               my_classes(step), step)  # fmt: skip
+                if within % M == M - 1:  # after M generator steps, one phi step on real data
+                    x, y = next(real_batches)
+                    m.phi.requires_grad_(True)
+                    loss = F.cross_entropy(m.phi(x), y) / env.world_size
+                    m.opt_phi.zero_grad(set_to_none=True)
+                    loss.backward()
+                    distributed.sum_gradients(m.phi.parameters())
+                    m.opt_phi.step()
+                # one small all-reduce a step: global losses, a NaN anywhere, a stop signal
+                summary = distributed.all_sum(torch.tensor(
+                    [*record.values(), float(stop.raised)], dtype=torch.float64))  # fmt: skip
+                record = dict(zip(record, summary[:-1].tolist(), strict=True))
+                bar.advance(task)
+                done = step + 1
+                if not math.isfinite(record["loss"]):
+                    raise FloatingPointError(f"condensation loss {record['loss']} at step {step}")
+                if metrics and (done % c.log_every == 0 or done == total):
+                    record.update(step=done, outer=outer,
+                                  seconds=round(time.perf_counter() - began, 3))  # fmt: skip
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+                if summary[-1] > 0:
+                    save_checkpoint(done)
+                    raise checkpoint.Preempted(done, ckpt_path, stop.signal_name or "a signal")
+                if c.checkpoint_every and done % c.checkpoint_every == 0 and done < total:
+                    save_checkpoint(done)
+        if start < total < c.total_steps:  # stopped early by max_steps: a larger one continues
+            save_checkpoint(total)
+    finally:
+        stop.close()
+        if metrics:
+            metrics.close()
+    return {"generator": m.G.cpu(), "codebook": m.codebook.detach().cpu(),
+            "conditions": m.conditions.cpu(), "steps": total,
+            "seconds": time.perf_counter() - began}  # fmt: skip
 
 
-def _step(cfg, nets, real, real_labels, step_classes, step, opt_zg, opt_dh) -> dict:
-    """One (Z, G) update on this step's classes, then one D / head update."""
-    G, codebook, conditions, phi, D, head, teacher, augment = nets
+def _check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
+    """Only the stopping point (max_steps) and the device may differ from the saved run."""
+    mine, theirs = cfg.to_dict(), dict(saved["config"])
+    for key in ("max_steps", "device"):
+        mine.pop(key, None)
+        theirs.pop(key, None)
+    if json.dumps(mine, sort_keys=True, default=str) != json.dumps(theirs, sort_keys=True,
+                                                                   default=str):  # fmt: skip
+        raise ConfigError(
+            f"{path} was written by a run with another config; use a new --out folder "
+            f"(or delete the checkpoint to start over)"
+        )
+
+
+def _step(cfg, m: _Modules, teacher, augment, real, real_labels, step_classes: list[int],
+          mine: list[int], step: int) -> dict:  # fmt: skip
+    """One (Z, G) update, then one D / head update, on this rank's classes `mine` of the
+    step's `step_classes`. Per-class losses are scaled by this rank's share of the step, so the
+    sum of the ranks' gradients is the single-process gradient; the inter-class loss sees the
+    centers of every class of the step through a differentiable all-reduce."""
     c = cfg.condense
-    K = c.ipc
-    phi.requires_grad_(False)
+    K, n_all, n_mine = c.ipc, len(step_classes), len(mine)
+    share = n_mine / n_all
+    world = distributed.world()[1]
+    rows = torch.as_tensor([step_classes.index(k) for k in mine], device=real.device)
+    m.phi.requires_grad_(False)
     aug_state = _seeded(cfg.seed, AUG_STREAM, step).get_state()
     real_gen, syn_gen = torch.Generator(), torch.Generator()
     real_gen.set_state(aug_state)
     syn_gen.set_state(aug_state)  # siamese: the same transform for real and synthetic
     with torch.no_grad():
-        real_feats = phi.features(augment(real, real_gen))
-    real_pooled = real_feats[-1].mean(dim=(2, 3))
-    n_cls = len(step_classes)
-    centers_real = real_pooled.view(n_cls, -1, real_pooled.shape[1]).mean(1)
+        real_feats = m.phi.features(augment(real, real_gen))
+        real_pooled = real_feats[-1].mean(dim=(2, 3))
+        centers_mine = real_pooled.view(n_mine, -1, real_pooled.shape[1]).mean(1)
+        centers_all = distributed.gather_rows(centers_mine, rows, n_all)
     if cfg.gan.condition == "online_feature":
-        conditions[torch.as_tensor(step_classes, device=conditions.device)] = centers_real
+        m.conditions[torch.as_tensor(step_classes, device=m.conditions.device)] = centers_all
 
-    syn, labels = generate(G, codebook, conditions, step_classes)
-    syn_feats = phi.features(augment(syn, syn_gen))
+    syn, labels = generate(m.G, m.codebook, m.conditions, mine)
+    syn_feats = m.phi.features(augment(syn, syn_gen))
     if c.feature_match == "image":  # each image: the mean of its own association subset
-        targets = [f.view(n_cls, K, c.assoc_per_image, *f.shape[1:]).mean(2).flatten(0, 1)
+        targets = [f.view(n_mine, K, c.assoc_per_image, *f.shape[1:]).mean(2).flatten(0, 1)
                    for f in real_feats]  # fmt: skip
     else:  # class means on both sides
-        targets = [f.view(n_cls, -1, *f.shape[1:]).mean(1).repeat_interleave(K, 0)
+        targets = [f.view(n_mine, -1, *f.shape[1:]).mean(1).repeat_interleave(K, 0)
                    for f in real_feats]  # fmt: skip
     loss_f = losses.feature_matching(syn_feats, targets)
     syn_pooled = syn_feats[-1].mean(dim=(2, 3))
-    origin = centers_real.mean(0)  # the mean real feature of the step's classes
+    origin = centers_all.mean(0)  # the mean real feature of the step's classes
     loss_intra = losses.intra_class_diversity(
-        syn_pooled, centers_real, K, c.intra_temperature, origin
+        syn_pooled, centers_mine, K, c.intra_temperature, origin
     )
-    loss_inter = losses.inter_class_discrimination(
-        losses.class_centers(syn_pooled, K, origin), c.inter_margin
-    )
-    cond = conditions[labels]
-    d_fake = D(syn_pooled, cond)
+    syn_centers = distributed.gather_rows(losses.class_centers(syn_pooled, K, origin), rows, n_all)
+    loss_inter = losses.inter_class_discrimination(syn_centers, c.inter_margin)
+    cond = m.conditions[labels]
+    d_fake = m.D(syn_pooled, cond)
     loss_adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
     if c.soft_labels:
         with torch.no_grad():
             target = F.softmax(teacher(syn), dim=1)
-        loss_cls = losses.soft_cross_entropy(head(syn_pooled), target)
+        loss_cls = losses.soft_cross_entropy(m.head(syn_pooled), target)
     else:
-        loss_cls = F.cross_entropy(head(syn_pooled), labels)
-    loss = (c.weight_gan * (loss_adv + c.weight_cls * loss_cls) + c.weight_feature * loss_f
-            + c.weight_intra * loss_intra + c.weight_inter * loss_inter)  # fmt: skip
-    opt_zg.zero_grad(set_to_none=True)
+        loss_cls = F.cross_entropy(m.head(syn_pooled), labels)
+    per_class = (c.weight_gan * (loss_adv + c.weight_cls * loss_cls) + c.weight_feature * loss_f
+                 + c.weight_intra * loss_intra)  # fmt: skip
+    loss = share * per_class + c.weight_inter * loss_inter  # inter: the same on every rank
+    m.opt_zg.zero_grad(set_to_none=True)
     loss.backward()
-    opt_zg.step()
-    if not math.isfinite(loss.item()):
-        raise FloatingPointError(f"condensation loss is {loss.item()} at step {step}")
+    distributed.sum_gradients(m.zg_params)
+    m.opt_zg.step()
+    m.sched_zg.step()
 
     # discriminator and classifier head: real associations vs the (detached) synthetic images
-    d_real = D(real_pooled, conditions[real_labels])
-    d_fake = D(syn_pooled.detach(), cond)
+    d_real = m.D(real_pooled, m.conditions[real_labels])
+    d_fake = m.D(syn_pooled.detach(), cond)
     loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
               + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-              + F.cross_entropy(head(real_pooled), real_labels)
-              + F.cross_entropy(head(syn_pooled.detach()), labels))  # fmt: skip
-    opt_dh.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_dh.step()
-    return {"loss": loss.item(), "feature": loss_f.item(), "intra": loss_intra.item(),
-            "inter": loss_inter.item(), "adv": loss_adv.item(), "cls": loss_cls.item(),
-            "disc": loss_d.item()}  # fmt: skip
+              + F.cross_entropy(m.head(real_pooled), real_labels)
+              + F.cross_entropy(m.head(syn_pooled.detach()), labels))  # fmt: skip
+    m.opt_dh.zero_grad(set_to_none=True)
+    (share * loss_d).backward()
+    distributed.sum_gradients(m.dh_params)
+    m.opt_dh.step()
+    m.sched_dh.step()
+    # shares of the global values: summed over ranks they give the single-process numbers
+    return {"loss": loss.item() - c.weight_inter * loss_inter.item() * (1 - 1 / world),
+            "feature": share * loss_f.item(), "intra": share * loss_intra.item(),
+            "inter": loss_inter.item() / world, "adv": share * loss_adv.item(),
+            "cls": share * loss_cls.item(), "disc": share * loss_d.item()}  # fmt: skip

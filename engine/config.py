@@ -75,6 +75,7 @@ class CondenseConfig:
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # siamese on real and synthetic
     soft_labels: bool = False  # teacher soft labels as L_c targets of synthetic images
     log_every: int = 10
+    checkpoint_every: int = 100  # steps between checkpoints (0: only on SIGTERM / SIGUSR2)
 
     @property
     def total_steps(self) -> int:
@@ -97,6 +98,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     max_steps: int = 0  # 0: the whole schedule; else stop after this many (Z, G) updates
+    collective_timeout_s: float = 600.0  # a rank waiting longer on the others gives up
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     condense: CondenseConfig = field(default_factory=CondenseConfig)
@@ -160,6 +162,12 @@ class RunConfig:
         for name in ("outer_iterations", "inner_iterations", "gen_steps", "assoc_per_image"):
             if getattr(c, name) < 1:
                 raise ConfigError(f"condense.{name} must be at least 1")
+        if c.checkpoint_every < 0:
+            raise ConfigError(f"condense.checkpoint_every must be >= 0, got {c.checkpoint_every}")
+        if not self.collective_timeout_s > 0:
+            raise ConfigError(
+                f"collective_timeout_s must be positive, got {self.collective_timeout_s}"
+            )
         if self.max_steps < 0:
             raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}")
 

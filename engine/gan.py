@@ -17,8 +17,10 @@ from torch.nn.utils import spectral_norm
 
 from data_prep.loaders import TrainLoader
 from data_prep.meta import DatasetMeta
+from engine import distributed
 from engine.config import GanConfig
 from engine.console import progress_bar
+from engine.errors import ConfigError
 from engine.generator import Generator
 
 
@@ -73,7 +75,18 @@ def pretrain_gan(
     conditions = conditions.to(device)
     opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=cfg.betas)
-    loader = TrainLoader(data_dir, cfg.batch_size, seed=seed, device=device)
+    rank, world = distributed.world()
+    if cfg.batch_size % world:
+        raise ConfigError(f"gan.batch_size={cfg.batch_size} does not split over {world} ranks")
+    # data parallel over a global batch: rank r takes slice r of the real batch and of the codes
+    # (drawn for the whole global batch), BatchNorm uses global statistics, losses are scaled
+    # by 1/world and the gradients summed: the same run whatever the number of ranks
+    loader = TrainLoader(data_dir, cfg.batch_size // world, seed=seed, device=device)
+
+    def codes(n: int) -> torch.Tensor:
+        everyone = torch.randn(n * world, cfg.z_dim, generator=gen)
+        return everyone[rank * n : (rank + 1) * n].to(device)
+
     steps = cfg.steps if not max_steps else min(cfg.steps, max_steps)
     log: list[dict] = []
     step = 0
@@ -84,42 +97,47 @@ def pretrain_gan(
                 if step >= steps:
                     break
                 n = len(y)
-                z = torch.randn(n, cfg.z_dim, generator=gen).to(device)
                 with torch.no_grad():
-                    fake = G(z, conditions[y])
+                    fake = G(codes(n), conditions[y])
                 d_real, aux_real = D(real, y)
                 d_fake, _ = D(fake, y)
                 loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
                 loss_d = loss_d + cfg.aux_weight * F.cross_entropy(aux_real, y)
                 opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
+                (loss_d / world).backward()
+                distributed.sum_gradients(D.parameters())
                 opt_d.step()
 
                 # two codes per class pair for the mode-seeking ratio
-                z1 = torch.randn(n, cfg.z_dim, generator=gen).to(device)
-                z2 = torch.randn(n, cfg.z_dim, generator=gen).to(device)
+                z1, z2 = codes(n), codes(n)
                 fake = G(torch.cat([z1, z2]), conditions[y].repeat(2, 1))
                 score, aux = D(fake, y.repeat(2))
                 loss_g = -score.mean() + cfg.aux_weight * F.cross_entropy(aux, y.repeat(2))
                 f1, f2 = fake[:n], fake[n:]
                 ratio = (f1 - f2).abs().mean(dim=(1, 2, 3)) / (z1 - z2).abs().mean(1)
-                loss_ms = 1 / (ratio.mean() + 1e-5)
-                loss_g = loss_g + cfg.mode_seeking_weight * loss_ms
+                mean_ratio = distributed.sum_replicated(ratio.sum()) / (n * world)
+                loss_ms = 1 / (mean_ratio + 1e-5)  # the same on every rank
                 opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
+                (loss_g / world + cfg.mode_seeking_weight * loss_ms).backward()
+                distributed.sum_gradients(G.parameters())
                 opt_g.step()
                 step += 1
                 bar.advance(task)
                 if step % 100 == 0 or step == steps:
-                    log.append({"gan_step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                                "mode_seeking_ratio": ratio.mean().item()})  # fmt: skip
-                    if not math.isfinite(loss_g.item()):
+                    totals = distributed.all_sum(torch.stack([loss_d, loss_g]).detach() / world)
+                    loss_total_g = totals[1].item() + cfg.mode_seeking_weight * loss_ms.item()
+                    log.append({"gan_step": step, "loss_d": totals[0].item(),
+                                "loss_g": loss_total_g,
+                                "mode_seeking_ratio": mean_ratio.item()})  # fmt: skip
+                    if not math.isfinite(loss_total_g):
                         raise FloatingPointError(f"GAN diverged at step {step}")
     # settle BatchNorm running statistics on a few batches of fresh codes
     G.train()
     with torch.no_grad():
         classes = torch.arange(meta.num_classes).repeat(max(1, 256 // meta.num_classes))
+        per_rank = math.ceil(len(classes) / world)
+        classes = torch.cat([classes, classes[: per_rank * world - len(classes)]])
+        mine = classes[rank * per_rank : (rank + 1) * per_rank].to(device)
         for _ in range(20):
-            z = torch.randn(len(classes), cfg.z_dim, generator=gen).to(device)
-            G(z, conditions[classes.to(device)])
+            G(codes(per_rank), conditions[mine])
     return G.eval(), log

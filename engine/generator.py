@@ -8,6 +8,34 @@ import math
 import torch
 from torch import nn
 
+from engine import distributed
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training-mode statistics are those of the global batch, summed over
+    ranks with a differentiable all-reduce (the gloo-capable stand-in for SyncBatchNorm, which
+    refuses CPU tensors). One process: exactly nn.BatchNorm2d. Eval mode: running statistics,
+    so each image depends on its own code and class only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and distributed.world()[1] > 1):
+            return super().forward(x)
+        n = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype, device=x.device)
+        stats = distributed.sum_shared(torch.cat([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)),
+                                                  n.detach()]))  # fmt: skip
+        c = x.shape[1]
+        count = stats[-1].detach()
+        mean = stats[:c] / count
+        var = (stats[c : 2 * c] / count - mean.square()).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            unbiased = var * count / (count - 1).clamp_min(1)
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(unbiased.detach(), self.momentum)
+        scale = self.weight / (var + self.eps).sqrt()
+        shift = self.bias - mean * scale
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+
 
 class Generator(nn.Module):
     """Input concat(z, proj(condition)) -> linear -> `blocks` x [2x upsample, (ReLU, conv3x3,
@@ -39,16 +67,16 @@ class Generator(nn.Module):
         chans = [width * 2 ** (self.blocks_count - i) for i in range(self.blocks_count)] + [width]
         self.project = nn.Linear(cond_dim, proj_dim)
         self.fc = nn.Linear(z_dim + proj_dim, chans[0] * self.start * self.start)
-        self.bn0 = nn.BatchNorm2d(chans[0])
+        self.bn0 = GlobalBatchNorm2d(chans[0])
         self.blocks = nn.ModuleList(
             nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.ReLU(),
                 nn.Conv2d(cin, cout, 3, padding=1),
-                nn.BatchNorm2d(cout),
+                GlobalBatchNorm2d(cout),
                 nn.ReLU(),
                 nn.Conv2d(cout, cout, 3, padding=1),
-                nn.BatchNorm2d(cout),
+                GlobalBatchNorm2d(cout),
             )
             for cin, cout in zip(chans[:-1], chans[1:], strict=True)
         )

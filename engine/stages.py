@@ -13,10 +13,11 @@ from torchvision.utils import save_image
 
 from data_prep.loaders import Normalizer
 from data_prep.meta import DatasetMeta, load_meta
-from engine import artifact
+from engine import artifact, checkpoint, distributed
 from engine.condense import condense
 from engine.config import RunConfig
 from engine.console import log
+from engine.distributed import DistEnv
 from engine.errors import ConfigError, DataError
 from engine.evaluate import EvalConfig, diversity, evaluate_sets, herding, random_real
 from engine.gan import pretrain_gan
@@ -52,14 +53,16 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
         "version": artifact.version(),
         "seconds": time.perf_counter() - start,
     }
-    artifact.save_atomic(payload, out / artifact.PRETRAINED_FILE)
     summary = {
         "teacher_accuracy": teacher_acc,
         "gan_steps": cfg.gan.steps,
         "seconds": payload["seconds"],
         "path": str(out / artifact.PRETRAINED_FILE),
     }
-    (out / "pretrain.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if distributed.world()[0] == 0:
+        artifact.save_atomic(payload, out / artifact.PRETRAINED_FILE)
+        (out / "pretrain.json").write_text(json.dumps(summary, indent=1) + "\n")
+    distributed.barrier()
     return summary
 
 
@@ -77,15 +80,24 @@ def teacher_from(pre: dict, meta: DatasetMeta) -> torch.nn.Module:
 
 
 def run_condense(
-    cfg: RunConfig, data_dir: str | Path, out: Path, pretrained: Path | None = None
+    cfg: RunConfig,
+    data_dir: str | Path,
+    out: Path,
+    pretrained: Path | None = None,
+    env: DistEnv | None = None,
 ) -> dict:
     """Condense into RUN/condensed.pt; without --pretrained the stage runs into RUN/pretrained
-    (and is reused when a previous run left it there)."""
+    (and is reused when a previous run left it there). Every rank calls this; rank 0 writes."""
     cfg.validate()
+    env = env or DistEnv(device=torch.device(cfg.device))
     meta = load_meta(data_dir)
+    per_step = cfg.condense.classes_per_step
+    distributed.check_split(per_step if 0 < per_step < meta.num_classes else meta.num_classes,
+                            env.world_size)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     pre_dir = pretrained or out / "pretrained"
-    if pretrained is None and not (pre_dir / artifact.PRETRAINED_FILE).is_file():
+    missing = pretrained is None and not (pre_dir / artifact.PRETRAINED_FILE).is_file()
+    if distributed.broadcast_object(missing):
         run_pretrain(cfg, data_dir, pre_dir)
     pre = load_pretrained(pre_dir, meta)
     if pretrained is None:
@@ -94,7 +106,7 @@ def run_condense(
     log(f"Condensing {meta.dataset} into IPC {cfg.condense.ipc} ({cfg.condense.total_steps} steps"
         f"{f', stopping at {cfg.max_steps}' if cfg.max_steps else ''})")  # fmt: skip
     state = condense(cfg, data_dir, meta, artifact.rebuild_generator(pre),
-                     pre["conditions"], out, teacher)  # fmt: skip
+                     pre["conditions"], out, teacher, env)  # fmt: skip
     payload = {
         "generator": state["generator"].state_dict(),
         "generator_spec": pre["generator_spec"],
@@ -109,7 +121,11 @@ def run_condense(
         "pretrained": str(pre_dir.resolve()),
     }
     path = out / artifact.CONDENSED_FILE
-    artifact.save_atomic(payload, path)
+    if env.is_main:
+        artifact.save_atomic(payload, path)
+        if state["steps"] == cfg.condense.total_steps:  # finished: nothing left to resume
+            (out / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
+    distributed.barrier()
     params = sum(v.numel() for v in payload["generator"].values() if v.is_floating_point())
     params += payload["codebook"].numel()
     pixels = meta.num_classes * cfg.condense.ipc * meta.channels * meta.image_size**2

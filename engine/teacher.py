@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from data_prep.loaders import TestLoader, TrainLoader
 from data_prep.meta import DatasetMeta
+from engine import distributed
 from engine.config import TeacherConfig
 from engine.console import progress_bar
+from engine.errors import ConfigError
 from engine.evaluate import evaluate_accuracy
 from engine.nets import ConvNet, reinit_
 
@@ -26,7 +29,11 @@ def train_teacher(
     net = build_teacher(meta, cfg.width)
     reinit_(net, torch.Generator().manual_seed(seed))
     net.to(device)
-    loader = TrainLoader(data_dir, cfg.batch_size, seed=seed, device=device)
+    rank, world = distributed.world()
+    if cfg.batch_size % world:
+        raise ConfigError(f"teacher.batch_size={cfg.batch_size} does not split over {world} ranks")
+    # each rank a slice of the same global batches; the summed gradients are the global ones
+    loader = TrainLoader(data_dir, cfg.batch_size // world, seed=seed, device=device)
     opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)  # fmt: skip
     total = max(1, cfg.epochs * len(loader))
@@ -35,9 +42,10 @@ def train_teacher(
         task = bar.add_task("Teacher", total=total)
         for _ in range(cfg.epochs):
             for x, y in loader:
-                loss = F.cross_entropy(net(x), y)
+                loss = F.cross_entropy(net(x), y) / world
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.sum_gradients(net.parameters())
                 opt.step()
                 sched.step()
                 bar.advance(task)
@@ -49,15 +57,18 @@ def class_embeddings(
     net: ConvNet, data_dir: str | Path, meta: DatasetMeta, device: torch.device
 ) -> torch.Tensor:
     """Per class, the mean over all its training images of the spatially pooled lowest-resolution
-    feature map of the teacher: (classes, width)."""
+    feature map of the teacher: (classes, width). Ranks share the batches and sum."""
     net.eval()
     sums = torch.zeros(meta.num_classes, net.feature_channels, dtype=torch.float64, device=device)
     counts = torch.zeros(meta.num_classes, dtype=torch.float64, device=device)
-    loader = TestLoader(data_dir, batch_size=1024, device=device, split="train")
+    rank, world = distributed.world()
+    mine = np.array_split(np.arange(meta.train_count), world)[rank]
+    loader = TestLoader(data_dir, batch_size=1024, device=device, split="train", indices=mine)
     with progress_bar(transient=True) as bar:
         task = bar.add_task("Class embeddings", total=len(loader))
         for x, y in loader:
             sums.index_add_(0, y, net.pooled_feature(x).double())
             counts.index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
             bar.advance(task)
+    sums, counts = distributed.all_sum(sums), distributed.all_sum(counts)
     return (sums / counts.unsqueeze(1)).float().cpu()

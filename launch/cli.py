@@ -28,6 +28,9 @@ output: DIR/train.beton, DIR/test.beton, DIR/train_class_index.npy and DIR/meta.
 last: a folder without meta.json is incomplete and every loader refuses it)."""
 
 
+PREEMPTED_EXIT = 3  # stopped on SIGTERM / SIGUSR2 after checkpointing; run again to resume
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -325,20 +328,38 @@ def _add_method(sub) -> None:
 
 
 def _run_pretrain(args) -> int:
+    from engine import distributed
+    from engine.console import is_rank_zero
     from engine.stages import run_pretrain
     from launch.tables import show_pairs
 
-    summary = run_pretrain(_config(args), args.data, args.out)
-    show_pairs(f"Pretrained {args.preset} in {args.out}", list(summary.items()))
+    cfg = _config(args)
+    env = distributed.init(cfg.device, cfg.collective_timeout_s)
+    try:
+        summary = run_pretrain(cfg, args.data, args.out)
+    finally:
+        distributed.teardown()
+    if is_rank_zero():
+        summary["ranks"] = env.world_size
+        show_pairs(f"Pretrained {args.preset} in {args.out}", list(summary.items()))
     return 0
 
 
 def _run_condense(args) -> int:
+    from engine import distributed
+    from engine.console import is_rank_zero
     from engine.stages import run_condense
     from launch.tables import show_pairs
 
-    summary = run_condense(_config(args), args.data, args.out, args.pretrained)
-    show_pairs(f"Condensed {args.preset} into {args.out}", list(summary.items()))
+    cfg = _config(args)
+    env = distributed.init(cfg.device, cfg.collective_timeout_s)
+    try:
+        summary = run_condense(cfg, args.data, args.out, args.pretrained, env)
+    finally:
+        distributed.teardown()
+    if is_rank_zero():
+        summary["ranks"] = env.world_size
+        show_pairs(f"Condensed {args.preset} into {args.out}", list(summary.items()))
     return 0
 
 
@@ -397,9 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.checkpoint import Preempted
+
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except Preempted as e:
+        console.print(f"[bold yellow]stopped:[/] {escape(str(e))}", soft_wrap=True)
+        return PREEMPTED_EXIT
     except GencondError as e:
         console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         return 2

@@ -1,0 +1,72 @@
+"""Checkpoints of the condensation loop: written atomically by rank 0 every `checkpoint_every`
+steps and when the job is told to stop (SIGTERM from SLURM or torchrun, SIGUSR2 from SLURM's
+--signal before a time limit). Every random draw of the loop is keyed by (seed, step, ...), so
+the model, optimiser and scheduler states plus the step are all that resuming needs."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import torch
+
+from engine.errors import DataError, GencondError
+
+CHECKPOINT_FILE = "checkpoint.pt"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class Preempted(GencondError):
+    """The run stopped on a signal after writing its checkpoint; re-run to resume."""
+
+    def __init__(self, step: int, path: Path, signal_name: str):
+        super().__init__(
+            f"stopped by {signal_name} at step {step}; checkpoint {path} written, run the same "
+            f"command again to resume"
+        )
+        self.step, self.path = step, path
+
+
+class StopFlag:
+    """Records SIGTERM / SIGUSR2 instead of dying, so the loop can checkpoint at a step
+    boundary. Restores the previous handlers on close."""
+
+    def __init__(self) -> None:
+        self.signal_name = ""
+        self._previous = {}
+        for sig in STOP_SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: nothing to install
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def raised(self) -> bool:
+        return bool(self.signal_name)
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def save(state: dict, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise DataError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise DataError(f"{path}: not a gencond condensation checkpoint")
+    return state
