@@ -51,7 +51,7 @@ def write_npz_set(folder: Path, cfg: PrepBenchConfig, batches: int) -> int:
     return total
 
 
-def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
+def tree_memory(proc: psutil.Process) -> tuple[int, int]:
     anon = rss = 0
     for p in [proc, *proc.children(recursive=True)]:
         try:
@@ -89,7 +89,7 @@ def convert(cfg: PrepBenchConfig, batches: int) -> dict:
     proc = psutil.Process(child.pid)
     peak_anon = peak_rss = peak_procs = 0
     while child.poll() is None:
-        anon, rss = _tree_memory(proc)
+        anon, rss = tree_memory(proc)
         peak_anon, peak_rss = max(peak_anon, anon), max(peak_rss, rss)
         try:
             peak_procs = max(peak_procs, 1 + len(proc.children(recursive=True)))

@@ -25,7 +25,7 @@ class Preempted(GencondError):
             f"stopped by {signal_name} at step {step}; checkpoint {path} written, run the same "
             f"command again to resume"
         )
-        self.step, self.path = step, path
+        self.step, self.path, self.signal_name = step, path, signal_name
 
 
 class StopFlag:

@@ -347,4 +347,5 @@ def _step(cfg, m: _Modules, teacher, augment, real, real_labels, step_classes: l
     return {"loss": loss.item() - c.weight_inter * loss_inter.item() * (1 - 1 / world),
             "feature": share * loss_f.item(), "intra": share * loss_intra.item(),
             "inter": loss_inter.item() / world, "adv": share * loss_adv.item(),
-            "cls": share * loss_cls.item(), "disc": share * loss_d.item()}  # fmt: skip
+            "cls": share * loss_cls.item(), "disc": share * loss_d.item(),
+            "synthetic_images": len(syn), "real_images": len(real)}  # fmt: skip

@@ -124,7 +124,8 @@ class RunConfig:
         return cfg
 
     def override(self, assignment: str) -> None:
-        """Apply `key=value` (`ipc=10`, `condense.lr_codebook=0.02`, `eval.models=convnet,mlp`)."""
+        """Apply `key=value` (`ipc=10`, `condense.lr_codebook=0.02`, `eval.models=convnet,mlp`).
+        Call validate() after the last one: some checks involve several keys."""
         if "=" not in assignment:
             raise ConfigError(f"--set {assignment!r}: expected key=value")
         key, text = assignment.split("=", 1)
@@ -141,7 +142,6 @@ class RunConfig:
             raise ConfigError(f"--set {key}: unknown key {name!r} (keys here: {options})")
         current = getattr(target, name)
         setattr(target, name, _parse(text.strip(), current, key))
-        self.validate()
 
     def validate(self) -> None:
         c = self.condense
@@ -162,6 +162,10 @@ class RunConfig:
         for name in ("outer_iterations", "inner_iterations", "gen_steps", "assoc_per_image"):
             if getattr(c, name) < 1:
                 raise ConfigError(f"condense.{name} must be at least 1")
+        if c.codebook == "fixed" and not c.finetune_generator:
+            raise ConfigError(
+                "nothing to learn: condense.codebook=fixed with condense.finetune_generator=false"
+            )
         if c.checkpoint_every < 0:
             raise ConfigError(f"condense.checkpoint_every must be >= 0, got {c.checkpoint_every}")
         if not self.collective_timeout_s > 0:

@@ -216,6 +216,16 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def merge_dicts(mine: dict) -> dict:
+    """The union of every rank's dict (keys disjoint)."""
+    if not dist.is_initialized():
+        return dict(mine)
+    everyone: list = [None] * dist.get_world_size()
+    with _guard("gathering results"):
+        dist.all_gather_object(everyone, mine)
+    return {k: v for part in everyone for k, v in part.items()}
+
+
 def barrier() -> None:
     if dist.is_initialized():
         with _guard("barrier"):

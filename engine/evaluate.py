@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from data_prep.loaders import TestLoader, read_indices
 from data_prep.meta import load_class_index, load_meta
+from engine import distributed
 from engine.augment import DiffAugment
 from engine.console import log, progress_bar
 from engine.errors import ConfigError
@@ -192,8 +193,10 @@ def evaluate_sets(
     soft: dict[str, Tensor] | None = None,
 ) -> dict:
     """Evaluate every set with every model of cfg.models over cfg.seeds seeds (seed i is
-    seed_offset + i): {set: {model: {"mean", "std", "accs"}}}. "std" is the population
-    standard deviation (numpy's default, ddof=0) of the per-seed accuracies."""
+    seed_offset + i): {set: {model: {"mean", "std", "accs"}}}. Under several ranks the
+    (set, model, seed) runs are dealt out round-robin and gathered; the result is the same.
+    "std" is the population standard deviation (numpy's default, ddof=0) of the per-seed
+    accuracies."""
     cfg.check()
     soft = soft or {}
     unknown = sorted(set(soft) - set(sets))
@@ -204,23 +207,28 @@ def evaluate_sets(
         with torch.random.fork_rng(devices=[]):
             build_net(model, meta.channels, meta.num_classes, meta.image_size,
                       **_net_kwargs(model, cfg))  # fmt: skip
-    results: dict = {}
+    # every (set, model, seed) is one job; under torchrun / SLURM the jobs are dealt to ranks
+    jobs = [(name, model, i) for name in sets for model in cfg.models for i in range(cfg.seeds)]
+    rank, world = distributed.world()
+    mine = {}
     with progress_bar() as bar:
-        task = bar.add_task("Evaluating", total=len(sets) * len(cfg.models) * cfg.seeds)
-        for name, (images, labels) in sets.items():
-            results[name] = {}
-            for model in cfg.models:
-                accs = []
-                for i in range(cfg.seeds):
-                    bar.update(task, description=f"Evaluating {name} / {model} / seed {i}")
-                    acc = train_and_test(
-                        model, images, labels, data_dir, cfg, seed_offset + i, soft.get(name)
-                    )
-                    accs.append(acc)
-                    bar.advance(task)
-                mean, std = float(np.mean(accs)), float(np.std(accs))
-                results[name][model] = {"mean": mean, "std": std, "accs": accs}
-                log(f"{name} / {model}: {mean:.2f} ± {std:.2f} % over {len(accs)} seeds")
+        task = bar.add_task("Evaluating", total=len(jobs[rank::world]))
+        for name, model, i in jobs[rank::world]:
+            bar.update(task, description=f"Evaluating {name} / {model} / seed {i}")
+            images, labels = sets[name]
+            mine[(name, model, i)] = train_and_test(
+                model, images, labels, data_dir, cfg, seed_offset + i, soft.get(name)
+            )
+            bar.advance(task)
+    accs_of = distributed.merge_dicts(mine)
+    results: dict = {}
+    for name in sets:
+        results[name] = {}
+        for model in cfg.models:
+            accs = [accs_of[(name, model, i)] for i in range(cfg.seeds)]
+            mean, std = float(np.mean(accs)), float(np.std(accs))
+            results[name][model] = {"mean": mean, "std": std, "accs": accs}
+            log(f"{name} / {model}: {mean:.2f} ± {std:.2f} % over {len(accs)} seeds")
     return results
 
 

@@ -8,6 +8,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.utils import save_image
 
@@ -214,6 +215,7 @@ def run_evaluate(
     baselines: tuple[str, ...],
     epochs: int,
     device: str,
+    seed_index: int | None = None,
 ) -> dict:
     """Fresh nets trained on the condensed set and on the baselines of the same IPC, N seeds,
     final-epoch accuracy; plus the diagnostics (plain generator samples, diversity)."""
@@ -243,7 +245,11 @@ def run_evaluate(
         with torch.no_grad():
             soft = {"condensed_soft_labels": torch.softmax(teacher(sets["condensed"][0]), 1)}
         sets["condensed_soft_labels"] = sets["condensed"]
-    results = evaluate_sets(sets, data_dir, eval_cfg, soft=soft)
+    if seed_index is not None:  # one seed of N (a job-array element): RUN/eval_parts/
+        if not 0 <= seed_index < seeds:
+            raise ConfigError(f"--seed-index {seed_index} outside 0..{seeds - 1}")
+        eval_cfg.seeds = 1
+    results = evaluate_sets(sets, data_dir, eval_cfg, seed_offset=seed_index or 0, soft=soft)
     diagnostics = {name: diversity(x, y, teacher) for name, (x, y) in sets.items()}
     report = {
         "ipc": ipc,
@@ -263,8 +269,44 @@ def run_evaluate(
         "config": cfg.to_dict(),
         "version": artifact.version(),
     }
-    path = run / "eval.json"
-    tmp = path.with_name("eval.json.tmp")
+    report["ranks"] = distributed.world()[1]
+    if distributed.world()[0] == 0:
+        if seed_index is None:
+            _write_json(run / "eval.json", report)
+        else:
+            report["seed_index"], report["seeds"] = seed_index, seeds
+            _write_json(run / EVAL_PARTS / f"seed_{seed_index}.json", report)
+    return report
+
+
+EVAL_PARTS = "eval_parts"
+
+
+def _write_json(path: Path, report: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
     tmp.replace(path)
+
+
+def gather_evaluation(run: Path, seeds: int) -> dict:
+    """Merge RUN/eval_parts/seed_{0..N-1}.json (one job-array element each) into RUN/eval.json,
+    exactly what one `gencond evaluate --seeds N` writes (seed i trains with seed i)."""
+    parts = []
+    for i in range(seeds):
+        path = run / EVAL_PARTS / f"seed_{i}.json"
+        if not path.is_file():
+            raise DataError(f"{path}: missing (evaluation seed {i} did not finish)")
+        parts.append(json.loads(path.read_text()))
+    report = {k: v for k, v in parts[0].items() if k not in ("seed_index", "seeds")}
+    results: dict = {}
+    for name, by_model in parts[0]["results"].items():
+        results[name] = {}
+        for model in by_model:
+            accs = [p["results"][name][model]["accs"][0] for p in parts]
+            results[name][model] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)),
+                                    "accs": accs}  # fmt: skip
+    report["results"] = results
+    report["array_elements"] = seeds
+    _write_json(run / "eval.json", report)
     return report

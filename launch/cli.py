@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -130,7 +132,7 @@ def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench", help="benchmarks (results under benchmarks/results/)", description="Benchmarks."
     )
-    bench = p.add_subparsers(dest="bench", required=True, metavar="<loader|prep>")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="<loader|prep|classes>")
     b = bench.add_parser(
         "loader",
         help="images/s of the FFCV loaders vs a plain torch DataLoader",
@@ -197,6 +199,21 @@ def _add_bench(sub) -> None:
     b.add_argument("--out", type=Path, default=None, help="result JSON")
     b.set_defaults(handler=_run_bench_prep)
 
+    b = bench.add_parser(
+        "classes",
+        help="condensation step time and memory against the total number of classes",
+        description="Generated 64 px datasets with several class counts, the same classes per "
+        "step: median step time, images per step, class-dependent parameters and peak RSS of "
+        "`gencond condense` (small widths, CPU). Writes JSON with machine info.",
+    )
+    b.add_argument("--classes", type=_positive, nargs="+", default=[100, 1000, 2000],
+                   help="class counts, one run each (default: 100 1000 2000)")  # fmt: skip
+    b.add_argument("--classes-per-step", type=_positive, default=10, help="(default: 10)")
+    b.add_argument("--steps", type=_positive, default=40, help="steps per run (default: 40)")
+    b.add_argument("--workdir", default="/tmp/gencond-bench-classes", help="scratch")
+    b.add_argument("--out", type=Path, default=None, help="result JSON")
+    b.set_defaults(handler=_run_bench_classes)
+
 
 def _run_bench_loader(args) -> int:
     from benchmarks.loader_bench import LoaderBenchConfig, run
@@ -216,6 +233,17 @@ def _run_bench_loader(args) -> int:
     )
     result = run(cfg, args.out)
     show_rows(f"Loader throughput on {result['machine']} ({cfg.device})", result["rows"])
+    return 0
+
+
+def _run_bench_classes(args) -> int:
+    from benchmarks.class_scaling_bench import ClassScalingConfig, run
+    from launch.tables import show_rows
+
+    cfg = ClassScalingConfig(classes=tuple(args.classes), classes_per_step=args.classes_per_step,
+                             steps=args.steps, workdir=args.workdir)  # fmt: skip
+    result = run(cfg, args.out)
+    show_rows(f"Condensation steps against classes on {result['machine']}", result["rows"])
     return 0
 
 
@@ -324,6 +352,14 @@ def _add_method(sub) -> None:
     p.add_argument("--baselines", default="random,herding", help="(default: %(default)s)")
     p.add_argument("--epochs", type=_positive, default=None, help="(default: the preset's, 300)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--seed-index", type=int, default=None,
+                   help="evaluate only seed I of --seeds N into RUN/eval_parts/seed_I.json "
+                   "(one element of a job array)")  # fmt: skip
+    p.add_argument(
+        "--gather",
+        action="store_true",
+        help="merge RUN/eval_parts/seed_{0..N-1}.json into RUN/eval.json and show it",
+    )
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -373,21 +409,41 @@ def _run_synthesize(args) -> int:
 
 
 def _run_evaluate(args) -> int:
+    from engine import distributed
     from engine.config import RunConfig
-    from engine.evaluate import summarize
+    from engine.console import is_rank_zero
     from engine.stages import load_condensed, run_evaluate
-    from launch.tables import show_rows
 
     cfg = RunConfig.from_dict(load_condensed(args.run)["config"])
-    report = run_evaluate(
-        args.run,
-        args.data,
-        tuple(m.strip() for m in args.models.split(",") if m.strip()),
-        args.seeds or cfg.eval.seeds,
-        tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
-        args.epochs or cfg.eval.epochs,
-        args.device,
-    )
+    if args.gather:
+        from engine.stages import gather_evaluation
+
+        report = gather_evaluation(args.run, args.seeds or cfg.eval.seeds)
+        _show_evaluation(report)
+        return 0
+    distributed.init(args.device, cfg.collective_timeout_s)
+    try:
+        report = run_evaluate(
+            args.run,
+            args.data,
+            tuple(m.strip() for m in args.models.split(",") if m.strip()),
+            args.seeds or cfg.eval.seeds,
+            tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
+            args.epochs or cfg.eval.epochs,
+            args.device,
+            args.seed_index,
+        )
+    finally:
+        distributed.teardown()
+    if is_rank_zero():
+        _show_evaluation(report)
+    return 0
+
+
+def _show_evaluation(report: dict) -> None:
+    from engine.evaluate import summarize
+    from launch.tables import show_rows
+
     div = report["diagnostics"]["diversity_teacher_features"]
     rows = summarize(report["results"])
     for row in rows:
@@ -400,6 +456,258 @@ def _run_evaluate(args) -> int:
             f"[bold yellow]warning:[/] the condensed images of a class are nearly identical "
             f"(within/between-class distance {ratio:.3f}): the generator ignores its code"
         )
+
+
+SUBMITTABLE = ("condense", "evaluate", "sweep", "bench")
+
+
+def _add_submit(sub) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="run condense / evaluate / a sweep / a benchmark as SLURM jobs (submitit)",
+        description="Submit a gencond command as a job: --cluster slurm (sbatch), local (a "
+        "subprocess here) or debug (in this process). One task per GPU; a multi-task job is "
+        "one torch.distributed world. `evaluate` becomes a job array over seeds plus a gather "
+        "job; `sweep` a job array over a grid of presets / --set values. Defaults per cluster "
+        "come from a TOML file ([slurm] partition=..., account=..., ...).",
+        epilog="examples:\n"
+        "  gencond submit --partition gpu --nodes 2 --gpus-per-node 8 --time 600 condense "
+        "--preset imagenet64-ipc10 --data D --out RUN --set device=cuda\n"
+        "  gencond submit --wait evaluate RUN --data D --seeds 20\n"
+        "  gencond submit --wait sweep --preset fashion-mnist-ipc10 --data D --out SWEEP "
+        "--grid seed=0,1,2 --grid condense.codebook=learned,fixed",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--cluster", default=None, help="slurm | local | debug (default: slurm)")
+    p.add_argument("--partition", default=None, help="SLURM partition")
+    p.add_argument("--nodes", type=_positive, default=None, help="nodes per job (default: 1)")
+    p.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per node (default: 0)")
+    p.add_argument("--tasks-per-node", type=int, default=None,
+                   help="tasks per node (default: one per GPU, 1 without GPUs)")  # fmt: skip
+    p.add_argument("--cpus-per-task", type=_positive, default=None, help="(default: 2)")
+    p.add_argument("--mem-gb", type=float, default=None, help="memory per node in GB")
+    p.add_argument("--time", dest="time_min", type=_positive, default=None,
+                   help="time limit in minutes (default: 60); SIGUSR2 comes --signal-delay-s "
+                   "before it: the run checkpoints and requeues itself")  # fmt: skip
+    p.add_argument("--signal-delay-s", type=_positive, default=None, help="(default: 120)")
+    p.add_argument("--account", default=None, help="SLURM account")
+    p.add_argument("--qos", default=None, help="SLURM QoS")
+    p.add_argument("--array-parallelism", type=_positive, default=None,
+                   help="array elements running at once (default: 64)")  # fmt: skip
+    p.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra #SBATCH parameter, e.g. --sbatch constraint=a100 (repeatable)",
+    )
+    p.add_argument("--log-dir", default=None, help="job logs (default: gencond-jobs/<job id>)")
+    p.add_argument("--defaults", type=Path, default=None,
+                   help="cluster defaults TOML (default: $GENCOND_CLUSTER_DEFAULTS or "
+                   "~/.config/gencond/clusters.toml)")  # fmt: skip
+    p.add_argument(
+        "--wait", action="store_true", help="show live job states; exit non-zero if a job failed"
+    )
+    p.add_argument(
+        "--print-sbatch",
+        action="store_true",
+        help="print the sbatch script these options give and exit",
+    )
+    p.add_argument("what", choices=SUBMITTABLE, metavar="<condense|evaluate|sweep|bench>")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="that command's own options")
+    p.set_defaults(handler=_run_submit)
+
+    p = sub.add_parser(
+        "sweep",
+        help="condense + evaluate every point of a grid here, one after the other",
+        description="Every point of the grid (Cartesian product of --grid key=v1,v2,...; keys: "
+        "preset or any --set key) is condensed into OUT/<point> and evaluated; OUT/sweep.json "
+        "and a table gather the results. `gencond submit sweep` runs the points as a job array.",
+    )
+    _add_sweep_options(p)
+    p.set_defaults(handler=_run_sweep_here)
+
+    p = sub.add_parser("slurm-local", help="a single-node SLURM on this machine (root)",
+                       description="Install (apt) and start munge, slurmctld and slurmd on this "
+                       "machine if they are not running; `stop` stops only what `start` "
+                       "started; `status` shows the daemons and sinfo.")  # fmt: skip
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.set_defaults(handler=_run_slurm_local)
+
+
+def _add_sweep_options(p) -> None:
+    p.add_argument("--preset", required=True, help="preset of every point (unless in --grid)")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--out", required=True, type=Path, help="sweep folder: OUT/<point>/")
+    p.add_argument("--pretrained", type=Path, default=None, help="a PRE folder to reuse")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="one axis of the grid (repeatable), e.g. seed=0,1,2 ipc=1,10",
+    )
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="fixed override of every point (repeatable)")  # fmt: skip
+    p.add_argument("--eval-seeds", type=_positive, default=3, help="(default: %(default)s)")
+    p.add_argument("--eval-epochs", type=_positive, default=300, help="(default: %(default)s)")
+    p.add_argument("--baselines", default="random", help="(default: %(default)s)")
+
+
+def _sweep_commands(args) -> tuple[list[dict], list[list[str]], list[list[str]], list[str]]:
+    from launch.submit import point_name, sweep_points
+
+    points = sweep_points(args.grid)
+    condense, evaluate, done = [], [], []
+    for point in points:
+        run = args.out / point_name(point)
+        preset = point.get("preset", args.preset)
+        sets = [f"{k}={v}" for k, v in point.items() if k != "preset"]
+        argv = ["condense", "--preset", preset, "--data", str(args.data), "--out", str(run)]
+        if args.pretrained:
+            argv += ["--pretrained", str(args.pretrained)]
+        for item in [*args.overrides, *sets]:
+            argv += ["--set", item]
+        condense.append(argv)
+        evaluate.append(["evaluate", str(run), "--data", str(args.data), "--seeds",
+                         str(args.eval_seeds), "--epochs", str(args.eval_epochs),
+                         "--baselines", args.baselines])  # fmt: skip
+        done += [str(run / "condensed.pt"), str(run / "eval.json")]
+    return points, condense, evaluate, done
+
+
+def _show_sweep(payload: dict, title: str) -> None:
+    from launch.tables import show_rows
+
+    rows = [{k: v for k, v in r.items() if k != "point"} for r in payload["rows"]]
+    show_rows(title, rows)
+
+
+def _run_sweep_here(args) -> int:
+    from launch.submit import gather_sweep
+
+    points, condense, evaluate, _ = _sweep_commands(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for c, e in zip(condense, evaluate, strict=True):
+        for argv in (c, e):
+            code = main(argv)
+            if code != 0:
+                return code
+    _show_sweep(gather_sweep(args.out, points), f"Sweep {args.out}")
+    return 0
+
+
+def _submit_options(args):
+    from launch.submit import SubmitOptions, load_defaults
+
+    cluster = args.cluster or "slurm"
+    values = load_defaults(cluster, args.defaults) if args.defaults else load_defaults(cluster)
+    values["cluster"] = cluster
+    for name in ("partition", "nodes", "gpus_per_node", "tasks_per_node", "cpus_per_task",
+                 "mem_gb", "time_min", "signal_delay_s", "account", "qos",
+                 "array_parallelism", "log_dir"):  # fmt: skip
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    extra = dict(values.pop("sbatch", {}))
+    for item in args.sbatch:
+        if "=" not in item:
+            from engine.errors import ConfigError
+
+            raise ConfigError(f"--sbatch {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        extra[key.strip()] = value.strip()
+    opts = SubmitOptions(**values, sbatch=extra)
+    opts.check()
+    return opts
+
+
+def _run_submit(args) -> int:
+    from launch import submit
+    from launch.tables import show_pairs
+    from launch.tasks import CommandTask, GatherSweepTask, SequenceTask, run_task
+
+    opts = _submit_options(args)
+    opts.job_name = f"gencond-{args.what}"
+    if args.print_sbatch:
+        print(submit.sbatch_script(opts))
+        return 0
+    rest = list(args.rest)
+    # refuse bad options, presets and inputs here, before anything is queued
+    if args.what == "sweep":
+        from launch.presets import load_preset
+
+        sweep_args = argparse.ArgumentParser(prog="gencond submit sweep")
+        _add_sweep_options(sweep_args)
+        parsed = sweep_args.parse_args(rest)
+        for point in submit.sweep_points(parsed.grid):
+            point_sets = [f"{k}={v}" for k, v in point.items() if k != "preset"]
+            load_preset(point.get("preset", parsed.preset), [*parsed.overrides, *point_sets])
+    else:
+        parsed = build_parser().parse_args([args.what, *rest])
+        if args.what == "condense":
+            _config(parsed)
+    ex = submit.executor(opts)
+    after = []
+    if args.what == "evaluate":
+        from engine.config import RunConfig
+        from engine.stages import load_condensed
+
+        seeds = parsed.seeds or RunConfig.from_dict(load_condensed(parsed.run)["config"]).eval.seeds
+        if "--seeds" not in rest:
+            rest += ["--seeds", str(seeds)]
+        elements = [CommandTask(["evaluate", *rest, "--seed-index", str(i)]) for i in range(seeds)]
+        jobs = ex.map_array(run_task, elements)
+        gather = CommandTask(["evaluate", str(parsed.run), "--seeds", str(seeds), "--gather",
+                              "--data", str(parsed.data)])  # fmt: skip
+        after = [gather]
+    elif args.what == "sweep":
+        points, condense, evaluate, done = _sweep_commands(parsed)
+        parsed.out.mkdir(parents=True, exist_ok=True)
+        (parsed.out / "sweep_points.json").write_text(json.dumps(points, indent=1) + "\n")
+        tasks = [SequenceTask([c, e], done[2 * i : 2 * i + 2])
+                 for i, (c, e) in enumerate(zip(condense, evaluate, strict=True))]  # fmt: skip
+        jobs = ex.map_array(run_task, tasks)
+        after = [GatherSweepTask(str(parsed.out))]
+    else:
+        jobs = [ex.submit(CommandTask([args.what, *rest]))]
+    gather_jobs = []
+    if after and opts.cluster == "slurm":  # runs when every array element succeeded
+        array_id = str(jobs[0].job_id).split("_")[0]
+        ex.update_parameters(
+            nodes=1,
+            tasks_per_node=1,
+            slurm_additional_parameters={**opts.sbatch, "dependency": f"afterok:{array_id}"},
+        )
+        gather_jobs = [ex.submit(after[0])]
+    for job in [*jobs, *gather_jobs]:
+        show_pairs(f"Submitted {args.what} ({opts.cluster})", list(submit.paths(job).items()))
+    if not args.wait and opts.cluster == "slurm":
+        return 0
+    states = submit.wait(jobs)
+    try:
+        submit.check_results(jobs)
+    except submit.JobFailed:
+        for job in gather_jobs:  # its afterok dependency can never be met now
+            job.cancel(check=False)
+        raise
+    if after and not gather_jobs:
+        after[0]()
+    elif gather_jobs:
+        states += submit.wait(gather_jobs)
+        submit.check_results(gather_jobs)
+    if args.what == "evaluate":
+        _show_evaluation(json.loads((parsed.run / "eval.json").read_text()))
+    elif args.what == "sweep":
+        _show_sweep(json.loads((parsed.out / "sweep.json").read_text()), f"Sweep {parsed.out}")
+    return 0 if all(s == "COMPLETED" for s in states) else 1
+
+
+def _run_slurm_local(args) -> int:
+    from launch import slurm_local
+    from launch.tables import show_pairs
+
+    result = getattr(slurm_local, args.action)()
+    show_pairs(f"slurm-local {args.action}", [(k, str(v)) for k, v in result.items()])
     return 0
 
 
@@ -414,6 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method(sub)
     _add_inspect(sub)
     _add_bench(sub)
+    _add_submit(sub)
     return parser
 
 
@@ -424,6 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Preempted as e:
+        os.environ["GENCOND_STOP_SIGNAL"] = e.signal_name  # for a submitit task's requeue
         console.print(f"[bold yellow]stopped:[/] {escape(str(e))}", soft_wrap=True)
         return PREEMPTED_EXIT
     except GencondError as e:

@@ -65,7 +65,7 @@ PRESETS.update({f"{d}-smoke": (d, 0) for d in SMOKE})
 def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r} (e.g. {', '.join(list(PRESETS)[:4])}, ...; "
-                          "`gencond presets` lists them)")  # fmt: skip
+                          "all in docs/config_reference.md)")  # fmt: skip
     dataset, ipc = PRESETS[name]
     cfg = _smoke(dataset) if ipc == 0 else _full(dataset, ipc)
     for assignment in overrides or []:

@@ -21,12 +21,14 @@ TINY = [
 ]  # fmt: skip
 
 
-def toy(out: Path, classes: int = 4, name: str = "mnist", size: int = 28) -> Path:
+def toy(
+    out: Path, classes: int = 4, name: str = "mnist", size: int = 28, per_class: int = 30
+) -> Path:
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(classes), 30)
+    labels = np.repeat(np.arange(classes), per_class)
     base = rng.integers(0, 256, (classes, size, size, 1))
     images = np.clip(base[labels] + rng.integers(-20, 20, (len(labels), size, size, 1)), 0, 255)
-    test_labels = np.repeat(np.arange(classes), 10)
+    test_labels = np.repeat(np.arange(classes), max(1, per_class // 3))
     test = np.clip(base[test_labels] + rng.integers(-20, 20, (len(test_labels), size, size, 1)),
                    0, 255)  # fmt: skip
     raw = RawDataset(

@@ -1,0 +1,231 @@
+"""`gencond submit`: the same commands as SLURM jobs (or local / in-process ones) via submitit.
+
+One task per GPU; a multi-task job is one torch.distributed world (launch/tasks.py). Job arrays:
+evaluating N seeds of a run is one array (plus a gather job that waits on it), and a sweep over
+(dataset preset, IPC, seed, ablation switch) is one array of condense+evaluate jobs. Cluster
+defaults (partition, account, ...) come from a TOML file with one table per cluster."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from engine.errors import ConfigError, GencondError
+
+_HOME_DEFAULTS = Path.home() / ".config" / "gencond" / "clusters.toml"
+DEFAULTS_FILE = Path(os.environ.get("GENCOND_CLUSTER_DEFAULTS", _HOME_DEFAULTS))
+
+
+class JobFailed(GencondError):
+    """A submitted job ended in another state than COMPLETED."""
+
+
+@dataclass
+class SubmitOptions:
+    cluster: str = "slurm"  # slurm | local | debug
+    partition: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 0  # 0: one per GPU (or 1 without GPUs)
+    cpus_per_task: int = 2
+    mem_gb: float = 0  # 0: the cluster's default
+    time_min: int = 60
+    account: str | None = None
+    qos: str | None = None
+    array_parallelism: int = 64
+    signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: checkpoint, requeue
+    sbatch: dict[str, str] = field(default_factory=dict)  # extra #SBATCH key=value
+    log_dir: str = "gencond-jobs"
+    job_name: str = "gencond"
+
+    @property
+    def tasks(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+    def check(self) -> None:
+        if self.cluster not in ("slurm", "local", "debug"):
+            raise ConfigError(f"--cluster must be slurm, local or debug, not {self.cluster!r}")
+        for name in ("nodes", "cpus_per_task", "time_min", "array_parallelism"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.gpus_per_node < 0 or self.tasks_per_node < 0:
+            raise ConfigError("--gpus-per-node and --tasks-per-node must not be negative")
+        if self.cluster != "slurm" and self.nodes > 1:
+            raise ConfigError(f"--cluster {self.cluster} runs on this machine: --nodes 1 only")
+
+
+def load_defaults(cluster: str, path: Path = DEFAULTS_FILE) -> dict:
+    """The [cluster] table of the defaults file (keys: SubmitOptions fields), or {}."""
+    if not path.is_file():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text()).get(cluster, {})
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    known = {f.name for f in fields(SubmitOptions)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{path} [{cluster}]: unknown key(s) {', '.join(unknown)}")
+    return table
+
+
+def executor(opts: SubmitOptions):
+    """A submitit executor with these options (sbatch parameters for SLURM)."""
+    import submitit
+
+    _quiet_submitit()
+    opts.check()
+    folder = Path(opts.log_dir) / "%j"
+    ex = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
+    params = {"name": opts.job_name, "timeout_min": opts.time_min, "nodes": opts.nodes,
+              "tasks_per_node": opts.tasks, "cpus_per_task": opts.cpus_per_task}  # fmt: skip
+    if opts.gpus_per_node:
+        params["gpus_per_node"] = opts.gpus_per_node
+    if opts.mem_gb:
+        params["mem_gb"] = opts.mem_gb
+    if opts.cluster == "slurm":
+        params.update(slurm_array_parallelism=opts.array_parallelism,
+                      slurm_signal_delay_s=opts.signal_delay_s)  # fmt: skip
+        if opts.partition:
+            params["slurm_partition"] = opts.partition
+        if opts.account:
+            params["slurm_account"] = opts.account
+        if opts.qos:
+            params["slurm_qos"] = opts.qos
+        if opts.sbatch:
+            params["slurm_additional_parameters"] = dict(opts.sbatch)
+    ex.update_parameters(**params)
+    return ex
+
+
+def sbatch_script(
+    opts: SubmitOptions, command: str = "python -u -m submitit.core._submit DIR"
+) -> str:
+    """The #SBATCH script submitit writes for these options (for review and golden tests)."""
+    from submitit.slurm import slurm
+
+    opts.check()
+    extra = {"account": opts.account} if opts.account else {}
+    return slurm._make_sbatch_string(
+        command=command, folder=Path(opts.log_dir) / "%j", job_name=opts.job_name,
+        partition=opts.partition, time=opts.time_min, nodes=opts.nodes,
+        ntasks_per_node=opts.tasks, cpus_per_task=opts.cpus_per_task,
+        gpus_per_node=opts.gpus_per_node or None, qos=opts.qos,
+        mem=f"{int(opts.mem_gb * 1024)}MB" if opts.mem_gb else None,
+        signal_delay_s=opts.signal_delay_s, array_parallelism=opts.array_parallelism,
+        additional_parameters=dict(opts.sbatch) or None, **extra,
+    )  # fmt: skip
+
+
+def paths(job) -> dict:
+    return {"job": str(job.job_id), "stdout": str(job.paths.stdout),
+            "stderr": str(job.paths.stderr)}  # fmt: skip
+
+
+def _quiet_submitit() -> None:
+    """Without accounting (a local SLURM) every state query logs an sacct warning."""
+    import logging
+
+    logging.getLogger("submitit").setLevel(logging.ERROR)
+
+
+def final_state(job) -> str:
+    """COMPLETED or FAILED from the job's result files (squeue forgets finished jobs and a
+    cluster without accounting has no sacct), else the scheduler's state."""
+    if not job.done():
+        return _state(job)
+    try:
+        job.results()
+        return "COMPLETED"
+    except Exception:  # noqa: BLE001 - submitit re-raises the job's own error
+        return "FAILED"
+
+
+def wait(jobs: list, poll_s: float = 2.0) -> list[str]:
+    """Live rich table of the jobs' states until all finish; their final states."""
+    from rich.live import Live
+    from rich.table import Table
+
+    from engine.console import console
+
+    _quiet_submitit()
+
+    def table() -> Table:
+        t = Table(title="gencond jobs")
+        for col in ("job", "state", "log"):
+            t.add_column(col)
+        for j in jobs:
+            t.add_row(str(j.job_id), final_state(j), str(j.paths.stderr))
+        return t
+
+    with Live(table(), console=console, refresh_per_second=2) as live:
+        while not all(j.done() for j in jobs):
+            time.sleep(poll_s)
+            live.update(table())
+        live.update(table())
+    return [final_state(j) for j in jobs]
+
+
+def _state(job) -> str:
+    try:
+        state = job.state
+    except Exception:  # noqa: BLE001 - a state query that fails says nothing about the job
+        return "UNKNOWN"
+    return state.split()[0] if state else "UNKNOWN"
+
+
+def check_results(jobs: list) -> None:
+    """Raise JobFailed naming the first failed job and its log."""
+    for j in jobs:
+        try:
+            j.results()
+        except Exception as e:  # noqa: BLE001 - submitit re-raises the job's own error
+            lines = [x for x in str(e).strip().splitlines() if x.strip()] or ["failed"]
+            raise JobFailed(f"job {j.job_id} failed ({lines[-1][:200]}); "
+                            f"log: {j.paths.stderr}") from None  # fmt: skip
+
+
+def sweep_points(grid: list[str]) -> list[dict[str, str]]:
+    """`key=v1,v2` strings -> the Cartesian product as a list of {key: value}."""
+    axes = []
+    for item in grid:
+        if "=" not in item:
+            raise ConfigError(f"--grid {item!r}: expected key=value1,value2,...")
+        key, values = item.split("=", 1)
+        options = [v.strip() for v in values.split(",") if v.strip()]
+        if not options:
+            raise ConfigError(f"--grid {item!r}: no values")
+        axes.append([(key.strip(), v) for v in options])
+    return [dict(point) for point in itertools.product(*axes)] or [{}]
+
+
+def point_name(point: dict[str, str]) -> str:
+    text = "_".join(f"{k.split('.')[-1]}-{v}" for k, v in point.items()) or "default"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+def gather_sweep(root: Path, points: list[dict[str, str]]) -> dict:
+    """One JSON over the sweep's points: each point's overrides and eval.json results."""
+    rows = []
+    for point in points:
+        run = root / point_name(point)
+        report = json.loads((run / "eval.json").read_text())
+        for name, by_model in report["results"].items():
+            for model, r in by_model.items():
+                row = {"point": point_name(point), **point, "set": name, "model": model}
+                row.update(mean=r["mean"], std=r["std"], seeds=len(r["accs"]))
+                rows.append(row)
+    payload = {"points": points, "rows": rows}
+    tmp = root / "sweep.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(root / "sweep.json")
+    return payload
+
+
+def describe(opts: SubmitOptions) -> dict:
+    return {k: v for k, v in asdict(opts).items() if v not in (None, {}, 0)}

@@ -1,0 +1,195 @@
+"""`gencond submit` against a real single-node SLURM (launch/slurm_local.py starts it as root):
+a 2-task distributed job, job arrays gathered into one JSON, a job requeued mid-run, and the
+sbatch script of a 2-node x 8-GPU job against a reviewed golden file."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+from test_distributed import CONDENSE, _env, params, torchrun
+from test_method import TINY, sets, toy
+
+GOLDEN = Path(__file__).parent / "golden" / "sbatch_2x8gpu.txt"
+
+
+def gencond(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launch.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=_env())  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    from launch import slurm_local
+
+    if not slurm_local.available():
+        if os.geteuid() != 0:
+            pytest.skip("no SLURM controller reachable and not root, so none can be started")
+        slurm_local.start()
+    yield
+    # a cluster started by the test command (scripts/test.sh) is stopped there
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slurm")
+    data = toy(root / "data", classes=8)
+    pre = root / "pre"
+    r = gencond("pretrain", "--preset", "mnist-smoke", "--data", data, "--out", pre, *sets(*TINY))
+    assert r.returncode == 0, r.stderr
+    return root, data, pre
+
+
+def condense_args(data, pre, out, *overrides):
+    return ["condense", "--preset", "mnist-smoke", "--data", data, "--out", out,
+            "--pretrained", pre, *sets(*CONDENSE, *overrides)]  # fmt: skip
+
+
+def submit(root: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
+    return gencond("submit", "--cluster", "slurm", "--cpus-per-task", "1", "--time", "30",
+                   "--log-dir", root / "jobs", *args, timeout=timeout)  # fmt: skip
+
+
+def test_sbatch_script_for_two_nodes_of_eight_gpus(tmp_path):
+    r = gencond("submit", "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "8",
+                "--cpus-per-task", "10", "--mem-gb", "480", "--time", "720",
+                "--account", "myproject", "--qos", "high", "--sbatch", "constraint=h100",
+                "--log-dir", tmp_path / "LOGDIR", "--print-sbatch", "condense")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.replace(str(tmp_path / "LOGDIR"), "LOGDIR")
+    assert text.strip() == GOLDEN.read_text().strip()
+
+
+def test_cluster_defaults_file(tmp_path):
+    defaults = tmp_path / "clusters.toml"
+    defaults.write_text('[slurm]\npartition = "a100"\naccount = "lab"\ntime_min = 90\n')
+    r = gencond("submit", "--defaults", defaults, "--print-sbatch", "condense")
+    assert r.returncode == 0, r.stderr
+    assert "#SBATCH --partition=a100" in r.stdout and "#SBATCH --account=lab" in r.stdout
+    assert "#SBATCH --time=90" in r.stdout
+    defaults.write_text('[slurm]\npartitoin = "a100"\n')
+    r = gencond("submit", "--defaults", defaults, "--print-sbatch", "condense")
+    assert r.returncode == 2 and "unknown key(s) partitoin" in r.stderr
+
+
+def test_two_task_job_equals_two_local_ranks(slurm, toy_run):
+    root, data, pre = toy_run
+    local = root / "local2"
+    r = torchrun(2, *condense_args(data, pre, local, "max_steps=8"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = root / "slurm2"
+    r = submit(
+        root, "--tasks-per-node", "2", "--wait", *condense_args(data, pre, out, "max_steps=8")
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "COMPLETED" in r.stderr
+    mine, ref = params(out), params(local)
+    for k in ref:
+        torch.testing.assert_close(mine[k], ref[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_evaluation_array_is_gathered(slurm, toy_run):
+    root, data, pre = toy_run
+    run = root / "for_eval"
+    assert gencond(*condense_args(data, pre, run, "max_steps=4")).returncode == 0
+    args = ["evaluate", run, "--data", data, "--seeds", "3", "--epochs", "2",
+            "--baselines", "random"]  # fmt: skip
+    r = submit(root, "--wait", *args)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    arrayed = json.loads((run / "eval.json").read_text())
+    assert arrayed["array_elements"] == 3
+    assert sorted(p.name for p in (run / "eval_parts").iterdir()) == [
+        "seed_0.json", "seed_1.json", "seed_2.json"]  # fmt: skip
+    r = gencond(*args)  # the same evaluation in one process
+    assert r.returncode == 0, r.stderr
+    single = json.loads((run / "eval.json").read_text())
+    for name in ("condensed", "random"):
+        assert arrayed["results"][name]["convnet"]["accs"] == pytest.approx(
+            single["results"][name]["convnet"]["accs"], abs=1e-9)  # fmt: skip
+
+
+def test_sweep_array_gathers_one_json(slurm, toy_run):
+    root, data, pre = toy_run
+    out = root / "sweep"
+    grid = ["--grid", "seed=0,1", "--grid", "condense.codebook=learned,truncated"]
+    r = submit(root, "--wait", "sweep", "--preset", "mnist-smoke", "--data", data, "--out", out,
+               "--pretrained", pre, *grid, "--set", "max_steps=2", *sets(*TINY),
+               "--eval-seeds", "1", "--eval-epochs", "1")  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert len(sweep["points"]) == 4
+    points = {(row["seed"], row["condense.codebook"]) for row in sweep["rows"]}
+    assert points == {("0", "learned"), ("0", "truncated"), ("1", "learned"), ("1", "truncated")}
+    assert {row["set"] for row in sweep["rows"]} >= {"condensed", "random"}
+
+
+def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run):
+    """`scontrol requeue` mid-run: SIGTERM, checkpoint, SLURM restarts the job, it resumes
+    and ends bit-identical to an uninterrupted run."""
+    root, data, pre = toy_run
+    longer = ["max_steps=60", "condense.outer_iterations=15"]
+    ref = root / "uninterrupted"
+    assert gencond(*condense_args(data, pre, ref, *longer)).returncode == 0
+    out, logs = root / "requeued", root / "jobs_requeue"
+    cmd = [sys.executable, "-m", "launch.cli", "submit", "--cluster", "slurm", "--cpus-per-task",
+           "1", "--time", "30", "--log-dir", str(logs), "--wait",
+           *map(str, condense_args(data, pre, out, *longer))]  # fmt: skip
+    pipe = subprocess.PIPE
+    waiter = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=pipe, stderr=pipe, text=True)
+    deadline = time.time() + 300
+    metrics = out / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+        assert time.time() < deadline and waiter.poll() is None, "the job made no progress"
+        time.sleep(0.2)
+    job = next(p.name for p in logs.iterdir() if re.fullmatch(r"\d+", p.name))
+    requeue = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    assert requeue.returncode == 0, requeue.stderr
+    _, err = waiter.communicate(timeout=600)
+    assert waiter.returncode == 0, err[-3000:]
+    log = (logs / job / f"{job}_0_log.err").read_text()
+    assert "stopped by SIGTERM" in log and "Resuming from" in log
+    mine, theirs = params(out), params(ref)
+    for k in theirs:
+        assert torch.equal(mine[k], theirs[k]), k
+
+
+def test_failed_job_exits_non_zero(slurm, toy_run):
+    root, data, pre = toy_run
+    r = submit(root, "--wait", "condense", "--preset", "mnist-smoke", "--data", data,
+               "--out", root / "bad", "--pretrained", root / "missing-pre")  # fmt: skip
+    assert r.returncode != 0
+    assert "failed" in r.stderr and "log:" in r.stderr
+
+
+def test_sweep_refuses_an_impossible_point_before_submitting(tmp_path):
+    r = gencond(
+        "submit",
+        "--log-dir",
+        tmp_path / "jobs",
+        "sweep",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        tmp_path,
+        "--out",
+        tmp_path / "s",
+        "--grid",
+        "condense.codebook=learned,fixed",
+    )  # mnist-smoke freezes G: fixed learns nothing
+    assert r.returncode == 2 and "nothing to learn" in r.stderr
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_submit_refuses_bad_options_before_submitting(tmp_path):
+    r = gencond("submit", "--log-dir", tmp_path / "jobs", "condense", "--preset", "nope",
+                "--data", tmp_path, "--out", tmp_path / "o")  # fmt: skip
+    assert r.returncode == 2
+    assert "unknown preset" in r.stderr or "nope" in r.stderr
+    assert not (tmp_path / "jobs").exists()
