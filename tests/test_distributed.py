@@ -81,14 +81,20 @@ def assert_close(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=RTOL, atol=ATOL, msg=lambda m, k=k: f"{k}: {m}")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """8 classes of toy data, one pretrain stage, one uninterrupted single-process run."""
-    root = tmp_path_factory.mktemp("dist")
+def toy_pretrained(root: Path) -> tuple[Path, Path]:
+    """8 classes of toy data and one (single-process) pretrain stage on them."""
     data = toy(root / "data", classes=8)
     pre = root / "pre"
     r = cli("pretrain", "--preset", "mnist-smoke", "--data", data, "--out", pre, *sets(*TINY))
     assert r.returncode == 0, r.stderr
+    return data, pre
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Toy data, one pretrain stage, one uninterrupted single-process run."""
+    root = tmp_path_factory.mktemp("dist")
+    data, pre = toy_pretrained(root)
     one = root / "w1"
     r = cli(*condense_args(data, pre, one, f"max_steps={STEPS}"))
     assert r.returncode == 0, r.stderr
