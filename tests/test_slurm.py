@@ -125,14 +125,18 @@ def test_sweep_array_gathers_one_json(slurm, toy_run):
     assert {row["set"] for row in sweep["rows"]} >= {"condensed", "random"}
 
 
-def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run):
-    """`scontrol requeue` mid-run: SIGTERM, checkpoint, SLURM restarts the job, it resumes
-    and ends bit-identical to an uninterrupted run."""
+@pytest.mark.parametrize("interrupt", ["scontrol-requeue", "time-limit-signal"])
+def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run, interrupt):
+    """Mid-run, either `scontrol requeue` (SIGTERM, SLURM requeues: a preemption) or SIGUSR2
+    to the job's tasks (what --signal=USR2@T sends before the time limit; the job requeues
+    itself). Both: checkpoint, stop, restart, resume, and end bit-identical to an
+    uninterrupted run."""
     root, data, pre = toy_run
     longer = ["max_steps=40", "condense.outer_iterations=10"]
     ref = root / "uninterrupted"
-    assert gencond(*condense_args(data, pre, ref, *longer)).returncode == 0
-    out, logs = root / "requeued", root / "jobs_requeue"
+    if not (ref / "condensed.pt").exists():
+        assert gencond(*condense_args(data, pre, ref, *longer)).returncode == 0
+    out, logs = root / f"requeued-{interrupt}", root / f"jobs-{interrupt}"
     cmd = [sys.executable, "-m", "launch.cli", "submit", "--cluster", "slurm", "--cpus-per-task",
            "1", "--time", "30", "--log-dir", str(logs), "--wait",
            *map(str, condense_args(data, pre, out, *longer))]  # fmt: skip
@@ -144,12 +148,17 @@ def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run):
         assert time.time() < deadline and waiter.poll() is None, "the job made no progress"
         time.sleep(0.2)
     job = next(p.name for p in logs.iterdir() if re.fullmatch(r"\d+", p.name))
-    requeue = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    assert requeue.returncode == 0, requeue.stderr
+    if interrupt == "scontrol-requeue":
+        stop = ["scontrol", "requeue", job]
+    else:
+        stop = ["scancel", "--signal=USR2", job]
+    done = subprocess.run(stop, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     _, err = waiter.communicate(timeout=600)
     assert waiter.returncode == 0, err[-3000:]
     log = (logs / job / f"{job}_0_log.err").read_text()
-    assert "stopped by SIGTERM" in log and "Resuming from" in log
+    signal_name = "SIGTERM" if interrupt == "scontrol-requeue" else "SIGUSR2"
+    assert f"stopped by {signal_name}" in log and "Resuming from" in log
     mine, theirs = params(out), params(ref)
     for k in theirs:
         assert torch.equal(mine[k], theirs[k]), k
