@@ -213,3 +213,17 @@ def test_submit_refuses_bad_options_before_submitting(tmp_path):
     assert r.returncode == 2
     assert "unknown preset" in r.stderr or "nope" in r.stderr
     assert not (tmp_path / "jobs").exists()
+
+
+def test_local_cluster_runs_the_same_command(toy_run):
+    """--cluster local (a subprocess on this machine, no SLURM) gives the direct run's result."""
+    root, data, pre = toy_run
+    direct, submitted = root / "direct", root / "local_cluster"
+    assert gencond(*condense_args(data, pre, direct, "max_steps=4")).returncode == 0
+    r = gencond("submit", "--cluster", "local", "--log-dir", root / "local_jobs", "--wait",
+                *condense_args(data, pre, submitted, "max_steps=4"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "COMPLETED" in r.stderr
+    mine, ref = params(submitted), params(direct)
+    for k in ref:
+        assert torch.equal(mine[k], ref[k]), k
