@@ -163,8 +163,10 @@ def condense(
     env = env or DistEnv(device=torch.device(cfg.device))
     device = env.device
     M, per_outer = c.gen_steps, c.inner_iterations * c.gen_steps
-    if c.soft_labels and teacher is None:
-        raise ConfigError("condense.soft_labels needs the teacher from the pretrain stage")
+    if (c.soft_labels or c.classifier == "teacher") and teacher is None:
+        raise ConfigError(
+            "condense.soft_labels / classifier=teacher need the pretrain stage's teacher"
+        )
     per_step = c.classes_per_step if 0 < c.classes_per_step < meta.num_classes else meta.num_classes
     distributed.check_split(per_step, env.world_size)
     if c.phi_batch % env.world_size:
@@ -316,12 +318,13 @@ def _step(cfg, m: _Modules, teacher, augment, real, real_labels, step_classes: l
     cond = m.conditions[labels]
     d_fake = m.D(syn_pooled, cond)
     loss_adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+    logits = teacher(syn) if c.classifier == "teacher" else m.head(syn_pooled)
     if c.soft_labels:
         with torch.no_grad():
             target = F.softmax(teacher(syn), dim=1)
-        loss_cls = losses.soft_cross_entropy(m.head(syn_pooled), target)
+        loss_cls = losses.soft_cross_entropy(logits, target)
     else:
-        loss_cls = F.cross_entropy(m.head(syn_pooled), labels)
+        loss_cls = F.cross_entropy(logits, labels)
     per_class = (c.weight_gan * (loss_adv + c.weight_cls * loss_cls) + c.weight_feature * loss_f
                  + c.weight_intra * loss_intra)  # fmt: skip
     loss = share * per_class + c.weight_inter * loss_inter  # inter: the same on every rank

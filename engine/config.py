@@ -74,6 +74,7 @@ class CondenseConfig:
     finetune_generator: bool = True  # False: the IT-GAN-style frozen generator
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # siamese on real and synthetic
     soft_labels: bool = False  # teacher soft labels as L_c targets of synthetic images
+    classifier: str = "head"  # L_c's classifier: head (the paper's, on phi) | teacher (frozen)
     log_every: int = 10
     checkpoint_every: int = 100  # steps between checkpoints (0: only on SIGTERM / SIGUSR2)
 
@@ -151,6 +152,8 @@ class RunConfig:
             raise ConfigError(
                 f"condense.feature_match must be image or class, not {c.feature_match!r}"
             )
+        if c.classifier not in ("head", "teacher"):
+            raise ConfigError(f"condense.classifier must be head or teacher, not {c.classifier!r}")
         if c.codebook not in ("learned", "fixed", "truncated"):
             raise ConfigError(
                 f"condense.codebook must be learned, fixed or truncated, not {c.codebook!r}"

@@ -103,7 +103,10 @@ def run_condense(
     pre = load_pretrained(pre_dir, meta)
     if pretrained is None:
         _check_same_pretrain(cfg, pre, pre_dir)
-    teacher = teacher_from(pre, meta).to(cfg.device) if cfg.condense.soft_labels else None
+    needs_teacher = cfg.condense.soft_labels or cfg.condense.classifier == "teacher"
+    teacher = (
+        teacher_from(pre, meta).to(cfg.device).requires_grad_(False) if needs_teacher else None
+    )
     log(f"Condensing {meta.dataset} into IPC {cfg.condense.ipc} ({cfg.condense.total_steps} steps"
         f"{f', stopping at {cfg.max_steps}' if cfg.max_steps else ''})")  # fmt: skip
     state = condense(cfg, data_dir, meta, artifact.rebuild_generator(pre),

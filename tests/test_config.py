@@ -45,12 +45,23 @@ def test_overrides_and_their_types():
         ("condense.codebook=weird", "codebook must be learned, fixed or truncated"),
         ("gan.condition=label", "gan.condition must be"),
         ("device=tpu", "device must be cpu or cuda"),
+        ("condense.classifier=phi", "classifier must be head or teacher"),
+        ("condense.checkpoint_every=-1", "checkpoint_every must be >= 0"),
+        ("collective_timeout_s=0", "collective_timeout_s must be positive"),
         ("justtext", "expected key=value"),
     ],
 )
 def test_bad_overrides(assignment, message):
     with pytest.raises(ConfigError, match=message):
         load_preset("mnist-smoke", [assignment])
+
+
+def test_checks_over_several_keys_do_not_depend_on_their_order():
+    both = ["condense.codebook=fixed", "condense.finetune_generator=true"]
+    assert load_preset("mnist-smoke", both).condense.codebook == "fixed"
+    assert load_preset("mnist-smoke", both[::-1]).condense.finetune_generator
+    with pytest.raises(ConfigError, match="nothing to learn"):
+        load_preset("mnist-smoke", both[:1])  # the smoke preset freezes G
 
 
 def test_unknown_preset():
