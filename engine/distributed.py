@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from data_prep.loaders import world  # noqa: F401 - the one (rank, world size) helper
 from engine.errors import ConfigError, GencondError
 
 
@@ -99,12 +100,6 @@ def init(device: str = "cpu", timeout_s: float = 600.0) -> DistEnv:
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-def world() -> tuple[int, int]:
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def my_share(items: list[int], rank: int, world_size: int) -> list[int]:

@@ -12,7 +12,7 @@ import json
 import os
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from engine.errors import ConfigError, GencondError
@@ -106,17 +106,20 @@ def executor(opts: SubmitOptions):
 def sbatch_script(
     opts: SubmitOptions, command: str = "python -u -m submitit.core._submit DIR"
 ) -> str:
-    """The #SBATCH script submitit writes for these options (for review and golden tests)."""
+    """The #SBATCH script `executor(opts)` submits, built without needing SLURM here (submitit's
+    executor refuses to start where srun is missing), for review and the golden test."""
     from submitit.slurm import slurm
 
     opts.check()
     extra = {"account": opts.account} if opts.account else {}
+    if opts.mem_gb:  # submitit's own conversion of mem_gb
+        whole = opts.mem_gb == int(opts.mem_gb)
+        extra["mem"] = f"{int(opts.mem_gb)}GB" if whole else f"{int(opts.mem_gb * 1024)}MB"
     return slurm._make_sbatch_string(
-        command=command, folder=Path(opts.log_dir) / "%j", job_name=opts.job_name,
+        command=command, folder=Path(opts.log_dir).resolve() / "%j", job_name=opts.job_name,
         partition=opts.partition, time=opts.time_min, nodes=opts.nodes,
         ntasks_per_node=opts.tasks, cpus_per_task=opts.cpus_per_task,
         gpus_per_node=opts.gpus_per_node or None, qos=opts.qos,
-        mem=f"{int(opts.mem_gb * 1024)}MB" if opts.mem_gb else None,
         signal_delay_s=opts.signal_delay_s, array_parallelism=opts.array_parallelism,
         additional_parameters=dict(opts.sbatch) or None, **extra,
     )  # fmt: skip
@@ -225,7 +228,3 @@ def gather_sweep(root: Path, points: list[dict[str, str]]) -> dict:
     tmp.write_text(json.dumps(payload, indent=1) + "\n")
     tmp.replace(root / "sweep.json")
     return payload
-
-
-def describe(opts: SubmitOptions) -> dict:
-    return {k: v for k, v in asdict(opts).items() if v not in (None, {}, 0)}

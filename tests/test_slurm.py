@@ -13,16 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
-from test_distributed import CONDENSE, _env, params, torchrun, toy_pretrained
+from test_distributed import _env, cli, condense_args, params, torchrun, toy_pretrained
 from test_method import TINY, sets
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch_2x8gpu.txt"
-
-
-def gencond(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launch.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=_env())  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +37,13 @@ def toy_run(tmp_path_factory):
     return root, *toy_pretrained(root)
 
 
-def condense_args(data, pre, out, *overrides):
-    return ["condense", "--preset", "mnist-smoke", "--data", data, "--out", out,
-            "--pretrained", pre, *sets(*CONDENSE, *overrides)]  # fmt: skip
-
-
 def submit(root: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return gencond("submit", "--cluster", "slurm", "--cpus-per-task", "1", "--time", "30",
+    return cli("submit", "--cluster", "slurm", "--cpus-per-task", "1", "--time", "30",
                    "--log-dir", root / "jobs", *args, timeout=timeout)  # fmt: skip
 
 
 def test_sbatch_script_for_two_nodes_of_eight_gpus(tmp_path):
-    r = gencond("submit", "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "8",
+    r = cli("submit", "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "8",
                 "--cpus-per-task", "10", "--mem-gb", "480", "--time", "720",
                 "--account", "myproject", "--qos", "high", "--sbatch", "constraint=h100",
                 "--log-dir", tmp_path / "LOGDIR", "--print-sbatch", "condense")  # fmt: skip
@@ -66,12 +55,12 @@ def test_sbatch_script_for_two_nodes_of_eight_gpus(tmp_path):
 def test_cluster_defaults_file(tmp_path):
     defaults = tmp_path / "clusters.toml"
     defaults.write_text('[slurm]\npartition = "a100"\naccount = "lab"\ntime_min = 90\n')
-    r = gencond("submit", "--defaults", defaults, "--print-sbatch", "condense")
+    r = cli("submit", "--defaults", defaults, "--print-sbatch", "condense")
     assert r.returncode == 0, r.stderr
     assert "#SBATCH --partition=a100" in r.stdout and "#SBATCH --account=lab" in r.stdout
     assert "#SBATCH --time=90" in r.stdout
     defaults.write_text('[slurm]\npartitoin = "a100"\n')
-    r = gencond("submit", "--defaults", defaults, "--print-sbatch", "condense")
+    r = cli("submit", "--defaults", defaults, "--print-sbatch", "condense")
     assert r.returncode == 2 and "unknown key(s) partitoin" in r.stderr
 
 
@@ -94,7 +83,7 @@ def test_two_task_job_equals_two_local_ranks(slurm, toy_run):
 def test_evaluation_array_is_gathered(slurm, toy_run):
     root, data, pre = toy_run
     run = root / "for_eval"
-    assert gencond(*condense_args(data, pre, run, "max_steps=4")).returncode == 0
+    assert cli(*condense_args(data, pre, run, "max_steps=4")).returncode == 0
     args = ["evaluate", run, "--data", data, "--seeds", "2", "--epochs", "2",
             "--baselines", "random"]  # fmt: skip
     r = submit(root, "--wait", *args)
@@ -102,7 +91,7 @@ def test_evaluation_array_is_gathered(slurm, toy_run):
     arrayed = json.loads((run / "eval.json").read_text())
     assert arrayed["array_elements"] == 2
     assert sorted(p.name for p in (run / "eval_parts").iterdir()) == ["seed_0.json", "seed_1.json"]
-    r = gencond(*args)  # the same evaluation in one process
+    r = cli(*args)  # the same evaluation in one process
     assert r.returncode == 0, r.stderr
     single = json.loads((run / "eval.json").read_text())
     for name in ("condensed", "random"):
@@ -135,7 +124,7 @@ def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run, interrupt):
     longer = ["max_steps=40", "condense.outer_iterations=10"]
     ref = root / "uninterrupted"
     if not (ref / "condensed.pt").exists():
-        assert gencond(*condense_args(data, pre, ref, *longer)).returncode == 0
+        assert cli(*condense_args(data, pre, ref, *longer)).returncode == 0
     out, logs = root / f"requeued-{interrupt}", root / f"jobs-{interrupt}"
     cmd = [sys.executable, "-m", "launch.cli", "submit", "--cluster", "slurm", "--cpus-per-task",
            "1", "--time", "30", "--log-dir", str(logs), "--wait",
@@ -189,7 +178,7 @@ def test_failed_job_exits_non_zero(slurm, toy_run):
 
 
 def test_sweep_refuses_an_impossible_point_before_submitting(tmp_path):
-    r = gencond(
+    r = cli(
         "submit",
         "--log-dir",
         tmp_path / "jobs",
@@ -208,7 +197,7 @@ def test_sweep_refuses_an_impossible_point_before_submitting(tmp_path):
 
 
 def test_submit_refuses_bad_options_before_submitting(tmp_path):
-    r = gencond("submit", "--log-dir", tmp_path / "jobs", "condense", "--preset", "nope",
+    r = cli("submit", "--log-dir", tmp_path / "jobs", "condense", "--preset", "nope",
                 "--data", tmp_path, "--out", tmp_path / "o")  # fmt: skip
     assert r.returncode == 2
     assert "unknown preset" in r.stderr or "nope" in r.stderr
@@ -219,8 +208,8 @@ def test_local_cluster_runs_the_same_command(toy_run):
     """--cluster local (a subprocess on this machine, no SLURM) gives the direct run's result."""
     root, data, pre = toy_run
     direct, submitted = root / "direct", root / "local_cluster"
-    assert gencond(*condense_args(data, pre, direct, "max_steps=4")).returncode == 0
-    r = gencond("submit", "--cluster", "local", "--log-dir", root / "local_jobs", "--wait",
+    assert cli(*condense_args(data, pre, direct, "max_steps=4")).returncode == 0
+    r = cli("submit", "--cluster", "local", "--log-dir", root / "local_jobs", "--wait",
                 *condense_args(data, pre, submitted, "max_steps=4"))  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "COMPLETED" in r.stderr
