@@ -90,7 +90,7 @@ def _linear_decay(total: int):
     return lambda step: max(0.0, 1.0 - step / max(1, total))
 
 
-class _Modules:
+class StepModules:
     """Everything the loop trains, with one place to save and restore it."""
 
     def __init__(self, cfg: RunConfig, meta: DatasetMeta, generator: Generator,
@@ -172,7 +172,7 @@ def condense(
     if c.phi_batch % env.world_size:
         raise ConfigError(f"condense.phi_batch={c.phi_batch} does not split evenly over "
                           f"{env.world_size} ranks")  # fmt: skip
-    m = _Modules(cfg, meta, generator, conditions, device)
+    m = StepModules(cfg, meta, generator, conditions, device)
     if cfg.gan.condition == "online_feature" and m.conditions.shape[1] != m.phi.feature_channels:
         raise ConfigError(
             f"gan.condition=online_feature needs teacher.width == condense.phi_width "
@@ -222,7 +222,7 @@ def condense(
                     m.opt_phi = torch.optim.SGD(m.phi.parameters(), c.lr_phi * decay(step),
                                                 momentum=0.9)  # fmt: skip
                 _, real, real_labels = next(associations)
-                record = _step(cfg, m, teacher, augment, real, real_labels, schedule(step),
+                record = condense_step(cfg, m, teacher, augment, real, real_labels, schedule(step),
                                my_classes(step), step)  # fmt: skip
                 if within % M == M - 1:  # after M generator steps, one phi step on real data
                     x, y = next(real_batches)
@@ -275,7 +275,7 @@ def _check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
         )
 
 
-def _step(cfg, m: _Modules, teacher, augment, real, real_labels, step_classes: list[int],
+def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step_classes: list[int],
           mine: list[int], step: int) -> dict:  # fmt: skip
     """One (Z, G) update, then one D / head update, on this rank's classes `mine` of the
     step's `step_classes`. Per-class losses are scaled by this rank's share of the step, so the
