@@ -9,6 +9,7 @@ that is re-initialised every outer iteration and trained on real data in between
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from data_prep.loaders import ClassGroupedLoader, TrainLoader
 from data_prep.meta import DatasetMeta
@@ -110,6 +112,15 @@ class StepModules:
             self.D = FeatureDiscriminator(self.phi.feature_channels, conditions.shape[1])
             self.head = nn.Linear(self.phi.feature_channels, meta.num_classes)
         self.D, self.head = self.D.to(device), self.head.to(device)
+        # speed switches (issue 7); the defaults leave every module and optimizer as it was
+        if c.channels_last:
+            self.G.to(memory_format=torch.channels_last)
+            self.phi.to(memory_format=torch.channels_last)
+        self.opt_kwargs = {"fused": True} if c.fused_optimizer else {}
+        # forward passes that may be compiled: the step never differentiates twice
+        self.generator = torch.compile(self.G) if c.compile else self.G
+        self.phi_features = torch.compile(self.phi.features) if c.compile else self.phi.features
+        self.phi_logits = torch.compile(self.phi) if c.compile else self.phi
         trainable = []
         if c.codebook != "fixed":
             trainable.append({"params": [self.codebook], "lr": c.lr_codebook})
@@ -119,12 +130,14 @@ class StepModules:
             raise ConfigError("nothing to learn: codebook=fixed and finetune_generator=false")
         self.zg_params = [p for group in trainable for p in group["params"]]
         self.dh_params = [*self.D.parameters(), *self.head.parameters()]
-        self.opt_zg = torch.optim.SGD(trainable, momentum=c.momentum)
-        self.opt_dh = torch.optim.SGD(self.dh_params, c.lr_disc, momentum=c.momentum)
+        self.opt_zg = torch.optim.SGD(trainable, momentum=c.momentum, **self.opt_kwargs)
+        self.opt_dh = torch.optim.SGD(self.dh_params, c.lr_disc, momentum=c.momentum,
+                                      **self.opt_kwargs)  # fmt: skip
         decay = _linear_decay(c.total_steps)
         self.sched_zg = torch.optim.lr_scheduler.LambdaLR(self.opt_zg, decay)
         self.sched_dh = torch.optim.lr_scheduler.LambdaLR(self.opt_dh, decay)
-        self.opt_phi = torch.optim.SGD(self.phi.parameters(), c.lr_phi, momentum=0.9)
+        self.opt_phi = torch.optim.SGD(self.phi.parameters(), c.lr_phi, momentum=0.9,
+                                       **self.opt_kwargs)  # fmt: skip
 
     NAMES = ("G", "codebook", "conditions", "phi", "D", "head",
              "opt_zg", "opt_dh", "sched_zg", "sched_dh", "opt_phi")  # fmt: skip
@@ -220,18 +233,13 @@ def condense(
                 if within == 0:  # Algorithm 1: a fresh phi every outer iteration
                     reinit_(m.phi, _seeded(cfg.seed, PHI_STREAM, outer))
                     m.opt_phi = torch.optim.SGD(m.phi.parameters(), c.lr_phi * decay(step),
-                                                momentum=0.9)  # fmt: skip
+                                                momentum=0.9, **m.opt_kwargs)  # fmt: skip
                 _, real, real_labels = next(associations)
                 record = condense_step(cfg, m, teacher, augment, real, real_labels, schedule(step),
                                my_classes(step), step)  # fmt: skip
                 if within % M == M - 1:  # after M generator steps, one phi step on real data
                     x, y = next(real_batches)
-                    m.phi.requires_grad_(True)
-                    loss = F.cross_entropy(m.phi(x), y) / env.world_size
-                    m.opt_phi.zero_grad(set_to_none=True)
-                    loss.backward()
-                    distributed.sum_gradients(m.phi.parameters())
-                    m.opt_phi.step()
+                    phi_update(cfg, m, x, y, env.world_size)
                 # one small all-reduce a step: global losses, a NaN anywhere, a stop signal
                 summary = distributed.all_sum(torch.tensor(
                     [*record.values(), float(stop.raised)], dtype=torch.float64))  # fmt: skip
@@ -275,6 +283,31 @@ def _check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
         )
 
 
+def _amp(cfg: RunConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast around forward passes when condense.precision=bf16, else nothing."""
+    if cfg.condense.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _layout(cfg: RunConfig, x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if cfg.condense.channels_last else x
+
+
+def phi_update(cfg: RunConfig, m: StepModules, x: torch.Tensor, y: torch.Tensor,
+               world_size: int = 1) -> None:  # fmt: skip
+    """phi's classification step on a real batch (the loop runs it every gen_steps steps)."""
+    with record_function("phi_update"):
+        m.phi.requires_grad_(True)
+        with _amp(cfg, x.device):
+            logits = m.phi_logits(_layout(cfg, x))
+        loss = F.cross_entropy(logits.float(), y) / world_size
+        m.opt_phi.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.sum_gradients(m.phi.parameters())
+        m.opt_phi.step()
+
+
 def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step_classes: list[int],
           mine: list[int], step: int) -> dict:  # fmt: skip
     """One (Z, G) update, then one D / head update, on this rank's classes `mine` of the
@@ -291,61 +324,78 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
     real_gen, syn_gen = torch.Generator(), torch.Generator()
     real_gen.set_state(aug_state)
     syn_gen.set_state(aug_state)  # siamese: the same transform for real and synthetic
-    with torch.no_grad():
-        real_feats = m.phi.features(augment(real, real_gen))
+    amp = lambda: _amp(cfg, real.device)  # noqa: E731
+    with torch.no_grad(), record_function("phi_real"):
+        x = _layout(cfg, augment(real, real_gen))
+        with amp():
+            real_feats = [f.float() for f in m.phi_features(x)]
         real_pooled = real_feats[-1].mean(dim=(2, 3))
         centers_mine = real_pooled.view(n_mine, -1, real_pooled.shape[1]).mean(1)
         centers_all = distributed.gather_rows(centers_mine, rows, n_all)
     if cfg.gan.condition == "online_feature":
         m.conditions[torch.as_tensor(step_classes, device=m.conditions.device)] = centers_all
 
-    syn, labels = generate(m.G, m.codebook, m.conditions, mine)
-    syn_feats = m.phi.features(augment(syn, syn_gen))
-    if c.feature_match == "image":  # each image: the mean of its own association subset
-        targets = [f.view(n_mine, K, c.assoc_per_image, *f.shape[1:]).mean(2).flatten(0, 1)
-                   for f in real_feats]  # fmt: skip
-    else:  # class means on both sides
-        targets = [f.view(n_mine, -1, *f.shape[1:]).mean(1).repeat_interleave(K, 0)
-                   for f in real_feats]  # fmt: skip
-    loss_f = losses.feature_matching(syn_feats, targets)
-    syn_pooled = syn_feats[-1].mean(dim=(2, 3))
-    origin = centers_all.mean(0)  # the mean real feature of the step's classes
-    loss_intra = losses.intra_class_diversity(
-        syn_pooled, centers_mine, K, c.intra_temperature, origin
-    )
-    syn_centers = distributed.gather_rows(losses.class_centers(syn_pooled, K, origin), rows, n_all)
-    loss_inter = losses.inter_class_discrimination(syn_centers, c.inter_margin)
-    cond = m.conditions[labels]
-    d_fake = m.D(syn_pooled, cond)
-    loss_adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
-    logits = teacher(syn) if c.classifier == "teacher" else m.head(syn_pooled)
-    if c.soft_labels:
-        with torch.no_grad():
-            target = F.softmax(teacher(syn), dim=1)
-        loss_cls = losses.soft_cross_entropy(logits, target)
-    else:
-        loss_cls = F.cross_entropy(logits, labels)
-    per_class = (c.weight_gan * (loss_adv + c.weight_cls * loss_cls) + c.weight_feature * loss_f
-                 + c.weight_intra * loss_intra)  # fmt: skip
-    loss = share * per_class + c.weight_inter * loss_inter  # inter: the same on every rank
-    m.opt_zg.zero_grad(set_to_none=True)
-    loss.backward()
-    distributed.sum_gradients(m.zg_params)
-    m.opt_zg.step()
-    m.sched_zg.step()
+    with record_function("generate"), amp():
+        syn, labels = generate(m.generator, m.codebook, m.conditions, mine)
+    syn = syn.float()
+    with record_function("phi_syn"):
+        x = _layout(cfg, augment(syn, syn_gen))
+        with amp():
+            syn_feats = [f.float() for f in m.phi_features(x)]
+    with record_function("losses"):
+        if c.feature_match == "image":  # each image: the mean of its own association subset
+            targets = [f.view(n_mine, K, c.assoc_per_image, *f.shape[1:]).mean(2).flatten(0, 1)
+                       for f in real_feats]  # fmt: skip
+        else:  # class means on both sides
+            targets = [f.view(n_mine, -1, *f.shape[1:]).mean(1).repeat_interleave(K, 0)
+                       for f in real_feats]  # fmt: skip
+        loss_f = losses.feature_matching(syn_feats, targets)
+        syn_pooled = syn_feats[-1].mean(dim=(2, 3))
+        origin = centers_all.mean(0)  # the mean real feature of the step's classes
+        loss_intra = losses.intra_class_diversity(
+            syn_pooled, centers_mine, K, c.intra_temperature, origin
+        )
+        syn_centers = distributed.gather_rows(losses.class_centers(syn_pooled, K, origin), rows,
+                                              n_all)  # fmt: skip
+        loss_inter = losses.inter_class_discrimination(syn_centers, c.inter_margin)
+        cond = m.conditions[labels]
+        with amp():
+            d_fake = m.D(syn_pooled, cond).float()
+        loss_adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
+        with amp():
+            logits = (teacher(syn) if c.classifier == "teacher" else m.head(syn_pooled)).float()
+        if c.soft_labels:
+            with torch.no_grad(), amp():
+                target = F.softmax(teacher(syn).float(), dim=1)
+            loss_cls = losses.soft_cross_entropy(logits, target)
+        else:
+            loss_cls = F.cross_entropy(logits, labels)
+        per_class = (c.weight_gan * (loss_adv + c.weight_cls * loss_cls) + c.weight_feature * loss_f
+                     + c.weight_intra * loss_intra)  # fmt: skip
+        loss = share * per_class + c.weight_inter * loss_inter  # inter: the same on every rank
+    with record_function("backward_zg"):
+        m.opt_zg.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.sum_gradients(m.zg_params)
+        m.opt_zg.step()
+        m.sched_zg.step()
 
     # discriminator and classifier head: real associations vs the (detached) synthetic images
-    d_real = m.D(real_pooled, m.conditions[real_labels])
-    d_fake = m.D(syn_pooled.detach(), cond)
-    loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-              + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-              + F.cross_entropy(m.head(real_pooled), real_labels)
-              + F.cross_entropy(m.head(syn_pooled.detach()), labels))  # fmt: skip
-    m.opt_dh.zero_grad(set_to_none=True)
-    (share * loss_d).backward()
-    distributed.sum_gradients(m.dh_params)
-    m.opt_dh.step()
-    m.sched_dh.step()
+    with record_function("update_dh"):
+        with amp():
+            d_real = m.D(real_pooled, m.conditions[real_labels]).float()
+            d_fake = m.D(syn_pooled.detach(), cond).float()
+            head_real = m.head(real_pooled).float()
+            head_syn = m.head(syn_pooled.detach()).float()
+        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+                  + F.cross_entropy(head_real, real_labels)
+                  + F.cross_entropy(head_syn, labels))  # fmt: skip
+        m.opt_dh.zero_grad(set_to_none=True)
+        (share * loss_d).backward()
+        distributed.sum_gradients(m.dh_params)
+        m.opt_dh.step()
+        m.sched_dh.step()
     # shares of the global values: summed over ranks they give the single-process numbers
     return {"loss": loss.item() - c.weight_inter * loss_inter.item() * (1 - 1 / world),
             "feature": share * loss_f.item(), "intra": share * loss_intra.item(),

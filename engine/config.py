@@ -77,6 +77,11 @@ class CondenseConfig:
     classifier: str = "head"  # L_c's classifier: head (the paper's, on phi) | teacher (frozen)
     log_every: int = 10
     checkpoint_every: int = 100  # steps between checkpoints (0: only on SIGTERM / SIGUSR2)
+    # speed switches (issue 7; defaults are the reference behaviour)
+    precision: str = "fp32"  # fp32 | bf16 (autocast around the forward passes)
+    channels_last: bool = False  # NHWC memory format for phi, G and their inputs
+    compile: bool = False  # torch.compile phi's and G's forward (no double backward here)
+    fused_optimizer: bool = False  # fused SGD kernels (where the device has them)
 
     @property
     def total_steps(self) -> int:
@@ -169,6 +174,8 @@ class RunConfig:
             raise ConfigError(
                 "nothing to learn: condense.codebook=fixed with condense.finetune_generator=false"
             )
+        if c.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"condense.precision must be fp32 or bf16, not {c.precision!r}")
         if c.checkpoint_every < 0:
             raise ConfigError(f"condense.checkpoint_every must be >= 0, got {c.checkpoint_every}")
         if not self.collective_timeout_s > 0:

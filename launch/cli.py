@@ -132,7 +132,8 @@ def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench", help="benchmarks (results under benchmarks/results/)", description="Benchmarks."
     )
-    bench = p.add_subparsers(dest="bench", required=True, metavar="<loader|prep|classes>")
+    bench = p.add_subparsers(dest="bench", required=True,
+                             metavar="<loader|prep|classes|peak|profile|speed>")  # fmt: skip
     b = bench.add_parser(
         "loader",
         help="images/s of the FFCV loaders vs a plain torch DataLoader",
@@ -213,6 +214,86 @@ def _add_bench(sub) -> None:
     b.add_argument("--workdir", default="/tmp/gencond-bench-classes", help="scratch")
     b.add_argument("--out", type=Path, default=None, help="result JSON")
     b.set_defaults(handler=_run_bench_classes)
+    _add_bench_speed(bench)
+
+
+def _add_bench_speed(bench) -> None:
+    """Issue 7: peak FLOP/s, profile and speed switches of the condensation step."""
+    b = bench.add_parser(
+        "peak",
+        help="measured peak FLOP/s of the device (the MFU denominator)",
+        description="Median time of a large random square matrix product in fp32 and bf16 "
+        "(and tf32 on CUDA), CUDA events after warm-up (perf_counter on the CPU). Writes JSON.",
+    )
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    b.add_argument("--size", type=int, default=0, help="n of n x n x n (0: 8192 CUDA, 2048 CPU)")
+    b.add_argument("--repeats", type=int, default=0, help="timed products (0: 50 CUDA, 5 CPU)")
+    b.add_argument("--out", type=Path, default=None, help="result JSON")
+    b.set_defaults(handler=_run_bench_peak)
+    for name, helptext in (
+        ("profile", "torch.profiler over a few condensation steps: top ops, time per part, "
+                    "achieved FLOP/s against the cost model"),
+        ("speed", "step time of each speed switch (bf16, channels_last, compile, fused SGD) "
+                  "against the reference step"),
+    ):  # fmt: skip
+        b = bench.add_parser(name, help=helptext, description=helptext + ". Generated tensors "
+                             "of the preset's shape; writes JSON with machine info.")  # fmt: skip
+        b.add_argument("--preset", default="imagenet64-ipc10", help="(default: %(default)s)")
+        b.add_argument("--channels", type=_positive, default=3, help="(default: %(default)s)")
+        b.add_argument("--image-size", type=_positive, default=64, help="(default: %(default)s)")
+        b.add_argument("--classes", type=_positive, default=1000, help="(default: %(default)s)")
+        b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="config override on the preset (repeatable)")  # fmt: skip
+        b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+        b.add_argument("--out", type=Path, default=None, help="result JSON")
+        if name == "profile":
+            b.add_argument("--steps", type=_positive, default=2, help="profiled steps")
+            b.add_argument("--timed", type=_positive, default=3, help="unprofiled timed steps")
+            b.add_argument("--peak-tflops", type=float, default=0.0, help="MFU denominator")
+            b.set_defaults(handler=_run_bench_profile)
+        else:
+            b.add_argument("--variants", nargs="+", default=None, help="(default: all)")
+            b.add_argument("--repeats", type=_positive, default=5, help="timed steps")
+            b.add_argument("--warmup", type=_positive, default=2, help="untimed steps first")
+            b.add_argument("--peak-json", default="", help="`bench peak` result, for MFU")
+            b.set_defaults(handler=_run_bench_speed)
+
+
+def _run_bench_peak(args) -> int:
+    from benchmarks.peak import PeakConfig, run
+    from launch.tables import show_rows
+
+    result = run(PeakConfig(size=args.size, repeats=args.repeats, device=args.device), args.out)
+    show_rows(f"Peak FLOP/s on {result['machine']} ({args.device})", result["rows"])
+    return 0
+
+
+def _run_bench_profile(args) -> int:
+    from benchmarks.profile_bench import ProfileConfig, run
+    from launch.tables import show_rows
+
+    cfg = ProfileConfig(preset=args.preset, channels=args.channels, image_size=args.image_size,
+                        num_classes=args.classes, overrides=args.set, steps=args.steps,
+                        timed=args.timed, device=args.device,
+                        peak_tflops=args.peak_tflops)  # fmt: skip
+    result = run(cfg, args.out)
+    show_rows(f"Step parts on {result['machine']} ({args.device})", result["rows"])
+    return 0
+
+
+def _run_bench_speed(args) -> int:
+    from benchmarks.speed_bench import VARIANTS, SpeedConfig, run
+    from launch.tables import show_rows
+
+    cfg = SpeedConfig(preset=args.preset, channels=args.channels, image_size=args.image_size,
+                      num_classes=args.classes, overrides=args.set, device=args.device,
+                      variants=tuple(args.variants or VARIANTS), repeats=args.repeats,
+                      warmup=args.warmup, peak_json=args.peak_json)  # fmt: skip
+    result = run(cfg, args.out)
+    keys = ("variant", "step_s", "speedup", "tflops", "mfu", "peak_mem_bytes")
+    show_rows(f"Speed switches on {result['machine']} ({args.device})",
+              [{k: r[k] for k in keys} for r in result["rows"]])  # fmt: skip
+    return 0
 
 
 def _run_bench_loader(args) -> int:
