@@ -1,0 +1,178 @@
+"""`gencond bench throughput|scaling|accuracy`: their options and handlers, hooked into
+launch/cli.py's bench section by `add_baseline_benches`. Heavy modules load in the handlers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+GIB = 1 << 30
+MEM_LIMIT_HELP = ("a point needing more is reported as not fitting (default: this machine's RAM, "
+                  "or the GPU's memory with --device cuda)")  # fmt: skip
+THROUGHPUT_METHODS = ("ours", "dm", "dsa", "mtt", "tesla")
+THROUGHPUT_SHAPES = ("cifar10", "tiny-imagenet", "imagenet64")
+
+
+def add_baseline_benches(bench, positive) -> None:
+    """Add the throughput, scaling and accuracy parsers to the `bench` subparsers."""
+    b = bench.add_parser(
+        "throughput",
+        help="ours vs DM / DSA / MTT / TESLA: parameters, bytes, step and sweep time, memory",
+        description="One condensation step of ours and of each pixel baseline at the CIFAR-10 "
+        "(32 px, 10 classes), Tiny-ImageNet (64 px, 200) and ImageNet-1K (64 px, 1000) shapes, "
+        "each point in its own child process: learnable parameters, bytes of the condensed "
+        "result, time per step and per sweep over all classes, images/s, peak memory, and "
+        "baseline/ours ratios. Writes benchmarks/results/throughput_<device>.json and .md.",
+    )
+    b.add_argument("--shapes", nargs="+", default=list(THROUGHPUT_SHAPES), metavar="SHAPE",
+                   help=f"of {', '.join(THROUGHPUT_SHAPES)} (default: all)")  # fmt: skip
+    b.add_argument("--ipcs", type=positive, nargs="+", default=[1, 10, 50],
+                   help="images per class (default: 1 10 50)")  # fmt: skip
+    _add_timing_options(b, positive)
+    b.add_argument("--out", type=Path, default=None, help="result JSON (default: "
+                   "benchmarks/results/throughput_<device>.json)")  # fmt: skip
+    b.set_defaults(handler=run_throughput)
+
+    b = bench.add_parser(
+        "scaling",
+        help="parameters, memory and step time against classes and resolution",
+        description="Ours and the pixel baselines at 10 ... 10000 classes (generated data) and "
+        "32 / 64 / 128 px, one IPC, each point measured as in `bench throughput`. Writes "
+        "benchmarks/results/scaling_<device>.json, .md and a .png plot.",
+    )
+    b.add_argument("--classes", type=positive, nargs="+", default=[10, 100, 1000, 10000],
+                   help="class counts (default: 10 100 1000 10000)")  # fmt: skip
+    b.add_argument("--resolutions", type=positive, nargs="+", default=[32, 64, 128],
+                   help="image sizes in px (default: 32 64 128)")  # fmt: skip
+    b.add_argument("--ipc", type=positive, default=10, help="images per class (default: 10)")
+    _add_timing_options(b, positive)
+    b.add_argument("--out", type=Path, default=None, help="result JSON (default: "
+                   "benchmarks/results/scaling_<device>.json)")  # fmt: skip
+    b.set_defaults(handler=run_scaling)
+
+    b = bench.add_parser(
+        "accuracy",
+        help="test accuracy of DM / DSA / MTT / random / herding sets (and ours) vs published",
+        description="Condense each (method, dataset, IPC) point with the baseline's preset, "
+        "train --seeds fresh ConvNets on it with the engine's evaluation harness, and tabulate "
+        "the test accuracy next to the papers' published numbers. Ours comes from a RUN's "
+        "eval.json (--ours). Writes benchmarks/results/accuracy_<device>.json and .md.",
+    )
+    b.add_argument("--data", action="append", default=[], metavar="DATASET=DIR",
+                   help="prepared datasets (repeatable; default: mnist=/tmp/d/mnist "
+                   "fashion-mnist=/tmp/d/fmnist)")  # fmt: skip
+    b.add_argument("--ipcs", type=positive, nargs="+", default=[1, 10],
+                   help="images per class (default: 1 10)")  # fmt: skip
+    b.add_argument("--methods", nargs="+", default=["dm", "dsa", "mtt", "random", "herding"],
+                   metavar="METHOD", help="of dm, dsa, mtt, tesla, random, herding "
+                   "(default: dm dsa mtt random herding)")  # fmt: skip
+    b.add_argument("--seeds", type=positive, default=2, help="evaluation seeds (default: 2)")
+    b.add_argument("--epochs", type=positive, default=100,
+                   help="evaluation epochs (default: 100; the paper: 300)")  # fmt: skip
+    b.add_argument("--eval-width", type=positive, default=128, help="(default: 128)")
+    b.add_argument("--net-width", type=int, default=0,
+                   help="condensation and expert ConvNet width (0: 128)")  # fmt: skip
+    b.add_argument("--budget", default="cpu", help="cpu (shrunk loops) or paper (default: cpu)")
+    b.add_argument("--ours", action="append", default=[], metavar="DATASET=RUN",
+                   help="a RUN whose eval.json gives ours (repeatable)")  # fmt: skip
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    b.add_argument("--workdir", default="/tmp/gencond-bench-accuracy",
+                   help="cached experts (default: %(default)s)")  # fmt: skip
+    b.add_argument("--out", type=Path, default=None, help="result JSON (default: "
+                   "benchmarks/results/accuracy_<device>.json)")  # fmt: skip
+    b.set_defaults(handler=run_accuracy)
+
+
+def _add_timing_options(b, positive) -> None:
+    b.add_argument("--methods", nargs="+", default=list(THROUGHPUT_METHODS), metavar="METHOD",
+                   help=f"of {', '.join(THROUGHPUT_METHODS)} (default: all)")  # fmt: skip
+    b.add_argument("--timed-classes", type=positive, default=1,
+                   help="classes per timed step; sweeps are extrapolated (default: 1)")  # fmt: skip
+    b.add_argument("--timed-syn-steps", type=positive, default=2,
+                   help="MTT/TESLA student steps timed per iteration (default: 2)")  # fmt: skip
+    b.add_argument("--warmup", type=int, default=1, help="untimed steps first (default: 1)")
+    b.add_argument("--repeats", type=positive, default=2,
+                   help="timed steps; the median is kept (default: 2)")  # fmt: skip
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    b.add_argument("--mem-limit-gb", type=float, default=None, help=MEM_LIMIT_HELP)
+    b.add_argument("--point-timeout-s", type=float, default=300.0,
+                   help="a slower point is reported as not measured (default: 300)")  # fmt: skip
+
+
+def _timing_config(args, **extra):
+    from benchmarks.throughput_bench import ThroughputConfig, default_mem_limit_gb
+
+    cfg = ThroughputConfig(methods=tuple(args.methods), timed_classes=args.timed_classes,
+                           timed_syn_steps=args.timed_syn_steps, warmup=args.warmup,
+                           repeats=args.repeats, device=args.device,
+                           mem_limit_gb=args.mem_limit_gb or default_mem_limit_gb(args.device),
+                           point_timeout_s=args.point_timeout_s, **extra)  # fmt: skip
+    cfg.check()
+    return cfg
+
+
+def _fits(row: dict) -> str:
+    return {True: "yes", False: "no", None: "?"}[row.get("fits")]
+
+
+def run_throughput(args) -> int:
+    from benchmarks.throughput_bench import run
+    from launch.tables import show_rows
+
+    cfg = _timing_config(args, shapes=tuple(args.shapes), ipcs=tuple(args.ipcs))
+    result = run(cfg, args.out)
+    rows = [{"shape": r["shape"], "ipc": r["ipc"], "method": r["method"], "params": r["params"],
+             "MiB": (r["bytes"] or 0) / (1 << 20), "step s": r["step_s"], "sweep s": r["sweep_s"],
+             "img/s": r["images_per_s"], "peak GiB": (r["peak_mem_bytes"] or 0) / GIB,
+             "params x": r.get("params_vs_ours"), "mem x": r.get("peak_mem_bytes_vs_ours"),
+             "sweep x": r.get("sweep_s_vs_ours"), "fits": _fits(r)}
+            for r in result["rows"]]  # fmt: skip
+    show_rows(f"Throughput on {result['machine']} (ratios: baseline / ours)", rows)
+    return 0
+
+
+def run_scaling(args) -> int:
+    from benchmarks.scaling_bench import ScalingConfig, run
+    from launch.tables import show_rows
+
+    cfg = ScalingConfig(classes=tuple(args.classes), resolutions=tuple(args.resolutions),
+                        ipc=args.ipc, timing=_timing_config(args))  # fmt: skip
+    result = run(cfg, args.out)
+    rows = [{"px": r["image_size"], "classes": r["classes"], "method": r["method"],
+             "params": r["params"], "peak GiB": (r["peak_mem_bytes"] or 0) / GIB,
+             "step s": r["step_s"], "sweep s": r["sweep_s"], "fits": _fits(r)}
+            for r in result["rows"]]  # fmt: skip
+    show_rows(f"Scaling on {result['machine']} (IPC {cfg.ipc})", rows)
+    return 0
+
+
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    from engine.errors import ConfigError
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{option} {item!r}: expected DATASET=PATH")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run_accuracy(args) -> int:
+    from benchmarks.accuracy_bench import DEFAULT_DATA, AccuracyConfig, run
+    from engine.errors import ConfigError
+    from launch.tables import show_rows
+
+    if args.budget not in ("cpu", "paper"):
+        raise ConfigError(f"--budget must be cpu or paper, not {args.budget!r}")
+    cfg = AccuracyConfig(datasets=_pairs(args.data, "--data") or dict(DEFAULT_DATA),
+                         ipcs=tuple(args.ipcs), methods=tuple(args.methods), seeds=args.seeds,
+                         eval_epochs=args.epochs, eval_width=args.eval_width,
+                         net_width=args.net_width, budget=args.budget, device=args.device,
+                         ours=_pairs(args.ours, "--ours"), workdir=args.workdir)  # fmt: skip
+    result = run(cfg, args.out)
+    rows = [{"dataset": r["dataset"], "ipc": r["ipc"], "method": r["method"],
+             "measured %": r["mean"], "std": r["std"], "seeds": r["seeds"],
+             "published %": r["published"] if r["published"] is not None else "-"}
+            for r in result["rows"]]  # fmt: skip
+    show_rows(f"Accuracy on {result['machine']} ({cfg.budget} budget)", rows)
+    return 0

@@ -1,0 +1,460 @@
+"""`gencond bench throughput`: one condensation step of ours and of each pixel baseline at
+CIFAR-10, Tiny-ImageNet and ImageNet-1K shapes, in the same run.
+
+Each (method, shape, IPC) point runs in its own spawned child process, so its peak memory is
+its own: CUDA max_memory_allocated on a GPU, the child's peak RSS (ru_maxrss) on a CPU, next to
+the RSS the child had before building anything (`base_rss_bytes`: interpreter + torch). The
+learnable state is allocated at full size (every class x IPC); the real data is generated noise
+made on demand (speed does not depend on pixel values) and MTT's experts are random parameter
+vectors for the same reason.
+
+Time: every method's work is linear in the classes it touches per step, so a step is timed on
+`timed_classes` classes (median over `repeats` after `warmup`) and the sweep over every class
+is extrapolated from it; rows say so (`sweep_from`). A sweep is:
+  ours   classes / classes_per_step generator steps (+ one phi update per gen_steps steps)
+  dm     one iteration (every class matched once)
+  dsa    one image update of every class + the network training DC does after it
+         (inner_loop epochs over the synthetic set, skipped after the last of outer_loop)
+  mtt    ceil(classes x IPC / (syn_steps x batch_syn)) iterations (every synthetic image used
+         once); an iteration is timed with `timed_syn_steps` student steps and scaled linearly
+MTT's memory grows with syn_steps: it is measured at 1 and 2 student steps and extrapolated
+linearly (`peak_mem_from`: "extrapolated"); TESLA's should not grow, and is extrapolated the same
+way so that the claim is checked, not assumed.
+
+A point that does not fit reports `fits: false` and why: the pixel / gradient / momentum state
+alone over --mem-limit-gb (predicted, not attempted), an allocation failure under the limit
+(the child's RLIMIT_DATA on CPU, torch.cuda.OutOfMemoryError on GPU), a killed child or a child
+over its time limit.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import queue
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+from benchmarks.baselines.base import check_choices
+from benchmarks.results import RESULTS_DIR, write_result
+from engine.console import log, progress_bar
+from engine.errors import ConfigError
+
+METHODS = ("ours", "dm", "dsa", "mtt", "tesla")
+# shape -> (channels, image size, classes, our preset's dataset)
+SHAPES = {
+    "cifar10": (3, 32, 10, "cifar10"),
+    "tiny-imagenet": (3, 64, 200, "tiny-imagenet"),
+    "imagenet64": (3, 64, 1000, "imagenet64"),
+}
+GIB = 1 << 30
+
+
+def default_mem_limit_gb(device: str = "cpu") -> float:
+    """This machine's RAM, or the GPU's memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory / GIB
+    return psutil.virtual_memory().total / GIB
+
+
+@dataclass
+class ThroughputConfig:
+    shapes: tuple[str, ...] = tuple(SHAPES)
+    ipcs: tuple[int, ...] = (1, 10, 50)
+    methods: tuple[str, ...] = METHODS
+    timed_classes: int = 1
+    timed_syn_steps: int = 2  # MTT / TESLA student steps timed per iteration
+    warmup: int = 1
+    repeats: int = 2
+    device: str = "cpu"
+    mem_limit_gb: float = field(default_factory=default_mem_limit_gb)
+    point_timeout_s: float = 300.0
+    seed: int = 0
+    # sizes of one point, overridable for tests: {"image_size": 8, "classes": 3, "width": 8}
+    shrink: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        check_choices("shape", self.shapes, SHAPES)
+        check_choices("method", self.methods, METHODS)
+        check_choices("ipc", self.ipcs)
+        for name in ("timed_classes", "timed_syn_steps", "repeats"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
+        if self.warmup < 0 or not self.mem_limit_gb > 0 or not self.point_timeout_s > 0:
+            raise ConfigError("warmup must be >= 0, mem-limit-gb and point-timeout-s positive")
+
+
+@dataclass(frozen=True)
+class Point:
+    method: str
+    shape: str
+    ipc: int
+    channels: int
+    image_size: int
+    classes: int
+    width: int  # matching / feature net width (128 in every paper)
+    dataset: str
+
+
+def points(cfg: ThroughputConfig) -> list[Point]:
+    out = []
+    for shape in cfg.shapes:
+        channels, size, classes, dataset = SHAPES[shape]
+        size = cfg.shrink.get("image_size", size)
+        classes = cfg.shrink.get("classes", classes)
+        width = cfg.shrink.get("width", 128)
+        for ipc in cfg.ipcs:
+            for method in cfg.methods:
+                out.append(Point(method, shape, ipc, channels, size, classes, width, dataset))
+    return out
+
+
+def throughput_row(point: Point, measured: dict) -> dict:
+    """The one place a result row is built (issue 7 adds flops / mfu here)."""
+    row = {"method": point.method, "shape": point.shape, "classes": point.classes,
+           "ipc": point.ipc, "image_size": point.image_size, "params": measured.get("params"),
+           "bytes": measured.get("bytes"), "fits": measured.get("fits", True),
+           "step_s": measured.get("step_s"), "sweep_s": measured.get("sweep_s"),
+           "images_per_s": None, "peak_mem_bytes": measured.get("peak_mem_bytes"),
+           "base_rss_bytes": measured.get("base_rss_bytes"), "mfu": None}  # fmt: skip
+    if row["sweep_s"]:
+        row["images_per_s"] = point.classes * point.ipc / row["sweep_s"]
+    for key in ("step_covers", "sweep_from", "peak_mem_from", "reason", "note"):
+        if measured.get(key) is not None:
+            row[key] = measured[key]
+    return row
+
+
+# ---- in the child ---------------------------------------------------------------------------
+
+
+def _limit_memory(limit_bytes: int, device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_bytes / total))
+    else:  # anonymous memory (torch's CPU allocations included) beyond the limit fails
+        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+
+
+def _peak_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _median_time(fn, cfg: ThroughputConfig) -> float:
+    for i in range(cfg.warmup):
+        fn(i)
+    times = []
+    for i in range(cfg.repeats):
+        _sync(cfg.device)
+        start = time.perf_counter()
+        fn(cfg.warmup + i)
+        _sync(cfg.device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
+    import torch
+
+    from engine.augment import DiffAugment
+    from engine.condense import StepModules, condense_step
+    from engine.generator import Generator
+    from engine.nets import ConvNet
+    from launch.presets import PRESETS, load_preset
+
+    name = (
+        f"{p.dataset}-ipc{p.ipc}" if f"{p.dataset}-ipc{p.ipc}" in PRESETS else f"{p.dataset}-ipc10"
+    )
+    run = load_preset(name, [f"device={cfg.device}", f"ipc={p.ipc}"])
+    c = run.condense
+    if "width" in cfg.shrink:
+        run.gan.width, c.phi_width, run.teacher.width = cfg.shrink["width"], p.width, p.width
+    device = torch.device(cfg.device)
+    meta = _Meta(p.channels, p.classes, p.image_size)
+    torch.manual_seed(cfg.seed)
+    gen = Generator(run.gan.z_dim, run.teacher.width, run.gan.proj_dim, p.channels, p.image_size,
+                    run.gan.width, [0.5] * p.channels, [0.25] * p.channels)  # fmt: skip
+    conditions = torch.randn(p.classes, run.teacher.width)
+    teacher = None
+    if c.soft_labels or c.classifier == "teacher":
+        teacher = ConvNet(p.channels, p.classes, p.image_size, width=run.teacher.width).to(device)
+        teacher.eval().requires_grad_(False)
+    m = StepModules(run, meta, gen, conditions, device)
+    augment = DiffAugment(c.dsa_strategy, batch_mode=True)
+    timed = list(range(min(cfg.timed_classes, p.classes)))
+    n_real = c.ipc * c.assoc_per_image
+    real = torch.randn(len(timed) * n_real, p.channels, p.image_size, p.image_size, device=device)
+    labels = torch.as_tensor(timed, device=device).repeat_interleave(n_real)
+
+    def one_step(i: int) -> None:
+        condense_step(run, m, teacher, augment, real, labels, timed, timed, i)
+
+    step_s = _median_time(one_step, cfg)
+    x_phi = torch.randn(c.phi_batch, p.channels, p.image_size, p.image_size, device=device)
+    y_phi = torch.randint(p.classes, (c.phi_batch,), device=device)
+
+    def phi_update(i: int) -> None:
+        m.phi.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(m.phi(x_phi), y_phi)
+        m.opt_phi.zero_grad(set_to_none=True)
+        loss.backward()
+        m.opt_phi.step()
+
+    phi_s = _median_time(phi_update, cfg)
+    per_step = c.classes_per_step if 0 < c.classes_per_step < p.classes else p.classes
+    steps = math.ceil(p.classes / per_step)
+    sweep = step_s / len(timed) * p.classes + steps / c.gen_steps * phi_s
+    learned = [m.codebook] + (list(m.G.parameters()) if c.finetune_generator else [])
+    stored = sum(t.numel() for t in [m.codebook, *m.G.parameters(), conditions])
+    return {"params": sum(t.numel() for t in learned), "bytes": stored * 4, "step_s": step_s,
+            "sweep_s": sweep, "step_covers": f"{len(timed)} of {per_step} classes of a step",
+            "sweep_from": f"{len(timed)}-class steps x {p.classes} classes + {steps}/"
+                          f"{c.gen_steps} phi updates ({phi_s:.3g} s each)",
+            "note": f"preset {run.preset}; generator G, codebook and class conditions stored; "
+                    f"learned: codebook{' + G' if c.finetune_generator else ''}"}  # fmt: skip
+
+
+class _Meta:
+    def __init__(self, channels: int, num_classes: int, image_size: int):
+        self.channels, self.num_classes, self.image_size = channels, num_classes, image_size
+
+
+def _build_baseline(p: Point, cfg: ThroughputConfig, overrides: dict | None = None):
+    from benchmarks.baselines.base import NoisePool, SetShape
+    from benchmarks.baselines.mtt import random_trajectories
+    from benchmarks.baselines.presets import build_condenser, load_baseline_preset
+
+    preset = load_baseline_preset(p.method, p.dataset, p.ipc, "paper",
+                                  {"net_width": p.width, **(overrides or {})})  # fmt: skip
+    shape = SetShape(p.classes, p.ipc, p.channels, p.image_size)
+    trajectories = random_trajectories(shape, preset.config, cfg.seed) if p.method in (
+        "mtt", "tesla") else None  # fmt: skip
+    condenser = build_condenser(preset, shape, cfg.seed, cfg.device, trajectories)
+    pool = NoisePool(p.channels, p.image_size, cfg.device)
+    condenser.init_from(pool, "noise")
+    return preset, condenser, pool
+
+
+def _measure_baseline(p: Point, cfg: ThroughputConfig) -> dict:
+    timed = list(range(min(cfg.timed_classes, p.classes)))
+    n_syn = p.classes * p.ipc
+    if p.method in ("mtt", "tesla"):
+        return _measure_mtt(p, cfg, n_syn)
+    preset, condenser, pool = _build_baseline(p, cfg)
+    out = {"params": condenser.params, "bytes": condenser.bytes}
+    if p.method == "dm":
+        out["step_s"] = _median_time(lambda i: condenser.step(i, pool, timed), cfg)
+        out["sweep_s"] = out["step_s"] / len(timed) * p.classes
+        out["sweep_from"] = f"{len(timed)}-class steps x {p.classes} classes"
+    else:  # dsa: matching of the timed classes, plus the network's training batches
+        condenser.net = condenser.fresh_net(0)
+        condenser.net_opt = __import__("torch").optim.SGD(condenser.net.parameters(), lr=0.01)
+        out["step_s"] = _median_time(lambda i: condenser.match(i, pool, timed), cfg)
+        batch_s = _median_time(lambda i: condenser.train_net(i, 1, max_batches=1), cfg)
+        batches = math.ceil(n_syn / preset.config.batch_train)
+        outer, inner = condenser.outer_loop, condenser.inner_loop
+        net_s = batch_s * batches * inner * (outer - 1) / outer
+        out["sweep_s"] = out["step_s"] / len(timed) * p.classes + net_s
+        out["sweep_from"] = (f"{len(timed)}-class matching x {p.classes} classes + "
+                             f"{inner} x {batches} net batches x {outer - 1}/{outer} "
+                             f"({batch_s:.3g} s each)")  # fmt: skip
+    out["step_covers"] = f"{len(timed)} classes"
+    out["peak_mem_bytes"] = _peak_bytes(cfg.device)
+    return out
+
+
+def _measure_mtt(p: Point, cfg: ThroughputConfig, n_syn: int) -> dict:
+    from benchmarks.baselines.presets import load_baseline_preset
+
+    full = load_baseline_preset(p.method, p.dataset, p.ipc, "paper").config
+    batch = full.batch_syn or n_syn
+    peaks, step_s = [], None
+    for steps in sorted({1, min(cfg.timed_syn_steps, full.syn_steps)}):
+        condenser = _build_baseline(p, cfg, {"syn_steps": steps})[1]
+        if cfg.device.startswith("cuda"):
+            __import__("torch").cuda.reset_peak_memory_stats()
+        step_s = _median_time(condenser.step, cfg)
+        peaks.append((steps, _peak_bytes(cfg.device)))
+        params, nbytes = condenser.params, condenser.bytes
+        del condenser
+    (s1, m1), (s2, m2) = peaks[0], peaks[-1]
+    slope = (m2 - m1) / (s2 - s1) if s2 > s1 else 0.0
+    peak = int(m2 + slope * (full.syn_steps - s2))
+    iterations = math.ceil(n_syn / (full.syn_steps * batch))
+    per_iteration = step_s / s2 * full.syn_steps
+    gib1, gib2 = m1 / GIB, m2 / GIB
+    out = {"params": params, "bytes": nbytes, "step_s": per_iteration,
+           "sweep_s": per_iteration * iterations, "peak_mem_bytes": peak,
+           "step_covers": f"one iteration: {full.syn_steps} student steps of {batch} images",
+           "sweep_from": f"{s2} timed student steps scaled to {full.syn_steps}, x {iterations} "
+                         f"iterations",
+           "peak_mem_from": f"extrapolated from {s1} and {s2} student steps ("
+                            f"{gib1:.2f}, {gib2:.2f} GiB) to {full.syn_steps}"}  # fmt: skip
+    limit = cfg.mem_limit_gb * GIB
+    if peak > limit:
+        out.update(fits=False, reason=f"extrapolated peak {peak / GIB:.1f} GiB over the "
+                   f"{cfg.mem_limit_gb:.1f} GiB limit at syn_steps={full.syn_steps}")  # fmt: skip
+    return out
+
+
+def _child(p: Point, cfg: ThroughputConfig, results) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
+    out: dict = {}
+    try:
+        out["base_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        _limit_memory(int(cfg.mem_limit_gb * GIB), cfg.device)
+        out.update(_measure_ours(p, cfg) if p.method == "ours" else _measure_baseline(p, cfg))
+        out.setdefault("peak_mem_bytes", _peak_bytes(cfg.device))
+    except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        text = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        if "memory" not in text.lower() and not isinstance(e, MemoryError):
+            out.update(fits=None, reason=f"error: {text}")
+        else:
+            out.update(fits=False, reason=f"out of memory under the {cfg.mem_limit_gb:.1f} GiB "
+                       f"limit: {text}", peak_mem_bytes=_peak_bytes(cfg.device))  # fmt: skip
+    except Exception as e:  # any other failure is a row, never a crash of the bench
+        out.update(fits=None, reason=f"error: {type(e).__name__}: {str(e)[:300]}")
+    results.put(out)
+
+
+# ---- in the parent --------------------------------------------------------------------------
+
+
+def predicted_state_bytes(p: Point) -> int:
+    """Pixels, their gradient and SGD momentum: what a pixel method holds at the least."""
+    if p.method == "ours":
+        return 0
+    return 3 * 4 * p.classes * p.ipc * p.channels * p.image_size**2
+
+
+def measure(p: Point, cfg: ThroughputConfig) -> dict:
+    state = predicted_state_bytes(p)
+    limit = cfg.mem_limit_gb * GIB
+    if state > limit:
+        pixels = p.classes * p.ipc * p.channels * p.image_size**2
+        return {"params": pixels + (1 if p.method in ("mtt", "tesla") else 0),
+                "bytes": pixels * 4, "fits": False, "peak_mem_from": "predicted",
+                "reason": f"pixels + gradient + momentum alone need {state / GIB:.1f} GiB, over "
+                          f"the {cfg.mem_limit_gb:.1f} GiB limit (not attempted)"}  # fmt: skip
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    child = ctx.Process(target=_child, args=(p, cfg, results), daemon=True)
+    child.start()
+    deadline = time.monotonic() + cfg.point_timeout_s
+    out = None
+    while out is None:
+        try:
+            out = results.get(timeout=1.0)
+        except queue.Empty:
+            if not child.is_alive() and child.exitcode == -9:
+                out = {"fits": False, "reason": "child killed (SIGKILL: the kernel's "
+                       "out-of-memory killer, most likely)"}  # fmt: skip
+            elif not child.is_alive():
+                out = {"fits": None, "reason": f"child exited with status {child.exitcode}"}
+            elif time.monotonic() > deadline:
+                child.kill()
+                out = {"fits": None, "reason": f"over the {cfg.point_timeout_s:.0f} s limit "
+                       "per point (not measured)"}  # fmt: skip
+    child.join(timeout=10)
+    return out
+
+
+def measure_all(todo: list[Point], cfg: ThroughputConfig, title: str) -> list[dict]:
+    """A row per point (each in its own child), with baseline / ours ratios."""
+    rows = []
+    with progress_bar() as bar:
+        task = bar.add_task(title, total=len(todo))
+        for p in todo:
+            bar.update(task, description=f"{p.method} {p.classes} classes {p.image_size} px "
+                       f"IPC {p.ipc}")  # fmt: skip
+            rows.append(throughput_row(p, measure(p, cfg)))
+            bar.advance(task)
+    add_ratios(rows)
+    return rows
+
+
+def run(cfg: ThroughputConfig, out: str | Path | None = None) -> dict:
+    cfg.check()
+    began = time.perf_counter()
+    rows = measure_all(points(cfg), cfg, "Throughput points")
+    config = asdict(cfg)
+    config["load_average_start"] = os.getloadavg()
+    path = Path(out) if out else RESULTS_DIR / f"throughput_{cfg.device.split(':')[0]}.json"
+    log(f"{len(rows)} points in {time.perf_counter() - began:.0f} s")
+    payload = write_result(path, config, rows, benchmark="throughput",
+                           load_average_end=os.getloadavg(),
+                           wall_s=round(time.perf_counter() - began, 1))  # fmt: skip
+    path.with_suffix(".md").write_text(markdown(payload))
+    return payload
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each baseline row gets <quantity>_vs_ours = baseline / ours at the same shape and IPC."""
+    ours = {(r["shape"], r["ipc"]): r for r in rows if r["method"] == "ours"}
+    for r in rows:
+        mine = ours.get((r["shape"], r["ipc"]))
+        if r["method"] == "ours" or mine is None:
+            continue
+        for key in ("params", "bytes", "peak_mem_bytes", "sweep_s"):
+            a, b = r.get(key), mine.get(key)
+            ok = a and b and r.get("fits") is not False and mine.get("fits") is not False
+            r[f"{key}_vs_ours"] = a / b if ok else None
+
+
+def _human(value, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "bytes":
+        return f"{value / GIB:.3g} GiB" if value >= GIB / 10 else f"{value / (1 << 20):.3g} MiB"
+    if kind == "s":
+        return f"{value:.3g} s" if value < 3600 else f"{value / 3600:.3g} h"
+    if kind == "x":
+        return f"{value:.3g}x"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.3g}"
+
+
+def markdown(payload: dict) -> str:
+    lines = [f"# Throughput: ours vs pixel baselines ({payload['machine']}, torch "
+             f"{payload['torch']}, commit {payload['commit']})", "",
+             f"Created {payload['created']}; load average at start "
+             f"{payload['config'].get('load_average_start')}. Steps timed on "
+             f"{payload['config']['timed_classes']} class(es); sweeps extrapolated (see "
+             "`sweep_from` in the JSON). Ratios: baseline / ours.", "",
+             "| shape | IPC | method | params | bytes | step | sweep | images/s | peak mem | "
+             "params x | mem x | sweep x | fits |", "|" + " --- |" * 13]  # fmt: skip
+    for r in payload["rows"]:
+        fits = {True: "yes", False: "no", None: "?"}[r.get("fits")]
+        lines.append(
+            f"| {r['shape']} | {r['ipc']} | {r['method']} | {_human(r['params'], 'n')} | "
+            f"{_human(r['bytes'], 'bytes')} | {_human(r['step_s'], 's')} | "
+            f"{_human(r['sweep_s'], 's')} | {_human(r['images_per_s'], 'n')} | "
+            f"{_human(r['peak_mem_bytes'], 'bytes')} | {_human(r.get('params_vs_ours'), 'x')} | "
+            f"{_human(r.get('peak_mem_bytes_vs_ours'), 'x')} | "
+            f"{_human(r.get('sweep_s_vs_ours'), 'x')} | {fits} |"
+        )
+    reasons = [r for r in payload["rows"] if r.get("reason")]
+    if reasons:
+        lines += ["", "Points that did not fit or were not measured:", ""]
+        lines += [f"- {r['method']} {r['shape']} IPC {r['ipc']}: {r['reason']}" for r in reasons]
+    return "\n".join(lines) + "\n"
