@@ -132,8 +132,11 @@ def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench", help="benchmarks (results under benchmarks/results/)", description="Benchmarks."
     )
-    bench = p.add_subparsers(dest="bench", required=True,
-                             metavar="<loader|prep|classes|peak|profile|speed>")  # fmt: skip
+    bench = p.add_subparsers(dest="bench", required=True, metavar="<throughput|scaling|"
+                             "accuracy|loader|prep|classes|peak|profile|speed>")  # fmt: skip
+    from benchmarks.baselines.commands import add_baseline_benches
+
+    add_baseline_benches(bench, _positive)  # throughput, scaling, accuracy
     b = bench.add_parser(
         "loader",
         help="images/s of the FFCV loaders vs a plain torch DataLoader",
