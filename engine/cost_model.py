@@ -306,3 +306,36 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
     parts.append(PartCost("phi_update", "phi_update", up.flops / m, up.other_flops / m,
                           up.bytes / m))  # fmt: skip
     return cost
+
+
+# shapes of the datasets the presets name: (channels, image size, classes)
+DATASET_SHAPES = {"mnist": (1, 28, 10), "fashion-mnist": (1, 28, 10), "cifar10": (3, 32, 10),
+                  "cifar100": (3, 32, 100), "svhn": (3, 32, 10), "tiny-imagenet": (3, 64, 200),
+                  "imagenet64": (3, 64, 1000)}  # fmt: skip
+
+
+def preset_costs(presets: list[str]) -> list[dict]:
+    """One row per preset (`name` or `name+key=value+...`): its step's FLOPs by part, bytes and
+    FLOPs per sweep over the classes."""
+    from launch.presets import load_preset
+
+    rows = []
+    for name in presets:
+        preset, *overrides = name.split("+")
+        cfg = load_preset(preset, overrides)
+        shape = DATASET_SHAPES[cfg.dataset]
+        cost = condense_step_cost(cfg, *shape)
+        rows.append({"preset": name, **cost.as_dict(),
+                     "steps_per_sweep": steps_per_sweep(cfg, shape[2]),
+                     "flops_per_sweep": cost.flops * steps_per_sweep(cfg, shape[2])})  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":  # python -m engine.cost_model: benchmarks/results/cost_model.json
+    from benchmarks.results import RESULTS_DIR, write_result
+
+    names = ["cifar10-ipc10", "cifar10-ipc50", "tiny-imagenet-ipc10", "imagenet64-ipc10",
+             "imagenet64-ipc10+condense.precision=bf16", "imagenet64-ipc50",
+             "fashion-mnist-smoke"]  # fmt: skip
+    write_result(RESULTS_DIR / "cost_model.json", {"presets": names}, preset_costs(names),
+                 note="analytic (engine/cost_model.py), not a measurement")  # fmt: skip
