@@ -110,3 +110,21 @@ def run(cfg: PeakConfig, out: Path | None = None) -> dict:
     kind = "cuda" if cfg.device.startswith("cuda") else "cpu"
     path = out or RESULTS_DIR / f"peak_{kind}.json"
     return write_result(path, asdict(cfg), rows, torch_threads=threads)
+
+
+def recorded_peak_tflops(precision: str = "fp32", path: Path | None = None) -> float | None:
+    """The peak `gencond bench peak` recorded for this machine's device kind, if it was
+    measured on this very machine (same GPU or CPU model); else None."""
+    import json
+
+    from benchmarks.results import machine
+
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
+    path = path or RESULTS_DIR / f"peak_{kind}.json"
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    if payload.get("machine") != machine():
+        return None
+    return peak_tflops(payload["rows"], precision, kind)

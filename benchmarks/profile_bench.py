@@ -6,6 +6,7 @@ FLOPs beside them and the achieved FLOP/s (and MFU where a peak measurement is g
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -106,7 +107,8 @@ def profile_steps(cfg: ProfileConfig) -> dict:
               "bytes_per_step": cost.bytes, "achieved_gflops_per_s": achieved / 1e9,
               "mfu": achieved / (cfg.peak_tflops * 1e12) if cfg.peak_tflops else None,
               "parts": parts, "top_ops": top, "cost": cost.as_dict(),
-              "torch_threads": torch.get_num_threads()}  # fmt: skip
+              "torch_threads": torch.get_num_threads(),
+              "load_average": os.getloadavg()}  # fmt: skip
     return result
 
 

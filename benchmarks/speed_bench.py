@@ -8,6 +8,7 @@ the GPU script share.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -173,25 +174,28 @@ def time_step(h: StepHarness, repeats: int, warmup: int, start: int = 0) -> dict
         i += 1
     step_s, phi_s = statistics.median(steps), statistics.median(phis)
     return {"step_s": step_s + phi_s / h.cfg.condense.gen_steps, "zg_dh_s": step_s,
+            "min_step_s": min(steps) + min(phis) / h.cfg.condense.gen_steps,
             "phi_update_s": phi_s, "step_s_all": steps,
             "peak_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None,
             "losses": losses}  # fmt: skip
 
 
-def _peaks(path: str) -> dict[str, float]:
-    if not path:
-        return {}
+def _peak_rows(path: str) -> list[dict]:
     import json
 
-    rows = json.loads(Path(path).read_text())["rows"]
-    return {r["dtype"]: r["tflops"] for r in rows}
+    return json.loads(Path(path).read_text())["rows"] if path else []
 
 
 def run(cfg: SpeedConfig, out: Path | None = None) -> dict:
+    from benchmarks.peak import peak_tflops
     from launch.presets import load_preset
 
-    peaks = _peaks(cfg.peak_json)
-    rows, reference = [], None
+    peaks = _peak_rows(cfg.peak_json)
+    kind = "cuda" if cfg.device.startswith("cuda") else "cpu"
+    note = ("CPU measurement: the issue-7 targets are GPU ones" if kind == "cpu"
+            else "GPU measurement")  # fmt: skip
+    path = out or RESULTS_DIR / f"speed_switches_{kind}.json"
+    rows, reference, payload = [], None, {}
     # the reference once more at the end: the spread of one version timed twice
     order = [*cfg.variants, "reference"] if "reference" in cfg.variants else cfg.variants
     for k, name in enumerate(order):
@@ -202,10 +206,7 @@ def run(cfg: SpeedConfig, out: Path | None = None) -> dict:
             timing = time_step(h, cfg.repeats, cfg.warmup)
         cost = cost_model.condense_step_cost(run_cfg, cfg.channels, cfg.image_size,
                                              cfg.num_classes)  # fmt: skip
-        precision = run_cfg.condense.precision
-        peak = peaks.get(precision) if precision == "bf16" else (
-            peaks.get("tf32") if torch.backends.cuda.matmul.allow_tf32 and "tf32" in peaks
-            else peaks.get("fp32"))  # fmt: skip
+        peak = peak_tflops(peaks, run_cfg.condense.precision, cfg.device) if peaks else None
         achieved = cost.flops / timing["step_s"]
         reference = reference or timing["step_s"]
         label = name if k < len(cfg.variants) else "reference (again)"
@@ -218,9 +219,8 @@ def run(cfg: SpeedConfig, out: Path | None = None) -> dict:
         log(f"{label:>26}: {row['step_s']:.3f} s/step (x{row['speedup']:.2f}), "
             f"{achieved / 1e9:.1f} GFLOP/s{mfu}")  # fmt: skip
         del h
-    kind = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    note = ("CPU measurement: the issue-7 targets are GPU ones" if kind == "cpu"
-            else "GPU measurement")  # fmt: skip
-    path = out or RESULTS_DIR / f"speed_switches_{kind}.json"
-    return write_result(path, asdict(cfg), rows, note=note,
-                        torch_threads=torch.get_num_threads())  # fmt: skip
+        # after every variant, so that a run stopped by a time limit keeps what it measured
+        payload = write_result(path, asdict(cfg), rows, note=note, complete=k == len(order) - 1,
+                               torch_threads=torch.get_num_threads(),
+                               load_average=os.getloadavg())  # fmt: skip
+    return payload

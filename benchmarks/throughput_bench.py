@@ -127,6 +127,15 @@ def throughput_row(point: Point, measured: dict) -> dict:
            "base_rss_bytes": measured.get("base_rss_bytes"), "mfu": None}  # fmt: skip
     if row["sweep_s"]:
         row["images_per_s"] = point.classes * point.ipc / row["sweep_s"]
+    # issue 7: model FLOPs (engine/cost_model.py) over the measured sweep, against the peak
+    # `gencond bench peak` recorded on this machine (None where there is none)
+    if measured.get("flops_per_sweep") and row["sweep_s"]:
+        from benchmarks.peak import recorded_peak_tflops
+
+        row["flops_per_step"] = measured["flops_per_step"]
+        row["tflops"] = measured["flops_per_sweep"] / row["sweep_s"] / 1e12
+        peak = recorded_peak_tflops("fp32")
+        row["mfu"] = row["tflops"] / peak if peak else None
     for key in ("step_covers", "sweep_from", "peak_mem_from", "reason", "note"):
         if measured.get(key) is not None:
             row[key] = measured[key]
@@ -226,9 +235,13 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     steps = math.ceil(p.classes / per_step)
     sweep = step_s / len(timed) * p.classes + steps / c.gen_steps * phi_s
     learned = [m.codebook] + (list(m.G.parameters()) if c.finetune_generator else [])
+    from engine.cost_model import condense_step_cost, steps_per_sweep  # issue 7
+
+    flops = condense_step_cost(run, p.channels, p.image_size, p.classes).flops
     stored = sum(t.numel() for t in [m.codebook, *m.G.parameters(), conditions])
     return {"params": sum(t.numel() for t in learned), "bytes": stored * 4, "step_s": step_s,
             "sweep_s": sweep, "step_covers": f"{len(timed)} of {per_step} classes of a step",
+            "flops_per_step": flops, "flops_per_sweep": flops * steps_per_sweep(run, p.classes),
             "sweep_from": f"{len(timed)}-class steps x {p.classes} classes + {steps}/"
                           f"{c.gen_steps} phi updates ({phi_s:.3g} s each)",
             "note": f"preset {run.preset}; generator G, codebook and class conditions stored; "
