@@ -59,18 +59,15 @@ def bf16_update_cosine(shape: dict, device: str) -> dict:
 
 
 def step_part(out: Path, small: bool) -> None:
+    """Shortest first: a run stopped by the 10-minute limit keeps the finished files (the speed
+    benchmark, compile variants last, also writes after each variant)."""
     device = _device()
     shape = SMALL if small else SHAPE
     overrides = shape.get("overrides", [])
     peak_path = out / f"peak_{device}.json"
     peak.run(peak.PeakConfig(device=device, size=512 if small else 0,
                              repeats=3 if small else 0), peak_path)  # fmt: skip
-    speed_bench.run(speed_bench.SpeedConfig(
-        preset=shape["preset"], channels=shape["channels"], image_size=shape["image_size"],
-        num_classes=shape["num_classes"], overrides=overrides, device=device,
-        repeats=2 if small else 10, warmup=2 if small else 3, peak_json=str(peak_path),
-        variants=("reference", "bf16", "fused_optimizer") if small else tuple(speed_bench.VARIANTS),
-    ), out / f"speed_switches_{device}.json")  # fmt: skip
+    write_result(out / f"bf16_update_{device}.json", shape, [bf16_update_cosine(shape, device)])
     rows = json.loads(peak_path.read_text())["rows"]
     profile_bench.run(profile_bench.ProfileConfig(
         preset=shape["preset"], channels=shape["channels"], image_size=shape["image_size"],
@@ -78,8 +75,15 @@ def step_part(out: Path, small: bool) -> None:
         steps=2 if small else 5, timed=1 if small else 5,
         peak_tflops=peak.peak_tflops(rows, "fp32", device),
     ), out / f"profile_{device}.json")  # fmt: skip
-    cosine = bf16_update_cosine(shape, device)
-    write_result(out / f"bf16_update_{device}.json", shape, [cosine])
+    variants = ("reference", "bf16", "fused_optimizer") if small else (
+        "reference", "bf16", "channels_last", "fused_optimizer", "bf16+channels_last+fused",
+        "compile", "all")  # fmt: skip
+    speed_bench.run(speed_bench.SpeedConfig(
+        preset=shape["preset"], channels=shape["channels"], image_size=shape["image_size"],
+        num_classes=shape["num_classes"], overrides=overrides, device=device,
+        repeats=2 if small else 10, warmup=2 if small else 3, peak_json=str(peak_path),
+        variants=variants,
+    ), out / f"speed_switches_{device}.json")  # fmt: skip
 
 
 def _rows(path: Path) -> list[dict]:

@@ -15,8 +15,11 @@
 # The machine has python3 3.12 with torch 2.11 and numpy, numba, opencv-python, rich; no ffcv,
 # no submitit, no internet. gencond imports ffcv (data_prep.loaders), so FFCV is built here from
 # its sdist against Debian's OpenCV and libjpeg-turbo, unpacked with dpkg -x into a prefix
-# (docs: /work/shared/design/ENVIRONMENT.md). UNTESTED on the device as committed: no GPU was
-# lent to the session that wrote it; its Python parts were run on a CPU with --small.
+# (docs: /work/shared/design/ENVIRONMENT.md). Not yet run on the device: no GPU was lent to the
+# session that wrote it. Checked on the CPU machine instead: `prepare`, then `setup` with
+# ISSUE7_REBUILD=1 built FFCV against the carried libraries (ldd: OpenCV, libjpeg-turbo and TBB
+# resolved from the prefix) and imported it; `issue7.py step|summary --small` ran on the CPU.
+# The device image's compiler and `wheel` package are assumed (nvcc there needs a host g++).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu_carry
