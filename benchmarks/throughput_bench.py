@@ -151,8 +151,16 @@ def _limit_memory(limit_bytes: int, device: str) -> None:
 
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, limit_bytes / total))
-    else:  # anonymous memory (torch's CPU allocations included) beyond the limit fails
-        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+    else:  # anonymous memory (torch's CPU allocations included) beyond the soft limit fails
+        hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, hard))
+
+
+def _unlimit_memory(device: str) -> None:
+    """Lift the soft limit again, so that reporting (a queue thread) cannot fail."""
+    if not device.startswith("cuda"):
+        hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+        resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
 
 
 def _peak_bytes(device: str) -> int:
@@ -348,6 +356,7 @@ def _child(p: Point, cfg: ThroughputConfig, results) -> None:
                        f"limit: {text}", peak_mem_bytes=_peak_bytes(cfg.device))  # fmt: skip
     except Exception as e:  # any other failure is a row, never a crash of the bench
         out.update(fits=None, reason=f"error: {type(e).__name__}: {str(e)[:300]}")
+    _unlimit_memory(cfg.device)
     results.put(out)
 
 
