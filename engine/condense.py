@@ -28,6 +28,7 @@ from engine import checkpoint, distributed, losses
 from engine.augment import DiffAugment
 from engine.config import RunConfig
 from engine.console import log, progress_bar
+from engine.coreset_init import coreset, fit_to_coreset
 from engine.distributed import DistEnv
 from engine.errors import ConfigError
 from engine.generator import Generator, generate, init_codebook
@@ -200,6 +201,12 @@ def condense(
         m.load_state_dict(saved["modules"])
         start, seconds = saved["step"], saved["seconds"]
         log(f"Resuming from {ckpt_path} at step {start} (saved by {saved['world_size']} rank(s))")
+    elif c.coreset_init != "none":
+        images, _ = coreset(cfg, data_dir, teacher)
+        all_classes = list(range(meta.num_classes))
+        fit_to_coreset(m.G, m.codebook, m.conditions, images.to(device),
+                       distributed.my_share(all_classes, env.rank, env.world_size),
+                       meta.num_classes, cfg)  # fmt: skip
 
     schedule = class_schedule(meta.num_classes, c.classes_per_step, cfg.seed)
 
@@ -346,10 +353,16 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
         if c.feature_match == "image":  # each image: the mean of its own association subset
             targets = [f.view(n_mine, K, c.assoc_per_image, *f.shape[1:]).mean(2).flatten(0, 1)
                        for f in real_feats]  # fmt: skip
-        else:  # class means on both sides
-            targets = [f.view(n_mine, -1, *f.shape[1:]).mean(1).repeat_interleave(K, 0)
-                       for f in real_feats]  # fmt: skip
-        loss_f = losses.feature_matching(syn_feats, targets)
+        else:  # each image (class) or the class's mean image feature (mean, as DM) vs real mean
+            targets = [f.view(n_mine, -1, *f.shape[1:]).mean(1) for f in real_feats]
+            if c.feature_match == "class":
+                targets = [t.repeat_interleave(K, 0) for t in targets]
+        if c.feature_match == "mean":
+            loss_f = losses.feature_matching(
+                [f.view(n_mine, K, *f.shape[1:]).mean(1) for f in syn_feats], targets
+            )
+        else:
+            loss_f = losses.feature_matching(syn_feats, targets)
         syn_pooled = syn_feats[-1].mean(dim=(2, 3))
         origin = centers_all.mean(0)  # the mean real feature of the step's classes
         loss_intra = losses.intra_class_diversity(

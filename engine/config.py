@@ -68,13 +68,20 @@ class CondenseConfig:
     weight_inter: float = 1.0
     intra_temperature: float = 0.1
     inter_margin: float = 0.5
-    feature_match: str = "image"  # image (Eq. 2, per-image association) | class (class means)
+    # image (Eq. 2: each image vs its association's mean) | class (each image vs the class mean)
+    # | mean (the class's mean synthetic feature vs the class mean, as DM does)
+    feature_match: str = "image"
     codebook: str = "learned"  # learned | fixed (Gaussian, not trained) | truncated
     truncation: float = 0.5
     finetune_generator: bool = True  # False: the IT-GAN-style frozen generator
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # siamese on real and synthetic
     soft_labels: bool = False  # teacher soft labels as L_c targets of synthetic images
     classifier: str = "head"  # L_c's classifier: head (the paper's, on phi) | teacher (frozen)
+    # start: none (the paper's: pretrained G, Gaussian codes) | herding | random, i.e. first fit
+    # (Z, G) so that G(z_k, c_y) reproduces the k-th image of class y of that real coreset
+    coreset_init: str = "none"
+    coreset_fit_steps: int = 600  # Adam steps of that fit (pixel MSE)
+    coreset_fit_lr: float = 0.001  # Adam lr for G; the codebook's is 10x
     log_every: int = 10
     checkpoint_every: int = 100  # steps between checkpoints (0: only on SIGTERM / SIGUSR2)
     # speed switches (issue 7; defaults are the reference behaviour)
@@ -153,9 +160,9 @@ class RunConfig:
         c = self.condense
         if c.ipc < 1:
             raise ConfigError(f"ipc must be at least 1, got {c.ipc}")
-        if c.feature_match not in ("image", "class"):
+        if c.feature_match not in ("image", "class", "mean"):
             raise ConfigError(
-                f"condense.feature_match must be image or class, not {c.feature_match!r}"
+                f"condense.feature_match must be image, class or mean, not {c.feature_match!r}"
             )
         if c.classifier not in ("head", "teacher"):
             raise ConfigError(f"condense.classifier must be head or teacher, not {c.classifier!r}")
@@ -163,6 +170,12 @@ class RunConfig:
             raise ConfigError(
                 f"condense.codebook must be learned, fixed or truncated, not {c.codebook!r}"
             )
+        if c.coreset_init not in ("none", "herding", "random"):
+            raise ConfigError(
+                f"condense.coreset_init must be none, herding or random, not {c.coreset_init!r}"
+            )
+        if c.coreset_init != "none" and c.coreset_fit_steps < 1:
+            raise ConfigError("condense.coreset_fit_steps must be at least 1 with a coreset_init")
         if self.gan.condition not in ("class_feature", "one_hot", "online_feature"):
             raise ConfigError("gan.condition must be class_feature, one_hot or online_feature")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -103,7 +103,8 @@ def run_condense(
     pre = load_pretrained(pre_dir, meta)
     if pretrained is None:
         _check_same_pretrain(cfg, pre, pre_dir)
-    needs_teacher = cfg.condense.soft_labels or cfg.condense.classifier == "teacher"
+    c = cfg.condense
+    needs_teacher = c.soft_labels or c.classifier == "teacher" or c.coreset_init == "herding"
     teacher = (
         teacher_from(pre, meta).to(cfg.device).requires_grad_(False) if needs_teacher else None
     )

@@ -323,3 +323,16 @@ def test_step_cost_follows_classes_per_step_not_classes(tmp_path):
         assert payload["class_embeddings"].shape[0] == classes
     ipc, assoc = 3, 2  # TINY
     assert counts[100] == counts[1000] == {(10 * ipc, 10 * ipc * assoc)}
+
+
+def test_coreset_start_is_world_size_invariant(setup):
+    """condense.coreset_init=herding: the fit before Algorithm 1 is split over ranks too."""
+    root, data, pre, _ = setup
+    start = ("condense.coreset_init=herding", "condense.coreset_fit_steps=10", "max_steps=2")
+    one, two = root / "coreset_w1", root / "coreset_w2"
+    r = cli(*condense_args(data, pre, one, *start))
+    assert r.returncode == 0, r.stderr
+    assert "Fitted to the herding coreset" in r.stdout + r.stderr
+    r = torchrun(2, *condense_args(data, pre, two, *start))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_close(params(two), params(one))

@@ -1,0 +1,72 @@
+"""Optional start of Algorithm 1 from a real coreset (`condense.coreset_init`).
+
+The paper starts from the GAN-pretrained G and Gaussian codes. With a CPU budget that G's plain
+samples are only as good as random real images, so the loop has little room to improve them.
+This start first fits the shared codebook and G so that G(z_k, c_y) reproduces the k-th image
+of class y of a real coreset (herding on the teacher's embeddings, or random), then
+Algorithm 1 runs as usual from there. Classes are split over ranks like a condensation step;
+each rank's MSE is scaled by its share, so the summed gradients are the one-process ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine import distributed
+from engine.config import RunConfig
+from engine.console import log, progress_bar
+from engine.errors import ConfigError
+from engine.evaluate import herding, random_real
+from engine.generator import generate
+
+
+def coreset(cfg: RunConfig, data_dir: str | Path, teacher: torch.nn.Module | None):
+    """The real coreset the fit reproduces: (images, labels), class-major, K per class."""
+    c = cfg.condense
+    if c.coreset_init == "herding":
+        if teacher is None:
+            raise ConfigError("condense.coreset_init=herding needs the pretrain stage's teacher")
+        return herding(data_dir, c.ipc, teacher, cfg.device)
+    return random_real(data_dir, c.ipc, cfg.seed, cfg.device)
+
+
+def fit_to_coreset(
+    G: torch.nn.Module,
+    codebook: torch.nn.Parameter,
+    conditions: torch.Tensor,
+    images: torch.Tensor,
+    mine: list[int],
+    num_classes: int,
+    cfg: RunConfig,
+) -> float:
+    """Adam on the trainable ones of (codebook, G) for coreset_fit_steps steps, minimising the
+    pixel MSE between G(z_k, c_y) and images[y * K + k] over this rank's classes `mine`.
+    Returns the final global MSE."""
+    c = cfg.condense
+    groups = []
+    if codebook.requires_grad:
+        groups.append({"params": [codebook], "lr": 10 * c.coreset_fit_lr})
+    if c.finetune_generator:
+        groups.append({"params": list(G.parameters()), "lr": c.coreset_fit_lr})
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.Adam(groups)
+    K = len(codebook)
+    rows = torch.cat([torch.arange(y * K, (y + 1) * K) for y in mine]).to(images.device)
+    target = images[rows]
+    share = len(mine) / num_classes
+    loss = torch.zeros(())
+    with progress_bar() as bar:
+        task = bar.add_task(f"Fitting G to the {c.coreset_init} coreset", total=c.coreset_fit_steps)
+        for _ in range(c.coreset_fit_steps):
+            syn, _ = generate(G, codebook, conditions, mine)
+            loss = F.mse_loss(syn, target)
+            opt.zero_grad(set_to_none=True)
+            (share * loss).backward()
+            distributed.sum_gradients(params)
+            opt.step()
+            bar.advance(task)
+    mse = distributed.all_sum(share * loss.detach().double())
+    log(f"Fitted to the {c.coreset_init} coreset: pixel MSE {float(mse):.4f}")
+    return float(mse)

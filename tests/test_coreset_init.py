@@ -1,0 +1,57 @@
+"""condense.coreset_init: fitting (Z, G) to a real coreset before Algorithm 1."""
+
+import pytest
+import torch
+
+from engine.config import RunConfig
+from engine.coreset_init import fit_to_coreset
+from engine.errors import ConfigError
+from engine.generator import Generator, generate, init_codebook
+
+
+def tiny_generator() -> Generator:
+    torch.manual_seed(0)
+    return Generator(z_dim=8, cond_dim=4, proj_dim=4, channels=1, image_size=8, width=8,
+                     mean=[0.5], std=[0.5]).eval()  # fmt: skip
+
+
+def test_fit_reproduces_the_coreset():
+    cfg = RunConfig()
+    cfg.condense.ipc, cfg.condense.coreset_init, cfg.condense.coreset_fit_steps = 2, "random", 150
+    cfg.condense.coreset_fit_lr = 0.003
+    G, conditions = tiny_generator(), torch.eye(3, 4)
+    codebook = torch.nn.Parameter(init_codebook(2, 8, "learned", 0, 0))
+    targets = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        before = float(((generate(G, codebook, conditions, [0, 1, 2])[0] - targets) ** 2).mean())
+    mse = fit_to_coreset(G, codebook, conditions, targets, [0, 1, 2], 3, cfg)
+    with torch.no_grad():
+        after = float(((generate(G, codebook, conditions, [0, 1, 2])[0] - targets) ** 2).mean())
+    assert mse < 0.1 * before and after < 0.1 * before, (before, mse, after)
+
+
+def test_frozen_generator_fits_the_codebook_only():
+    cfg = RunConfig()
+    cfg.condense.ipc, cfg.condense.coreset_init, cfg.condense.coreset_fit_steps = 2, "random", 5
+    cfg.condense.finetune_generator = False
+    G, conditions = tiny_generator(), torch.eye(3, 4)
+    G.requires_grad_(False)
+    weights = {k: v.clone() for k, v in G.state_dict().items()}
+    codebook = torch.nn.Parameter(init_codebook(2, 8, "learned", 0, 0))
+    start = codebook.detach().clone()
+    fit_to_coreset(G, codebook, conditions, torch.zeros(6, 1, 8, 8), [0, 1, 2], 3, cfg)
+    assert not torch.equal(codebook.detach(), start)
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in weights.items())
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [("condense.coreset_init=kmeans", "coreset_init must be none, herding or random"),
+     ("condense.coreset_fit_steps=0", "coreset_fit_steps must be at least 1")],
+)  # fmt: skip
+def test_bad_coreset_settings_are_refused(setting, message):
+    cfg = RunConfig()
+    cfg.override("condense.coreset_init=random")
+    cfg.override(setting)
+    with pytest.raises(ConfigError, match=message):
+        cfg.validate()
