@@ -8,9 +8,10 @@
 #                 run(command="bash benchmarks/gpu/issue7_h100.sh loader",    carry=[".gpu_carry"])
 #                 run(command="bash benchmarks/gpu/issue7_h100.sh baselines", carry=[".gpu_carry"])
 #                 run(command="bash benchmarks/gpu/issue7_h100.sh summary",   carry=[".gpu_carry"])
-#   each part stays well under the 10-minute limit of one command; `all` runs them in turn.
-#   The parts after `step` read its files from $OUT, so copy them back into $OUT (they come
-#   back under files_at) or run `all` in one call when the budget allows.
+#   each part stays under the 10-minute limit of one command; `all` runs them in turn.
+#   $OUT is emptied before every command, so the parts also keep their files in $RES (default
+#   /tmp/issue7-results, alive while the machine stays warm), where `summary` reads them; after
+#   a cold start, carry the fetched files in a git-ignored folder and set ISSUE7_RESULTS to it.
 #
 # The machine has python3 3.12 with torch 2.11 and numpy, numba, opencv-python, rich; no ffcv,
 # no submitit, no internet. gencond imports ffcv (data_prep.loaders), so FFCV is built here from
@@ -24,6 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu_carry
 PART=${1:-all}
+RES=${ISSUE7_RESULTS:-/tmp/issue7-results}
 
 prepare() {  # on this (Debian 12, x86-64) machine, with pip and apt reachable
   grep -qx "/$CARRY/" .git/info/exclude || echo "/$CARRY/" >>.git/info/exclude
@@ -78,23 +80,34 @@ EOF
 torch.cuda.get_device_name(0))"
 }
 
-step() {  # peak, speed switches (MFU of each), profile, bf16 update cosine: ~5 min
-  python3 -m benchmarks.gpu.issue7 step --out "$OUT"
+keep() {  # results to $OUT (what comes back) as well as $RES (what summary reads)
+  mkdir -p "$RES" && cp "$RES"/$1 "$OUT"/ 2>/dev/null || true  # $1 may be a glob
+}
+
+step() {  # peak, bf16 update cosine, profile, speed switches (MFU of each)
+  python3 -m benchmarks.gpu.issue7 step --out "$RES"
+  keep "*_cuda.json"
 }
 
 loader() {  # FFCV loader images/s on ImageNet-64-shaped generated betons, on the GPU
-  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >"$OUT/device.txt"
+  mkdir -p "$RES"
+  nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv >"$RES/device.txt"
   python3 -m launch.cli bench loader --device cuda --images 200000 --classes 1000 \
-    --classes-per-step 100 --n-per-class 40 --threads 16 --out "$OUT/loader_cuda.json"
+    --classes-per-step 100 --n-per-class 40 --threads 16 --out "$RES/loader_cuda.json"
+  keep "loader_cuda.json"  # device.txt stays in $RES: $OUT returns 8 files at most
 }
 
 baselines() {  # ours vs DM sweep time and vs MTT/TESLA memory (issue 6's bench, same GPU)
+  [ -f "$RES/peak_cuda.json" ] || python3 -m launch.cli bench peak --device cuda --out "$RES/peak_cuda.json"
+  cp "$RES/peak_cuda.json" benchmarks/results/peak_cuda.json
   python3 -m launch.cli bench throughput --device cuda --shapes imagenet64 --ipcs 10 50 \
-    --timed-classes 10 --warmup 2 --repeats 5 --out "$OUT/throughput_cuda.json"
+    --timed-classes 10 --warmup 2 --repeats 5 --out "$RES/throughput_cuda.json"
+  keep "throughput_cuda.*"
 }
 
 summary() {
-  python3 -m benchmarks.gpu.issue7 summary --out "$OUT"
+  python3 -m benchmarks.gpu.issue7 summary --out "$RES"
+  keep "issue7_summary_cuda.json"
 }
 
 case "$PART" in
