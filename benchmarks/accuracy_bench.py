@@ -60,6 +60,7 @@ class AccuracyConfig:
     device: str = "cpu"
     ours: dict[str, str] = field(default_factory=dict)  # dataset -> RUN folder with eval.json
     workdir: str = "/tmp/gencond-bench-accuracy"
+    only: tuple[str, ...] = ()  # "method:dataset:ipc" points to run (a job array element's)
 
     def check(self) -> None:
         check_choices("method", self.methods, METHODS)
@@ -201,7 +202,10 @@ def run(cfg: AccuracyConfig, out: str | Path | None = None) -> dict:
     data = Datasets(cfg)
     rows = ours_rows(cfg)
     began = time.perf_counter()
-    todo = [(d, k, m) for d in cfg.datasets for k in cfg.ipcs for m in cfg.methods]
+    todo = all_points(cfg)
+    if cfg.only:
+        todo = [t for t in todo if point_name(*t) in cfg.only]
+        rows = []  # ours is added where the parts are merged
     payload: dict = {}
     for n, (dataset, ipc, method) in enumerate(todo, 1):
         log(f"[{n}/{len(todo)}] {method} {dataset} IPC {ipc}")
@@ -218,6 +222,25 @@ def run(cfg: AccuracyConfig, out: str | Path | None = None) -> dict:
         payload = _write(path, cfg, rows, complete=n == len(todo),
                          wall_s=time.perf_counter() - began)  # fmt: skip
     return payload or _write(path, cfg, rows, True, time.perf_counter() - began)
+
+
+def point_name(dataset: str, ipc: int, method: str) -> str:
+    return f"{method}:{dataset}:{ipc}"
+
+
+def all_points(cfg: AccuracyConfig) -> list[tuple[str, int, str]]:
+    """(dataset, ipc, method) of every point, in run order."""
+    return [(d, k, m) for d in cfg.datasets for k in cfg.ipcs for m in cfg.methods]
+
+
+def merge_parts(cfg: AccuracyConfig, parts: list[Path], out: str | Path | None,
+                wall_s: float) -> dict:  # fmt: skip
+    """One result file from the job array's per-point files (plus ours)."""
+    rows = ours_rows(cfg)
+    for part in parts:
+        rows += json.loads(Path(part).read_text())["rows"]
+    path = Path(out) if out else RESULTS_DIR / f"accuracy_{cfg.device.split(':')[0]}.json"
+    return _write(path, cfg, rows, complete=True, wall_s=wall_s)
 
 
 def _write(path: Path, cfg: AccuracyConfig, rows: list[dict], complete: bool, wall_s: float):

@@ -54,15 +54,20 @@ def scaling_points(cfg: ScalingConfig) -> list[Point]:
 def run(cfg: ScalingConfig, out: str | Path | None = None) -> dict:
     cfg.check()
     began = time.perf_counter()
-    rows = measure_all(scaling_points(cfg), cfg.timing, "Scaling points")
     config = asdict(cfg)
     config["load_average_start"] = os.getloadavg()
     path = Path(out) if out else RESULTS_DIR / f"scaling_{cfg.timing.device.split(':')[0]}.json"
-    payload = write_result(path, config, rows, benchmark="scaling",
-                           load_average_end=os.getloadavg(),
-                           wall_s=round(time.perf_counter() - began, 1))  # fmt: skip
-    path.with_suffix(".md").write_text(markdown(payload))
-    plot(payload, path.with_suffix(".png"))
+
+    def save(rows: list[dict], complete: bool) -> dict:
+        payload = write_result(path, config, rows, benchmark="scaling", complete=complete,
+                               load_average_end=os.getloadavg(),
+                               wall_s=round(time.perf_counter() - began, 1))  # fmt: skip
+        path.with_suffix(".md").write_text(markdown(payload))
+        plot(payload, path.with_suffix(".png"))
+        return payload
+
+    rows = measure_all(scaling_points(cfg), cfg.timing, "Scaling points", lambda r: save(r, False))
+    payload = save(rows, True)
     log(f"{len(rows)} points in {time.perf_counter() - began:.0f} s")
     return payload
 

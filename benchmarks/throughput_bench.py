@@ -371,12 +371,19 @@ def predicted_state_bytes(p: Point) -> int:
 
 
 def measure(p: Point, cfg: ThroughputConfig) -> dict:
+    out = _measure_in_child(p, cfg)
+    if p.method != "ours" and out.get("params") is None:  # counted, not measured
+        pixels = p.classes * p.ipc * p.channels * p.image_size**2
+        extra = 1 if p.method in ("mtt", "tesla") else 0  # the learned learning rate
+        out.update(params=pixels + extra, bytes=4 * (pixels + extra))
+    return out
+
+
+def _measure_in_child(p: Point, cfg: ThroughputConfig) -> dict:
     state = predicted_state_bytes(p)
     limit = cfg.mem_limit_gb * GIB
     if state > limit:
-        pixels = p.classes * p.ipc * p.channels * p.image_size**2
-        return {"params": pixels + (1 if p.method in ("mtt", "tesla") else 0),
-                "bytes": pixels * 4, "fits": False, "peak_mem_from": "predicted",
+        return {"fits": False, "peak_mem_from": "predicted",
                 "reason": f"pixels + gradient + momentum alone need {state / GIB:.1f} GiB, over "
                           f"the {cfg.mem_limit_gb:.1f} GiB limit (not attempted)"}  # fmt: skip
     ctx = mp.get_context("spawn")
@@ -402,8 +409,9 @@ def measure(p: Point, cfg: ThroughputConfig) -> dict:
     return out
 
 
-def measure_all(todo: list[Point], cfg: ThroughputConfig, title: str) -> list[dict]:
-    """A row per point (each in its own child), with baseline / ours ratios."""
+def measure_all(todo: list[Point], cfg: ThroughputConfig, title: str, on_row=None) -> list[dict]:
+    """A row per point (each in its own child), with baseline / ours ratios; `on_row(rows)`
+    after each point (the runs write partial result files with it)."""
     rows = []
     with progress_bar() as bar:
         task = bar.add_task(title, total=len(todo))
@@ -412,6 +420,8 @@ def measure_all(todo: list[Point], cfg: ThroughputConfig, title: str) -> list[di
                        f"IPC {p.ipc}")  # fmt: skip
             rows.append(throughput_row(p, measure(p, cfg)))
             bar.advance(task)
+            if on_row:
+                on_row(rows)
     add_ratios(rows)
     return rows
 
@@ -419,16 +429,20 @@ def measure_all(todo: list[Point], cfg: ThroughputConfig, title: str) -> list[di
 def run(cfg: ThroughputConfig, out: str | Path | None = None) -> dict:
     cfg.check()
     began = time.perf_counter()
-    rows = measure_all(points(cfg), cfg, "Throughput points")
     config = asdict(cfg)
     config["load_average_start"] = os.getloadavg()
     path = Path(out) if out else RESULTS_DIR / f"throughput_{cfg.device.split(':')[0]}.json"
+
+    def save(rows: list[dict], complete: bool) -> dict:
+        payload = write_result(path, config, rows, benchmark="throughput", complete=complete,
+                               load_average_end=os.getloadavg(),
+                               wall_s=round(time.perf_counter() - began, 1))  # fmt: skip
+        path.with_suffix(".md").write_text(markdown(payload))
+        return payload
+
+    rows = measure_all(points(cfg), cfg, "Throughput points", lambda r: save(r, False))
     log(f"{len(rows)} points in {time.perf_counter() - began:.0f} s")
-    payload = write_result(path, config, rows, benchmark="throughput",
-                           load_average_end=os.getloadavg(),
-                           wall_s=round(time.perf_counter() - began, 1))  # fmt: skip
-    path.with_suffix(".md").write_text(markdown(payload))
-    return payload
+    return save(rows, True)
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -457,12 +471,13 @@ def _human(value, kind: str) -> str:
 
 
 def markdown(payload: dict) -> str:
+    partial = "" if payload.get("complete", True) else " **Partial: the run has not finished.**"
     lines = [f"# Throughput: ours vs pixel baselines ({payload['machine']}, torch "
              f"{payload['torch']}, commit {payload['commit']})", "",
              f"Created {payload['created']}; load average at start "
              f"{payload['config'].get('load_average_start')}. Steps timed on "
              f"{payload['config']['timed_classes']} class(es); sweeps extrapolated (see "
-             "`sweep_from` in the JSON). Ratios: baseline / ours.", "",
+             "`sweep_from` in the JSON). Ratios: baseline / ours." + partial, "",
              "| shape | IPC | method | params | bytes | step | sweep | images/s | peak mem | "
              "params x | mem x | sweep x | fits |", "|" + " --- |" * 13]  # fmt: skip
     for r in payload["rows"]:

@@ -8,7 +8,7 @@ import torch
 from conftest import run_cli
 from test_method import toy
 
-from benchmarks import accuracy_bench, scaling_bench, throughput_bench
+from benchmarks import scaling_bench, throughput_bench
 from benchmarks.throughput_bench import Point, ThroughputConfig
 
 TINY = {"image_size": 8, "classes": 3, "width": 4}
@@ -60,20 +60,26 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_accuracy_bench_on_a_toy_dataset(tmp_path, one_thread):
+def test_accuracy_bench_as_a_job_array_on_a_toy_dataset(tmp_path, one_thread):
+    """Every (method, dataset, IPC) point one array element (submitit's in-process debug
+    executor), the parts merged with ours into one result file."""
+    from launch.cli import main
+
     data = toy(tmp_path / "data", classes=3, size=8, per_class=12)
     run = tmp_path / "ours"
     run.mkdir()
     result = {"condensed": {"convnet": {"mean": 50.0, "std": 1.0, "accs": [49, 51]}}}
     report = {"ipc": 1, "epochs": 2, "protocol": "toy", "results": result}
     (run / "eval.json").write_text(json.dumps(report))
-    cfg = accuracy_bench.AccuracyConfig(datasets={"mnist": str(data)}, ipcs=(1,), seeds=1,
-                                        methods=("dm", "dsa", "mtt", "random", "herding"),
-                                        eval_epochs=2, eval_width=4, net_width=4,
-                                        ours={"mnist": str(run)},
-                                        workdir=str(tmp_path / "w"))  # fmt: skip
-    payload = accuracy_bench.run(cfg, tmp_path / "a.json")
+    code = main(["bench", "accuracy", "--data", f"mnist={data}", "--ipcs", "1", "--methods",
+                 "dm", "dsa", "mtt", "random", "herding", "--seeds", "1", "--epochs", "2",
+                 "--eval-width", "4", "--net-width", "4", "--ours", f"mnist={run}",
+                 "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "a.json"),
+                 "--cluster", "debug"])  # fmt: skip
+    assert code == 0
+    payload = json.loads((tmp_path / "a.json").read_text())
     assert payload["complete"] and all(k in payload for k in CONTRACT)
+    assert len(list((tmp_path / "w" / "parts").glob("*.json"))) == 5
     rows = {r["method"]: r for r in payload["rows"]}
     assert set(rows) == {"ours", "dm", "dsa", "mtt", "random", "herding"}
     assert all(0 <= r["mean"] <= 100 for r in rows.values())

@@ -79,6 +79,14 @@ def add_baseline_benches(bench, positive) -> None:
                    help="cached experts (default: %(default)s)")  # fmt: skip
     b.add_argument("--out", type=Path, default=None, help="result JSON (default: "
                    "benchmarks/results/accuracy_<device>.json)")  # fmt: skip
+    b.add_argument("--cluster", default=None, help="slurm | local | debug: each (method, "
+                   "dataset, IPC) point one job array element, merged here (default: run "
+                   "the points here one after the other)")  # fmt: skip
+    b.add_argument("--partition", default=None, help="SLURM partition (with --cluster slurm)")
+    b.add_argument("--time", dest="time_min", type=positive, default=120,
+                   help="minutes per point's job (default: 120)")  # fmt: skip
+    b.add_argument("--only", action="append", default=[], metavar="METHOD:DATASET:IPC",
+                   help="run only these points (what each array element is given)")  # fmt: skip
     b.set_defaults(handler=run_accuracy)
 
 
@@ -168,11 +176,45 @@ def run_accuracy(args) -> int:
                          ipcs=tuple(args.ipcs), methods=tuple(args.methods), seeds=args.seeds,
                          eval_epochs=args.epochs, eval_width=args.eval_width,
                          net_width=args.net_width, budget=args.budget, device=args.device,
-                         ours=_pairs(args.ours, "--ours"), workdir=args.workdir)  # fmt: skip
-    result = run(cfg, args.out)
+                         ours=_pairs(args.ours, "--ours"), workdir=args.workdir,
+                         only=tuple(args.only))  # fmt: skip
+    result = _accuracy_array(args, cfg) if args.cluster else run(cfg, args.out)
     rows = [{"dataset": r["dataset"], "ipc": r["ipc"], "method": r["method"],
              "measured %": r["mean"], "std": r["std"], "seeds": r["seeds"],
              "published %": r["published"] if r["published"] is not None else "-"}
             for r in result["rows"]]  # fmt: skip
     show_rows(f"Accuracy on {result['machine']} ({cfg.budget} budget)", rows)
     return 0
+
+
+def _accuracy_array(args, cfg) -> dict:
+    """Each point a job array element (`gencond bench accuracy --only P --out PART`) through
+    launch.submit's executors; the parts are merged into one result file here."""
+    import time
+
+    from benchmarks.accuracy_bench import all_points, merge_parts, point_name
+    from launch import submit
+    from launch.tasks import CommandTask, run_task
+
+    began = time.perf_counter()
+    opts = submit.SubmitOptions(**submit.load_defaults(args.cluster))
+    opts.cluster, opts.time_min, opts.job_name = args.cluster, args.time_min, "gencond-accuracy"
+    opts.partition = args.partition or opts.partition
+    opts.log_dir = str(Path(args.workdir) / "jobs")
+    parts_dir = Path(args.workdir) / "parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    common = ["bench", "accuracy", "--seeds", args.seeds, "--epochs", args.epochs,
+              "--eval-width", args.eval_width, "--net-width", args.net_width, "--budget",
+              args.budget, "--device", args.device, "--workdir", args.workdir]  # fmt: skip
+    for name, folder in cfg.datasets.items():
+        common += ["--data", f"{name}={folder}"]
+    tasks, parts = [], []
+    for dataset, ipc, method in all_points(cfg):
+        part = parts_dir / f"{method}_{dataset}_ipc{ipc}.json"
+        parts.append(part)
+        only = ["--only", point_name(dataset, ipc, method), "--out", part]
+        tasks.append(CommandTask([*common, "--ipcs", ipc, "--methods", method, *only]))
+    jobs = submit.executor(opts).map_array(run_task, tasks)
+    submit.wait(jobs)
+    submit.check_results(jobs)
+    return merge_parts(cfg, parts, args.out, time.perf_counter() - began)
