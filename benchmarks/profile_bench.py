@@ -7,8 +7,6 @@ FLOPs beside them and the achieved FLOP/s (and MFU where a peak measurement is g
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.results import RESULTS_DIR, write_result
-from benchmarks.speed_bench import StepHarness
+from benchmarks.speed_bench import StepHarness, time_step
 from engine import cost_model
 from engine.console import log
 from launch.presets import load_preset
@@ -58,23 +56,10 @@ def profile_steps(cfg: ProfileConfig) -> dict:
     h = StepHarness(run_cfg, cfg.channels, cfg.image_size, cfg.num_classes, device=cfg.device)
     cost = cost_model.condense_step_cost(run_cfg, cfg.channels, cfg.image_size, cfg.num_classes)
     M = run_cfg.condense.gen_steps
-    i = 0
-    for _ in range(cfg.warmup):  # first calls: allocator, kernel selection, compilation
-        h.step(i, phi=True)
-        i += 1
-    h.sync()
-    times = []
-    for _ in range(cfg.timed):  # wall clock of a step with 1/M of a phi update, no profiler
-        t = time.perf_counter()
-        h.step(i, phi=False)
-        h.sync()
-        step_s = time.perf_counter() - t
-        t = time.perf_counter()
-        h.step(i + 1, phi=True)
-        h.sync()
-        phi_s = time.perf_counter() - t - step_s
-        times.append(step_s + max(0.0, phi_s) / M)
-        i += 2
+    # wall clock without the profiler: medians of condense_step and of phi's update (after the
+    # warm-up steps: allocator, kernel selection, compilation)
+    timing = time_step(h, cfg.timed, cfg.warmup)
+    times, i = timing["step_s_all"], cfg.warmup + cfg.timed
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities, record_shapes=False) as prof:
         for s in range(cfg.steps):
@@ -100,9 +85,10 @@ def profile_steps(cfg: ProfileConfig) -> dict:
               "share": regions.get(r, 0.0) / region_total, "flops": by_region.get(r, 0.0),
               "gflops_per_s": by_region.get(r, 0.0) / regions[r] / 1e9 if regions.get(r)
               else None} for r in REGIONS]  # fmt: skip
-    step_s = statistics.median(times)
+    step_s = timing["step_s"]
     achieved = cost.flops / step_s
-    result = {"preset": cfg.preset, "step_s": step_s, "step_s_all": times,
+    result = {"preset": cfg.preset, "step_s": step_s, "zg_dh_s_all": times,
+              "phi_update_s": timing["phi_update_s"],
               "flops_per_step": cost.flops, "other_flops_per_step": cost.other_flops,
               "bytes_per_step": cost.bytes, "achieved_gflops_per_s": achieved / 1e9,
               "mfu": achieved / (cfg.peak_tflops * 1e12) if cfg.peak_tflops else None,
