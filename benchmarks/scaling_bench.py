@@ -102,8 +102,9 @@ def plot(payload: dict, path: Path) -> None:
     quantities = [("params", "learnable parameters"), ("peak_mem_bytes", "peak memory (bytes)"),
                   ("sweep_s", "time per sweep (s)")]  # fmt: skip
     pw, ph, margin = 360, 240, 60
-    img = Image.new("RGB", (margin + len(resolutions) * (pw + margin), 40 + 3 * (ph + margin)),
-                    "white")  # fmt: skip
+    legend = 100
+    img = Image.new("RGB", (margin + len(resolutions) * (pw + margin) + legend,
+                            40 + 3 * (ph + margin)), "white")  # fmt: skip
     draw = ImageDraw.Draw(img)
     draw.text((margin, 10), f"ours vs pixel baselines, IPC {payload['config']['ipc']}, "
               f"{payload['machine']} (x: classes, log-log)", fill="black")  # fmt: skip
@@ -143,6 +144,6 @@ def plot(payload: dict, path: Path) -> None:
                         draw.line([x - 4, y - 4, x + 4, y + 4], fill=color, width=2)
                         draw.line([x - 4, y + 4, x + 4, y - 4], fill=color, width=2)
     for i, (method, color) in enumerate(COLORS.items()):
-        draw.text((img.width - 90, 40 + 14 * i), method, fill=color)
-    draw.text((img.width - 90, 40 + 14 * len(COLORS)), "x: does not fit", fill="black")
+        draw.text((img.width - legend, 40 + 14 * i), method, fill=color)
+    draw.text((img.width - legend, 40 + 14 * len(COLORS)), "x: does not fit", fill="black")
     img.save(path)

@@ -250,7 +250,8 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     return {"params": sum(t.numel() for t in learned), "bytes": stored * 4, "step_s": step_s,
             "sweep_s": sweep, "step_covers": f"{len(timed)} of {per_step} classes of a step",
             "flops_per_step": flops, "flops_per_sweep": flops * steps_per_sweep(run, p.classes),
-            "sweep_from": f"{len(timed)}-class steps x {p.classes} classes + {steps}/"
+            "sweep_from": f"whole {len(timed)}-class steps (per-step part included: an upper "
+                          f"bound) x {p.classes} classes + {steps}/"
                           f"{c.gen_steps} phi updates ({phi_s:.3g} s each)",
             "note": f"preset {run.preset}; generator G, codebook and class conditions stored; "
                     f"learned: codebook{' + G' if c.finetune_generator else ''}"}  # fmt: skip
@@ -284,22 +285,27 @@ def _measure_baseline(p: Point, cfg: ThroughputConfig) -> dict:
         return _measure_mtt(p, cfg, n_syn)
     preset, condenser, pool = _build_baseline(p, cfg)
     out = {"params": condenser.params, "bytes": condenser.bytes}
+    # a step = a per-step part (zeroing the full-size gradient, the SGD update of every pixel,
+    # DM's fresh network) + a per-class part; both timed, only the per-class part scaled
     if p.method == "dm":
-        out["step_s"] = _median_time(lambda i: condenser.step(i, pool, timed), cfg)
-        out["sweep_s"] = out["step_s"] / len(timed) * p.classes
-        out["sweep_from"] = f"{len(timed)}-class steps x {p.classes} classes"
-    else:  # dsa: matching of the timed classes, plus the network's training batches
+        update = lambda i, classes: condenser.step(i, pool, classes)  # noqa: E731
+    else:
         condenser.net = condenser.fresh_net(0)
         condenser.net_opt = __import__("torch").optim.SGD(condenser.net.parameters(), lr=0.01)
-        out["step_s"] = _median_time(lambda i: condenser.match(i, pool, timed), cfg)
+        update = lambda i, classes: condenser.match(i, pool, classes)  # noqa: E731
+    out["step_s"] = _median_time(lambda i: update(i, timed), cfg)
+    fixed_s = min(out["step_s"], _median_time(lambda i: update(i, []), cfg))
+    per_class = (out["step_s"] - fixed_s) / len(timed)
+    out["sweep_s"] = fixed_s + per_class * p.classes
+    out["sweep_from"] = (f"per-step part {fixed_s:.3g} s + {len(timed)}-class part scaled to "
+                         f"{p.classes} classes")  # fmt: skip
+    if p.method != "dm":  # DSA: plus the network's training on the synthetic set
         batch_s = _median_time(lambda i: condenser.train_net(i, 1, max_batches=1), cfg)
         batches = math.ceil(n_syn / preset.config.batch_train)
         outer, inner = condenser.outer_loop, condenser.inner_loop
-        net_s = batch_s * batches * inner * (outer - 1) / outer
-        out["sweep_s"] = out["step_s"] / len(timed) * p.classes + net_s
-        out["sweep_from"] = (f"{len(timed)}-class matching x {p.classes} classes + "
-                             f"{inner} x {batches} net batches x {outer - 1}/{outer} "
-                             f"({batch_s:.3g} s each)")  # fmt: skip
+        out["sweep_s"] += batch_s * batches * inner * (outer - 1) / outer
+        out["sweep_from"] += (f" + {inner} x {batches} net batches x {outer - 1}/{outer} "
+                              f"({batch_s:.3g} s each)")  # fmt: skip
     out["step_covers"] = f"{len(timed)} classes"
     out["peak_mem_bytes"] = _peak_bytes(cfg.device)
     return out
@@ -311,14 +317,15 @@ def _measure_mtt(p: Point, cfg: ThroughputConfig, n_syn: int) -> dict:
     full = load_baseline_preset(p.method, p.dataset, p.ipc, "paper").config
     batch = full.batch_syn or n_syn
     peaks, step_s = [], None
+    condenser = _build_baseline(p, cfg, {"syn_steps": 1})[1]
     for steps in sorted({1, min(cfg.timed_syn_steps, full.syn_steps)}):
-        condenser = _build_baseline(p, cfg, {"syn_steps": steps})[1]
+        # the same condenser (state allocated once): the peak grows only by the student graph
+        condenser.cfg.syn_steps = steps
         if cfg.device.startswith("cuda"):
             __import__("torch").cuda.reset_peak_memory_stats()
         step_s = _median_time(condenser.step, cfg)
         peaks.append((steps, _peak_bytes(cfg.device)))
-        params, nbytes = condenser.params, condenser.bytes
-        del condenser
+    params, nbytes = condenser.params, condenser.bytes
     (s1, m1), (s2, m2) = peaks[0], peaks[-1]
     slope = (m2 - m1) / (s2 - s1) if s2 > s1 else 0.0
     peak = int(m2 + slope * (full.syn_steps - s2))
@@ -495,3 +502,25 @@ def markdown(payload: dict) -> str:
         lines += ["", "Points that did not fit or were not measured:", ""]
         lines += [f"- {r['method']} {r['shape']} IPC {r['ipc']}: {r['reason']}" for r in reasons]
     return "\n".join(lines) + "\n"
+
+
+def merge_results(paths: list[str | Path], out: str | Path, drop: set[tuple] = frozenset()) -> dict:
+    """One result file from several runs' files (rows concatenated, ratios recomputed); rows
+    whose (method, shape, ipc) are in `drop` are left out (superseded by a later run), and each
+    source's provenance is kept under `merged_from`."""
+    import json
+
+    rows, sources = [], []
+    for path in paths:
+        payload = json.loads(Path(path).read_text())
+        sources.append({k: payload.get(k) for k in ("machine", "torch", "commit", "created",
+                                                     "complete", "config")} | {"file": str(path)})  # fmt: skip
+        for r in payload["rows"]:
+            if (r["method"], r["shape"], r["ipc"]) not in drop:
+                rows.append({k: v for k, v in r.items() if not k.endswith("_vs_ours")})
+    add_ratios(rows)
+    out = Path(out)
+    merged = write_result(out, {"merged": [str(p) for p in paths]}, rows, benchmark="throughput",
+                          merged_from=sources)  # fmt: skip
+    out.with_suffix(".md").write_text(markdown({**merged, "config": sources[0]["config"]}))
+    return merged
