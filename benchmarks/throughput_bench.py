@@ -513,8 +513,8 @@ def merge_results(paths: list[str | Path], out: str | Path, drop: set[tuple] = f
     rows, sources = [], []
     for path in paths:
         payload = json.loads(Path(path).read_text())
-        sources.append({k: payload.get(k) for k in ("machine", "torch", "commit", "created",
-                                                     "complete", "config")} | {"file": str(path)})  # fmt: skip
+        keys = ("machine", "torch", "commit", "created", "complete", "config")
+        sources.append({k: payload.get(k) for k in keys} | {"file": str(path)})
         for r in payload["rows"]:
             if (r["method"], r["shape"], r["ipc"]) not in drop:
                 rows.append({k: v for k, v in r.items() if not k.endswith("_vs_ours")})
