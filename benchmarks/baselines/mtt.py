@@ -201,4 +201,7 @@ class TrajectoryMatching(PixelCondenser):
             grad = self._student_grad(leaf, idx, iteration, i, True)
             (-(self.syn_lr * (grad * upstream).sum())).backward(inputs=[self.images, self.syn_lr])
             theta = (leaf - self.syn_lr.detach() * grad).detach()
+            # backward(inputs=...) skips the graph's branch towards theta: its saved activations
+            # live as long as `grad` does, so drop it before the next step builds its own
+            del grad, leaf
         return loss
