@@ -318,6 +318,7 @@ def _measure_mtt(p: Point, cfg: ThroughputConfig, n_syn: int) -> dict:
     batch = full.batch_syn or n_syn
     peaks, step_s = [], None
     condenser = _build_baseline(p, cfg, {"syn_steps": 1})[1]
+    condenser.step(0)  # untimed: the gradient and momentum buffers exist before both peaks
     for steps in sorted({1, min(cfg.timed_syn_steps, full.syn_steps)}):
         # the same condenser (state allocated once): the peak grows only by the student graph
         condenser.cfg.syn_steps = steps
@@ -396,7 +397,17 @@ def _measure_in_child(p: Point, cfg: ThroughputConfig) -> dict:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     child = ctx.Process(target=_child, args=(p, cfg, results), daemon=True)
-    child.start()
+    # a fixed mmap threshold: glibc returns freed large blocks at once, so the child's peak RSS
+    # follows its live memory instead of the allocator's fragmentation
+    saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    try:
+        child.start()
+    finally:
+        if saved is None:
+            os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
+        else:
+            os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
     deadline = time.monotonic() + cfg.point_timeout_s
     out = None
     while out is None:
@@ -504,19 +515,22 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge_results(paths: list[str | Path], out: str | Path, drop: set[tuple] = frozenset()) -> dict:
+def merge_results(paths: list[str | Path], out: str | Path,
+                  drop: dict[str, set] | None = None) -> dict:  # fmt: skip
     """One result file from several runs' files (rows concatenated, ratios recomputed); rows
-    whose (method, shape, ipc) are in `drop` are left out (superseded by a later run), and each
-    source's provenance is kept under `merged_from`."""
+    of file f whose (method, shape, ipc) are in drop[f] are left out (superseded by a later
+    run), and each source's provenance is kept under `merged_from`."""
+    drop = drop or {}
     import json
 
     rows, sources = [], []
     for path in paths:
         payload = json.loads(Path(path).read_text())
         keys = ("machine", "torch", "commit", "created", "complete", "config")
-        sources.append({k: payload.get(k) for k in keys} | {"file": str(path)})
+        sources.append({k: payload.get(k) for k in keys} | {"file": str(path),
+                       "dropped": sorted(map(list, drop.get(str(path), set())))})  # fmt: skip
         for r in payload["rows"]:
-            if (r["method"], r["shape"], r["ipc"]) not in drop:
+            if (r["method"], r["shape"], r["ipc"]) not in drop.get(str(path), set()):
                 rows.append({k: v for k, v in r.items() if not k.endswith("_vs_ours")})
     add_ratios(rows)
     out = Path(out)
