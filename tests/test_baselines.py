@@ -136,6 +136,7 @@ SCRIPT = textwrap.dedent("""
     losses = [dm.step(i, pool)["loss"] for i in range(3)]
     if env.rank == 0:
         torch.save({"images": dm.images.detach(), "losses": losses}, sys.argv[1])
+    distributed.barrier()  # leave together: a peer closing early can abort gloo at teardown
     distributed.teardown()
 """)
 
