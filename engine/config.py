@@ -82,6 +82,7 @@ class CondenseConfig:
     coreset_init: str = "none"
     coreset_fit_steps: int = 600  # Adam steps of that fit (pixel MSE)
     coreset_fit_lr: float = 0.001  # Adam lr for G; the codebook's is 10x
+    coreset_fit_generator: bool = True  # the fit trains G too (even if Algorithm 1 freezes it)
     log_every: int = 10
     checkpoint_every: int = 100  # steps between checkpoints (0: only on SIGTERM / SIGUSR2)
     # speed switches (issue 7; defaults are the reference behaviour)

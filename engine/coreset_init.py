@@ -41,17 +41,25 @@ def fit_to_coreset(
     num_classes: int,
     cfg: RunConfig,
 ) -> float:
-    """Adam on the trainable ones of (codebook, G) for coreset_fit_steps steps, minimising the
-    pixel MSE between G(z_k, c_y) and images[y * K + k] over this rank's classes `mine`.
-    Returns the final global MSE."""
+    """Adam (cosine-decayed) on the codebook (unless fixed) and, with coreset_fit_generator, on
+    G for coreset_fit_steps steps, minimising the pixel MSE between G(z_k, c_y) and
+    images[y * K + k] over this rank's classes `mine`. G's requires_grad is restored afterwards
+    (Algorithm 1 may freeze it). Returns the final global MSE."""
     c = cfg.condense
     groups = []
     if codebook.requires_grad:
         groups.append({"params": [codebook], "lr": 10 * c.coreset_fit_lr})
-    if c.finetune_generator:
+    trains_generator = [p.requires_grad for p in G.parameters()]
+    if c.coreset_fit_generator:
+        G.requires_grad_(True)
         groups.append({"params": list(G.parameters()), "lr": c.coreset_fit_lr})
+    if not groups:
+        raise ConfigError(
+            "condense.coreset_init: nothing to fit (codebook=fixed and coreset_fit_generator=false)"
+        )
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.Adam(groups)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.coreset_fit_steps)
     K = len(codebook)
     rows = torch.cat([torch.arange(y * K, (y + 1) * K) for y in mine]).to(images.device)
     target = images[rows]
@@ -66,7 +74,10 @@ def fit_to_coreset(
             (share * loss).backward()
             distributed.sum_gradients(params)
             opt.step()
+            sched.step()
             bar.advance(task)
+    for p, trains in zip(G.parameters(), trains_generator, strict=True):
+        p.requires_grad_(trains)
     mse = distributed.all_sum(share * loss.detach().double())
     log(f"Fitted to the {c.coreset_init} coreset: pixel MSE {float(mse):.4f}")
     return float(mse)

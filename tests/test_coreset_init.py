@@ -18,7 +18,7 @@ def tiny_generator() -> Generator:
 def test_fit_reproduces_the_coreset():
     cfg = RunConfig()
     cfg.condense.ipc, cfg.condense.coreset_init, cfg.condense.coreset_fit_steps = 2, "random", 150
-    cfg.condense.coreset_fit_lr = 0.003
+    cfg.condense.coreset_fit_lr = 0.01
     G, conditions = tiny_generator(), torch.eye(3, 4)
     codebook = torch.nn.Parameter(init_codebook(2, 8, "learned", 0, 0))
     targets = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -30,10 +30,10 @@ def test_fit_reproduces_the_coreset():
     assert mse < 0.1 * before and after < 0.1 * before, (before, mse, after)
 
 
-def test_frozen_generator_fits_the_codebook_only():
+def test_fit_without_generator_moves_the_codebook_only():
     cfg = RunConfig()
     cfg.condense.ipc, cfg.condense.coreset_init, cfg.condense.coreset_fit_steps = 2, "random", 5
-    cfg.condense.finetune_generator = False
+    cfg.condense.finetune_generator, cfg.condense.coreset_fit_generator = False, False
     G, conditions = tiny_generator(), torch.eye(3, 4)
     G.requires_grad_(False)
     weights = {k: v.clone() for k, v in G.state_dict().items()}
@@ -42,6 +42,19 @@ def test_frozen_generator_fits_the_codebook_only():
     fit_to_coreset(G, codebook, conditions, torch.zeros(6, 1, 8, 8), [0, 1, 2], 3, cfg)
     assert not torch.equal(codebook.detach(), start)
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in weights.items())
+
+
+def test_fit_trains_a_generator_that_algorithm_1_keeps_frozen():
+    cfg = RunConfig()
+    cfg.condense.ipc, cfg.condense.coreset_init, cfg.condense.coreset_fit_steps = 2, "random", 5
+    cfg.condense.finetune_generator = False  # coreset_fit_generator stays True (the default)
+    G, conditions = tiny_generator(), torch.eye(3, 4)
+    G.requires_grad_(False)
+    weights = {k: v.clone() for k, v in G.named_parameters()}
+    codebook = torch.nn.Parameter(init_codebook(2, 8, "learned", 0, 0))
+    fit_to_coreset(G, codebook, conditions, torch.zeros(6, 1, 8, 8), [0, 1, 2], 3, cfg)
+    assert any(not torch.equal(v, dict(G.named_parameters())[k]) for k, v in weights.items())
+    assert not any(p.requires_grad for p in G.parameters())
 
 
 @pytest.mark.parametrize(
