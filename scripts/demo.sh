@@ -25,6 +25,6 @@ $G inspect "$DATA" --grid "$OUT/fashion-mnist-real.png"
 # shorter GAN pretraining and condensation, then 2 evaluation seeds of 100 epochs.
 rm -rf "$RUN"
 $G condense --preset fashion-mnist-smoke --data "$DATA" --out "$RUN" \
-  --set gan.steps=600 --set condense.outer_iterations=2
+  --set gan.steps=600 --set condense.outer_iterations=2 --set condense.coreset_fit_steps=300
 $G synthesize "$RUN"
 $G evaluate "$RUN" --data "$DATA" --seeds 2 --epochs 100 --baselines random
