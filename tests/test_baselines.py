@@ -138,7 +138,20 @@ SCRIPT = textwrap.dedent("""
         torch.save({"images": dm.images.detach(), "losses": losses}, sys.argv[1])
     distributed.barrier()  # leave together: a peer closing early can abort gloo at teardown
     distributed.teardown()
+    print(f"rank {env.rank} finished", flush=True)
 """)
+
+# torch's gloo backend rarely (about 1 launch in 100 on a loaded 2-core machine) aborts a process
+# at interpreter exit, after destroy_process_group, with this line (pytorch/pytorch#190489).
+# It is the one failure tolerated here, and only once both ranks printed that they finished.
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
+def _finished_cleanly_or_aborted_at_exit(run: subprocess.CompletedProcess, ranks: int) -> bool:
+    finished = all(f"rank {r} finished" in run.stdout for r in range(ranks))
+    if run.returncode == 0:
+        return finished
+    return finished and GLOO_EXIT_ABORT in run.stderr and "exitcode  : -6" in run.stderr
 
 
 def test_dm_on_two_ranks_gives_the_one_process_images(tmp_path):
@@ -153,7 +166,7 @@ def test_dm_on_two_ranks_gives_the_one_process_images(tmp_path):
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc-per-node=2", script, tmp_path / "two.pt"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert two.returncode == 0, two.stderr
+    assert _finished_cleanly_or_aborted_at_exit(two, 2), two.stdout + two.stderr
     a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     # 5 classes over 2 ranks (3 + 2); each image row gets its gradient from one rank only
     assert a["losses"] == pytest.approx(b["losses"], rel=1e-6)
