@@ -64,12 +64,14 @@ def fit_to_coreset(
     rows = torch.cat([torch.arange(y * K, (y + 1) * K) for y in mine]).to(images.device)
     target = images[rows]
     share = len(mine) / num_classes
-    loss = torch.zeros(())
+    loss = first = torch.zeros(())
     with progress_bar() as bar:
         task = bar.add_task(f"Fitting G to the {c.coreset_init} coreset", total=c.coreset_fit_steps)
-        for _ in range(c.coreset_fit_steps):
+        for step in range(c.coreset_fit_steps):
             syn, _ = generate(G, codebook, conditions, mine)
             loss = F.mse_loss(syn, target)
+            if step == 0:
+                first = loss.detach()
             opt.zero_grad(set_to_none=True)
             (share * loss).backward()
             distributed.sum_gradients(params)
@@ -79,5 +81,12 @@ def fit_to_coreset(
     for p, trains in zip(G.parameters(), trains_generator, strict=True):
         p.requires_grad_(trains)
     mse = distributed.all_sum(share * loss.detach().double())
+    start = distributed.all_sum(share * first.double())
     log(f"Fitted to the {c.coreset_init} coreset: pixel MSE {float(mse):.4f}")
+    if float(mse) > 0.5 * float(start):
+        log(
+            f"Warning: the fit barely moved (pixel MSE {float(start):.3f} -> {float(mse):.3f}): "
+            "condensation starts from a poor fit; lower condense.coreset_fit_lr or raise "
+            "condense.coreset_fit_steps"
+        )
     return float(mse)

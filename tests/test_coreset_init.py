@@ -15,7 +15,7 @@ def tiny_generator() -> Generator:
                      mean=[0.5], std=[0.5]).eval()  # fmt: skip
 
 
-def test_fit_reproduces_the_coreset():
+def test_fit_reproduces_the_coreset(capsys):
     cfg = RunConfig()
     cfg.condense.ipc, cfg.condense.coreset_init, cfg.condense.coreset_fit_steps = 2, "random", 150
     cfg.condense.coreset_fit_lr = 0.01
@@ -28,6 +28,18 @@ def test_fit_reproduces_the_coreset():
     with torch.no_grad():
         after = float(((generate(G, codebook, conditions, [0, 1, 2])[0] - targets) ** 2).mean())
     assert mse < 0.1 * before and after < 0.1 * before, (before, mse, after)
+    assert "Warning" not in capsys.readouterr().err
+
+
+def test_a_fit_that_barely_moves_warns(capsys):
+    cfg = RunConfig()
+    cfg.condense.ipc, cfg.condense.coreset_init, cfg.condense.coreset_fit_steps = 2, "random", 1
+    G, conditions = tiny_generator(), torch.eye(3, 4)
+    codebook = torch.nn.Parameter(init_codebook(2, 8, "learned", 0, 0))
+    targets = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    fit_to_coreset(G, codebook, conditions, targets, [0, 1, 2], 3, cfg)
+    err = capsys.readouterr().err
+    assert "Warning: the fit barely moved" in err and "coreset_fit_lr" in err
 
 
 def test_fit_without_generator_moves_the_codebook_only():
