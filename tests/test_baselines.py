@@ -142,7 +142,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 # torch's gloo backend rarely (about 1 launch in 100 on a loaded 2-core machine) aborts a process
-# at interpreter exit, after destroy_process_group, with this line (pytorch/pytorch#190489).
+# at interpreter exit, after destroy_process_group, with this line (gloo threads at interpreter
+# finalisation; cf. pytorch/pytorch#179291).
 # It is the one failure tolerated here, and only once both ranks printed that they finished.
 GLOO_EXIT_ABORT = "terminate called without an active exception"
 
