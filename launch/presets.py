@@ -52,8 +52,8 @@ def _smoke(dataset: str) -> RunConfig:
     c.lr_disc, c.intra_temperature = 0.01, 0.5
     cfg.eval.seeds = 5
     cfg.budget_note = (
-        "CPU budget, measured on 2 cores for fashion-mnist (benchmarks/results/"
-        "fashion-mnist-smoke_cpu.json): pretrain 16.2 min, condensation 4.8 min"
+        "CPU budget, measured on 2 cores for fashion-mnist with these settings (benchmarks/"
+        "results/fashion-mnist-smoke_previous_cpu.json): pretrain 16.2 min, condensation 4.8 min"
     )
     if dataset == "fashion-mnist":
         # Tuned at the bar's protocol (300 epochs; benchmarks/results/smoke_trials_300ep_cpu.json):
