@@ -137,11 +137,48 @@ def _quiet_submitit() -> None:
     logging.getLogger("submitit").setLevel(logging.ERROR)
 
 
+# squeue's states of a job that will not run again (a requeued job shows PENDING or REQUEUED)
+ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                "BOOT_FAIL", "DEADLINE", "GONE"}  # fmt: skip
+
+
+def scheduler_state(job) -> str:
+    """The job's state from squeue, which keeps a finished job for MinJobAge (300 s by default):
+    what a cluster without accounting (no sacct, so submitit says UNKNOWN) still knows. GONE:
+    squeue no longer knows the job id; UNKNOWN: squeue did not answer."""
+    import subprocess
+
+    done = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(job.job_id), "-o", "%T"],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        return "GONE" if "Invalid job id" in done.stderr else "UNKNOWN"
+    states = done.stdout.split()
+    return states[0] if states else "GONE"
+
+
+def _is_slurm(job) -> bool:
+    from submitit.slurm.slurm import SlurmJob
+
+    return isinstance(job, SlurmJob)
+
+
+def has_ended(job) -> bool:
+    """Finished with a result, or ended without one (killed before it could write it, e.g.
+    cancelled or refused by the node): submitit alone would wait for that forever."""
+    if job.done():
+        return True
+    return _is_slurm(job) and _state(job) == "UNKNOWN" and scheduler_state(job) in ENDED_STATES
+
+
 def final_state(job) -> str:
     """COMPLETED or FAILED from the job's result files (squeue forgets finished jobs and a
-    cluster without accounting has no sacct), else the scheduler's state."""
-    if not job.done():
-        return _state(job)
+    cluster without accounting has no sacct), the scheduler's state of a job that ended
+    without a result, else the scheduler's current state."""
+    if not job.paths.result_pickle.exists():
+        state = _state(job)
+        if state == "UNKNOWN" and _is_slurm(job):
+            state = scheduler_state(job)
+        return state
     try:
         job.results()
         return "COMPLETED"
@@ -167,7 +204,7 @@ def wait(jobs: list, poll_s: float = 2.0) -> list[str]:
         return t
 
     with Live(table(), console=console, refresh_per_second=2) as live:
-        while not all(j.done() for j in jobs):
+        while not all(has_ended(j) for j in jobs):
             time.sleep(poll_s)
             live.update(table())
         live.update(table())
@@ -182,9 +219,22 @@ def _state(job) -> str:
     return state.split()[0] if state else "UNKNOWN"
 
 
+def _result_appears(job, grace_s: float = 10.0) -> bool:
+    """A shared filesystem may show the result file a moment after the job ended."""
+    deadline = time.time() + grace_s
+    while not job.paths.result_pickle.exists():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def check_results(jobs: list) -> None:
     """Raise JobFailed naming the first failed job and its log."""
     for j in jobs:
+        if not _result_appears(j):
+            raise JobFailed(f"job {j.job_id} ended ({final_state(j)}) without a result; "
+                            f"log: {j.paths.stderr}")  # fmt: skip
         try:
             j.results()
         except Exception as e:  # noqa: BLE001 - submitit re-raises the job's own error

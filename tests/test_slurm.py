@@ -126,17 +126,7 @@ def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run, interrupt):
     if not (ref / "condensed.pt").exists():
         assert cli(*condense_args(data, pre, ref, *longer)).returncode == 0
     out, logs = root / f"requeued-{interrupt}", root / f"jobs-{interrupt}"
-    cmd = [sys.executable, "-m", "launch.cli", "submit", "--cluster", "slurm", "--cpus-per-task",
-           "1", "--time", "30", "--log-dir", str(logs), "--wait",
-           *map(str, condense_args(data, pre, out, *longer))]  # fmt: skip
-    pipe = subprocess.PIPE
-    waiter = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=pipe, stderr=pipe, text=True)
-    deadline = time.time() + 300
-    metrics = out / "metrics.jsonl"
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
-        assert time.time() < deadline and waiter.poll() is None, "the job made no progress"
-        time.sleep(0.2)
-    job = next(p.name for p in logs.iterdir() if re.fullmatch(r"\d+", p.name))
+    waiter, job = _submit_until_steps(condense_args(data, pre, out, *longer), out, logs, steps=5)
     if interrupt == "scontrol-requeue":
         stop = ["scontrol", "requeue", job]
     else:
@@ -154,19 +144,53 @@ def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run, interrupt):
         assert torch.equal(mine[k], theirs[k]), k
 
 
+def _submit_until_steps(args: list, out: Path, logs: Path, steps: int):
+    """`submit --wait` in the background until the job logged `steps` steps: (waiter, job id)."""
+    cmd = [sys.executable, "-m", "launch.cli", "submit", "--cluster", "slurm", "--cpus-per-task",
+           "1", "--time", "30", "--log-dir", str(logs), "--wait", *map(str, args)]  # fmt: skip
+    pipe = subprocess.PIPE
+    waiter = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=pipe, stderr=pipe, text=True)
+    deadline = time.time() + 300
+    metrics = out / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= steps):
+        assert time.time() < deadline and waiter.poll() is None, "the job made no progress"
+        time.sleep(0.2)
+    return waiter, next(p.name for p in logs.iterdir() if re.fullmatch(r"\d+", p.name))
+
+
 def _start_requeued_now(job: str, timeout: float = 120) -> None:
     """SLURM holds a requeued job for about two minutes before it is eligible again; as the
-    cluster's admin, make it eligible at once (the test is about resuming, not waiting)."""
+    cluster's admin, make it eligible in 2 s (the test is about resuming, not waiting). Not at
+    once: slurmd refuses a launch in the same second as the kill that revoked the job's
+    credential ("Job credential revoked"), and the relaunch then fails without a result."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
                                text=True).stdout.strip()  # fmt: skip
         if state == "PENDING":
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"],
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+2"],
                            capture_output=True)  # fmt: skip
             return
         time.sleep(0.2)
     raise AssertionError(f"job {job} was not requeued (state {state!r})")
+
+
+def test_job_cancelled_mid_run_ends_the_wait(slurm, toy_run):
+    """A job killed before it writes a result (scancel here; a node refusing the launch in CI
+    once) leaves submitit, without accounting, waiting forever: the wait must end, non-zero,
+    naming the scheduler's state."""
+    root, data, pre = toy_run
+    out, logs = root / "cancelled", root / "jobs-cancelled"
+    longer = ["max_steps=400", "condense.outer_iterations=100"]
+    waiter, job = _submit_until_steps(condense_args(data, pre, out, *longer), out, logs, steps=2)
+    assert subprocess.run(["scancel", job], capture_output=True).returncode == 0
+    try:
+        _, err = waiter.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        waiter.kill()
+        raise AssertionError("`submit --wait` still waits for a cancelled job") from None
+    assert waiter.returncode != 0
+    assert f"job {job} ended (CANCELLED) without a result" in err, err[-2000:]
 
 
 def test_failed_job_exits_non_zero(slurm, toy_run):
