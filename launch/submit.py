@@ -153,7 +153,7 @@ def scheduler_state(job) -> str:
     if done.returncode != 0:
         return "GONE" if "Invalid job id" in done.stderr else "UNKNOWN"
     states = done.stdout.split()
-    return states[0] if states else "GONE"
+    return states[0] if states else "UNKNOWN"
 
 
 def _is_slurm(job) -> bool:
