@@ -174,11 +174,11 @@ def final_state(job) -> str:
     """COMPLETED or FAILED from the job's result files (squeue forgets finished jobs and a
     cluster without accounting has no sacct), the scheduler's state of a job that ended
     without a result, else the scheduler's current state."""
-    if not job.paths.result_pickle.exists():
+    if _is_slurm(job) and not job.paths.result_pickle.exists():
         state = _state(job)
-        if state == "UNKNOWN" and _is_slurm(job):
-            state = scheduler_state(job)
-        return state
+        return scheduler_state(job) if state == "UNKNOWN" else state
+    if not job.done():
+        return _state(job)
     try:
         job.results()
         return "COMPLETED"
@@ -232,7 +232,7 @@ def _result_appears(job, grace_s: float = 10.0) -> bool:
 def check_results(jobs: list) -> None:
     """Raise JobFailed naming the first failed job and its log."""
     for j in jobs:
-        if not _result_appears(j):
+        if _is_slurm(j) and not _result_appears(j):  # local and debug jobs always end in one
             raise JobFailed(f"job {j.job_id} ended ({final_state(j)}) without a result; "
                             f"log: {j.paths.stderr}")  # fmt: skip
         try:
