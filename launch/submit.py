@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
 import time
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -146,8 +147,6 @@ def scheduler_state(job) -> str:
     """The job's state from squeue, which keeps a finished job for MinJobAge (300 s by default):
     what a cluster without accounting (no sacct, so submitit says UNKNOWN) still knows. GONE:
     squeue no longer knows the job id; UNKNOWN: squeue did not answer."""
-    import subprocess
-
     done = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(job.job_id), "-o", "%T"],
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
@@ -232,7 +231,7 @@ def _result_appears(job, grace_s: float = 10.0) -> bool:
 def check_results(jobs: list) -> None:
     """Raise JobFailed naming the first failed job and its log."""
     for j in jobs:
-        if _is_slurm(j) and not _result_appears(j):  # local and debug jobs always end in one
+        if _is_slurm(j) and not _result_appears(j):  # local/debug jobs: submitit knows
             raise JobFailed(f"job {j.job_id} ended ({final_state(j)}) without a result; "
                             f"log: {j.paths.stderr}")  # fmt: skip
         try:
