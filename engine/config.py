@@ -82,6 +82,7 @@ class CondenseConfig:
     coreset_init: str = "none"
     coreset_fit_steps: int = 600  # Adam steps of that fit (pixel MSE)
     coreset_fit_lr: float = 0.001  # Adam lr for G; the codebook's is 10x
+    coreset_fit_warmup: int = 100  # steps of linear lr warm-up before the cosine decay
     coreset_fit_generator: bool = True  # the fit trains G too (even if Algorithm 1 freezes it)
     log_every: int = 10
     checkpoint_every: int = 100  # steps between checkpoints (0: only on SIGTERM / SIGUSR2)
@@ -177,6 +178,8 @@ class RunConfig:
             )
         if c.coreset_init != "none" and c.coreset_fit_steps < 1:
             raise ConfigError("condense.coreset_fit_steps must be at least 1 with a coreset_init")
+        if c.coreset_fit_warmup < 0:
+            raise ConfigError("condense.coreset_fit_warmup must be 0 or more")
         if self.gan.condition not in ("class_feature", "one_hot", "online_feature"):
             raise ConfigError("gan.condition must be class_feature, one_hot or online_feature")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -1,10 +1,12 @@
 """condense.coreset_init: fitting (Z, G) to a real coreset before Algorithm 1."""
 
+import math
+
 import pytest
 import torch
 
 from engine.config import RunConfig
-from engine.coreset_init import fit_to_coreset
+from engine.coreset_init import fit_to_coreset, warmup_cosine
 from engine.errors import ConfigError
 from engine.generator import Generator, generate, init_codebook
 
@@ -72,7 +74,8 @@ def test_fit_trains_a_generator_that_algorithm_1_keeps_frozen():
 @pytest.mark.parametrize(
     "setting, message",
     [("condense.coreset_init=kmeans", "coreset_init must be none, herding or random"),
-     ("condense.coreset_fit_steps=0", "coreset_fit_steps must be at least 1")],
+     ("condense.coreset_fit_steps=0", "coreset_fit_steps must be at least 1"),
+     ("condense.coreset_fit_warmup=-1", "coreset_fit_warmup must be 0 or more")],
 )  # fmt: skip
 def test_bad_coreset_settings_are_refused(setting, message):
     cfg = RunConfig()
@@ -80,3 +83,15 @@ def test_bad_coreset_settings_are_refused(setting, message):
     cfg.override(setting)
     with pytest.raises(ConfigError, match=message):
         cfg.validate()
+
+
+def test_fit_lr_warms_up_linearly_then_decays_as_a_cosine():
+    factor = warmup_cosine(warmup=4, steps=100)
+    cosine = [0.5 * (1 + math.cos(math.pi * s / 100)) for s in range(4)]
+    assert [factor(s) for s in range(4)] == pytest.approx(
+        [(s + 1) / 4 * cosine[s] for s in range(4)]
+    )
+    assert factor(3) < 1 and factor(3) > 0.99  # full rate reached, barely decayed
+    assert factor(50) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0)
+    plain = warmup_cosine(warmup=0, steps=100)
+    assert plain(0) == 1.0 and plain(50) == pytest.approx(0.5)
