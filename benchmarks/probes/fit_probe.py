@@ -1,7 +1,8 @@
-"""Probe (issue 3): the coreset fit of a preset alone, its pixel-MSE curve printed every 100
-steps, as `gencond condense` runs it (same G, codebook, herding coreset, optimizer). Threads
-and `--set` overrides are arguments, to test the fit's stability. The herding coreset is cached
-in OUT_DIR/coreset.pt (it depends on the teacher, not on the fit settings). Usage:
+"""Probe (issue 3): the coreset fit of a preset alone, as `gencond condense` runs it (same G,
+codebook, herding coreset, optimizer), its pixel MSE printed for the first 10 steps and every
+100 after. Threads and `--set` overrides are arguments, to test the fit's stability. The
+herding coreset is cached in OUT_DIR/coreset.pt (it depends on the teacher, not on the fit
+settings). Usage:
 python -m benchmarks.probes.fit_probe DATA PRE THREADS OUT_DIR TAG [key=value ...]"""
 
 import json
