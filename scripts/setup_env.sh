@@ -26,7 +26,7 @@ VPIP=".venv/bin/python -m pip"
 # The local CPU-only torch wheel breaks `import torchvision`: take the registry's own builds.
 if ! .venv/bin/python -c "import torch, torchvision; assert torch.__version__.startswith('2.13.0')" 2>/dev/null; then
   echo "[setup] installing torch 2.13.0 + torchvision 0.28.0"
-  PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= $VPIP install -q torch==2.13.0 torchvision==0.28.0
+  PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_NO_CACHE_DIR=1 $VPIP install -q torch==2.13.0 torchvision==0.28.0
 fi
 
 stamp=.venv/.gencond-installed
