@@ -68,8 +68,8 @@ def _smoke(dataset: str) -> RunConfig:
         c.weight_feature, c.finetune_generator, c.lr_generator = 100.0, True, 3e-5
         cfg.budget_note = (
             "CPU budget, measured on 2 cores (benchmarks/results/fashion-mnist-smoke_cpu.json): "
-            "pretrain 16.2 min, condensation 21.7 min (herding and the fit 9.7, 1200 steps 12.0); "
-            "37.8 min in all"
+            "pretrain 16.2 min, condensation 22.5 min (herding and the fit 9.9, 1200 steps 12.6); "
+            "38.7 min in all"
         )
     return cfg
 
