@@ -45,7 +45,8 @@ def _memory_mb() -> int:
 
 
 def slurm_conf(host: str, cpus: int, memory_mb: int, state: Path) -> str:
-    """A one-node cluster: no cgroups (they fail in containers), no accounting."""
+    """A one-node cluster: no cgroups (they fail in containers), no accounting. A job that asks
+    for no memory gets its CPUs' share (DefMemPerCPU), not the whole node's."""
     return f"""{MARKER}
 ClusterName=gencond-local
 SlurmctldHost={host}
@@ -67,6 +68,7 @@ SlurmdLogFile={state}/slurmd.log
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
+DefMemPerCPU={max(100, memory_mb // max(1, cpus))}
 NodeName={host} CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
@@ -121,16 +123,17 @@ def start() -> dict:
     record = STATE_DIR / "started.json"
     started: list[str] = json.loads(record.read_text()) if record.is_file() else []
     _start_munge(started)
-    if not SLURM_CONF.is_file() or SLURM_CONF.read_text().startswith(MARKER):
-        if not _running("slurmctld"):
-            for d in ("ctld", "d"):
-                (STATE_DIR / d).mkdir(parents=True, exist_ok=True)
-            SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
-            SLURM_CONF.write_text(slurm_conf(socket.gethostname(), os.cpu_count() or 1,
-                                             _memory_mb(), STATE_DIR))  # fmt: skip
+    ours = not SLURM_CONF.is_file() or SLURM_CONF.read_text().startswith(MARKER)
+    if ours and not _running("slurmctld"):
+        for d in ("ctld", "d"):
+            (STATE_DIR / d).mkdir(parents=True, exist_ok=True)
+        SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
+        SLURM_CONF.write_text(slurm_conf(socket.gethostname(), os.cpu_count() or 1,
+                                         _memory_mb(), STATE_DIR))  # fmt: skip
     for daemon in ("slurmctld", "slurmd"):
         if not _running(daemon):
-            _run([daemon], f"starting {daemon}")
+            clear = ["-c"] if daemon == "slurmctld" and ours else []  # forget old jobs
+            _run([daemon, *clear], f"starting {daemon}")
             started.append(daemon)
     record.write_text(json.dumps(sorted(set(started))))
     state = _wait_idle()
@@ -141,13 +144,31 @@ def stop() -> dict:
     """Stop the daemons `start` started (slurmd, slurmctld, then munged)."""
     record = STATE_DIR / "started.json"
     started = json.loads(record.read_text()) if record.is_file() else []
+    cancelled = cancel_all_jobs() if "slurmctld" in started and _running("slurmctld") else []
     stopped = []
     for daemon in ("slurmd", "slurmctld", "munged"):
         if daemon in started and _running(daemon):
             subprocess.run(["pkill", "-x", daemon], capture_output=True)
             stopped.append(daemon)
     record.unlink(missing_ok=True)
-    return {"stopped": stopped}
+    return {"stopped": stopped, "cancelled jobs": cancelled}
+
+
+def queued_jobs() -> list[str]:
+    """Ids of the jobs the controller knows (pending, running or completing)."""
+    done = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True)
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+def cancel_all_jobs(timeout: float = 30) -> list[str]:
+    """Cancel every job on this local cluster and wait until the queue is empty."""
+    jobs = queued_jobs()
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True)
+    deadline = time.time() + timeout
+    while queued_jobs() and time.time() < deadline:
+        time.sleep(0.5)
+    return jobs
 
 
 def status() -> dict:

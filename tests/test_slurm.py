@@ -27,8 +27,13 @@ def slurm():
         if os.geteuid() != 0:
             pytest.skip("no SLURM controller reachable and not root, so none can be started")
         slurm_local.start()
+    before = set(slurm_local.queued_jobs())
     yield
-    # a cluster started by the test command (scripts/test.sh) is stopped there
+    # leave no job of ours behind (a failed wait, a killed waiter); a cluster started by the
+    # test command (scripts/test.sh) is stopped there
+    ours = [job for job in slurm_local.queued_jobs() if job not in before]
+    if ours:
+        subprocess.run(["scancel", *ours], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +43,13 @@ def toy_run(tmp_path_factory):
 
 
 def submit(root: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
-    return cli("submit", "--cluster", "slurm", "--cpus-per-task", "1", "--time", "30",
+    try:
+        return cli("submit", "--cluster", "slurm", "--cpus-per-task", "1", "--time", "30",
                    "--log-dir", root / "jobs", *args, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        queue = subprocess.run(["squeue", "-o", "%i %T %M %R %j"], capture_output=True,
+                               text=True).stdout  # fmt: skip
+        pytest.fail(f"`submit --wait` did not end within {timeout:.0f} s; the queue:\n{queue}")
 
 
 def test_sbatch_script_for_two_nodes_of_eight_gpus(tmp_path):
