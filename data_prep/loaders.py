@@ -22,6 +22,7 @@ from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
 from data_prep import meta as meta_io
 from data_prep.orders import ClassGrouped, WorldSliceRandom, build_loader
+from engine.distributed import world
 from engine.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -57,13 +58,6 @@ def _iterate(loader: Loader) -> Iterator:
 
 def default_threads() -> int:
     return max(1, min(8, os.cpu_count() or 1))
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the initialised process group, else (0, 1)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class Normalizer:

@@ -86,3 +86,12 @@ def load_class_index(data_dir: str | Path, meta: DatasetMeta) -> np.ndarray:
     if index.shape != (meta.train_count,):
         raise DataError(f"{path}: {index.shape[0]} entries, meta.json says {meta.train_count}")
     return index
+
+
+def gencond_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gencond")
+    except PackageNotFoundError:
+        return "unknown"

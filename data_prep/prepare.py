@@ -40,15 +40,6 @@ assert tuple(READERS) == DATASETS
 STATS_CHUNK = 2048
 
 
-def gencond_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("gencond")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def channel_stats(split: Split) -> tuple[list[float], list[float]]:
     """Exact per-channel mean and (population) std over all pixels, scaled to [0, 1]."""
     channels = split.image_shape[2]
@@ -163,7 +154,7 @@ def write_prepared(
         class_ids=raw.class_ids,
         sources=_checksums(raw.source_files, options.workers),
         class_index={"file": meta.CLASS_INDEX_FILE, "offsets": offsets},
-        gencond_version=gencond_version(),
+        gencond_version=meta.gencond_version(),
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     for name in (meta.TRAIN_BETON, meta.TEST_BETON, meta.CLASS_INDEX_FILE):

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from data_prep.meta import DatasetMeta
-from data_prep.prepare import gencond_version
+from data_prep.meta import DatasetMeta, gencond_version
 from engine.errors import DataError
 from engine.generator import Generator
 
@@ -24,10 +23,16 @@ def save_atomic(payload: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str | Path, what: str) -> dict:
+def require(path: str | Path, what: str) -> Path:
+    """The path, or one DataError line when no file is there."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no {what} here")
+    return path
+
+
+def load(path: str | Path, what: str) -> dict:
+    path = require(path, what)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated or not a torch file

@@ -17,12 +17,18 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from data_prep.loaders import world  # noqa: F401 - the one (rank, world size) helper
 from engine.errors import ConfigError, GencondError
 
 
 class RankFailure(GencondError):
     """A collective failed: another rank died or the collective timed out."""
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 @dataclass(frozen=True)

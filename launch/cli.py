@@ -448,12 +448,12 @@ def _add_method(sub) -> None:
 
 
 def _run_pretrain(args) -> int:
+    cfg = _config(args)  # a bad preset, key or dataset fails before torch and ffcv load
     from engine import distributed
     from engine.console import is_rank_zero
     from engine.stages import run_pretrain
     from launch.tables import show_pairs
 
-    cfg = _config(args)
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
         summary = run_pretrain(cfg, args.data, args.out)
@@ -466,12 +466,12 @@ def _run_pretrain(args) -> int:
 
 
 def _run_condense(args) -> int:
+    cfg = _config(args)  # a bad preset, key or dataset fails before torch and ffcv load
     from engine import distributed
     from engine.console import is_rank_zero
     from engine.stages import run_condense
     from launch.tables import show_pairs
 
-    cfg = _config(args)
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
         summary = run_condense(cfg, args.data, args.out, args.pretrained, env)
@@ -483,7 +483,15 @@ def _run_condense(args) -> int:
     return 0
 
 
+def _require_condensed(run: Path) -> None:
+    """A missing artifact fails before torch and ffcv load."""
+    from engine import artifact
+
+    artifact.require(run / artifact.CONDENSED_FILE, "condensed artifact (condensed.pt)")
+
+
 def _run_synthesize(args) -> int:
+    _require_condensed(args.run)
     from engine.stages import run_synthesize
     from launch.tables import show_pairs
 
@@ -493,6 +501,7 @@ def _run_synthesize(args) -> int:
 
 
 def _run_evaluate(args) -> int:
+    _require_condensed(args.run)
     from engine import distributed
     from engine.config import RunConfig
     from engine.console import is_rank_zero

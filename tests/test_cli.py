@@ -96,3 +96,21 @@ def test_dead_writer_process_is_an_error_not_a_hang(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)  # fmt: skip
     assert "refused:" in r.stdout and "writer process died (exit code 3)" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["condense", "--preset", "nope", "--data", "{tmp}", "--out", "{tmp}/o"], "unknown preset"),
+        (["synthesize", "{tmp}/run"], "no condensed artifact"),
+        (["evaluate", "{tmp}/run", "--data", "{tmp}"], "no condensed artifact"),
+    ],
+)
+def test_bad_arguments_fail_before_the_data_stack_loads(tmp_path, argv, message):
+    """A typo is answered before ffcv loads (its import compiles numba code: seconds per call)."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = (f"import sys; from launch import cli; rc = cli.main({args!r}); "
+            "print('ffcv loaded:', 'ffcv' in sys.modules); sys.exit(rc)")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and message in r.stdout + r.stderr
+    assert "ffcv loaded: False" in r.stdout
