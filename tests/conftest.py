@@ -26,3 +26,12 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def toy_stage(tmp_path_factory):
+    """(data, pre): 8 toy classes and one pretrain stage on them, shared read-only by the
+    distributed and SLURM tests."""
+    from test_distributed import toy_pretrained
+
+    return toy_pretrained(tmp_path_factory.mktemp("toy_stage"))

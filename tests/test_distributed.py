@@ -91,10 +91,10 @@ def toy_pretrained(root: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, toy_stage):
     """Toy data, one pretrain stage, one uninterrupted single-process run."""
     root = tmp_path_factory.mktemp("dist")
-    data, pre = toy_pretrained(root)
+    data, pre = toy_stage
     one = root / "w1"
     r = cli(*condense_args(data, pre, one, f"max_steps={STEPS}"))
     assert r.returncode == 0, r.stderr

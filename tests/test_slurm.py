@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT
-from test_distributed import _env, cli, condense_args, params, torchrun, toy_pretrained
+from test_distributed import _env, cli, condense_args, params, torchrun
 from test_method import TINY, sets
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch_2x8gpu.txt"
@@ -37,9 +37,8 @@ def slurm():
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slurm")
-    return root, *toy_pretrained(root)
+def toy_run(tmp_path_factory, toy_stage):
+    return tmp_path_factory.mktemp("slurm"), *toy_stage
 
 
 def submit(root: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
