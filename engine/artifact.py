@@ -14,6 +14,7 @@ from engine.generator import Generator
 
 PRETRAINED_FILE = "pretrained.pt"
 CONDENSED_FILE = "condensed.pt"
+CONDENSED_WHAT = "condensed artifact (condensed.pt)"
 
 
 def save_atomic(payload: dict, path: Path) -> None:

@@ -154,7 +154,7 @@ def _check_same_pretrain(cfg: RunConfig, pre: dict, pre_dir: Path) -> None:
 
 
 def load_condensed(run: Path) -> dict:
-    return artifact.load(run / artifact.CONDENSED_FILE, "condensed artifact (condensed.pt)")
+    return artifact.load(run / artifact.CONDENSED_FILE, artifact.CONDENSED_WHAT)
 
 
 @torch.no_grad()

@@ -487,7 +487,7 @@ def _require_condensed(run: Path) -> None:
     """A missing artifact fails before torch and ffcv load."""
     from engine import artifact
 
-    artifact.require(run / artifact.CONDENSED_FILE, "condensed artifact (condensed.pt)")
+    artifact.require(run / artifact.CONDENSED_FILE, artifact.CONDENSED_WHAT)
 
 
 def _run_synthesize(args) -> int:
