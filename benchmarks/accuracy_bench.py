@@ -171,11 +171,14 @@ def condense_point(method: str, dataset: str, ipc: int, cfg: AccuracyConfig, dat
 
 
 def evaluate_point(images, labels, dataset: str, cfg: AccuracyConfig) -> dict:
-    from engine.evaluate import EvalConfig, evaluate_sets
+    from engine.config import EvalConfig
+    from engine.evaluate import evaluate_sets
 
     ecfg = EvalConfig(models=("convnet",), seeds=cfg.seeds, epochs=cfg.eval_epochs,
-                      width=cfg.eval_width, device=cfg.device)  # fmt: skip
-    return evaluate_sets({"set": (images, labels)}, cfg.datasets[dataset], ecfg)["set"]["convnet"]
+                      width=cfg.eval_width)  # fmt: skip
+    result = evaluate_sets({"set": (images, labels)}, cfg.datasets[dataset], ecfg,
+                           device=cfg.device)  # fmt: skip
+    return result["set"]["convnet"]
 
 
 def published(method: str, dataset: str, ipc: int) -> tuple[float | None, str]:

@@ -75,7 +75,7 @@ class StepHarness:
         self.teacher = teacher.to(dev).eval().requires_grad_(False)
         self.m = StepModules(cfg, meta, G, conditions, dev)
         reinit_(self.m.phi, _seeded(cfg.seed, PHI_STREAM, 0))  # as the loop's first step does
-        self.augment = DiffAugment(c.dsa_strategy, batch_mode=True)
+        self.augment = DiffAugment(c.dsa_strategy, batch_mode=True, mode=c.dsa_mode)
         classes, _, n_real = cost_model.step_sizes(cfg, self.num_classes)
         self.classes = list(range(classes))
         shape = (self.channels, self.image_size, self.image_size)

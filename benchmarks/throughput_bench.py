@@ -218,7 +218,7 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
         teacher = ConvNet(p.channels, p.classes, p.image_size, width=run.teacher.width).to(device)
         teacher.eval().requires_grad_(False)
     m = StepModules(run, meta, gen, conditions, device)
-    augment = DiffAugment(c.dsa_strategy, batch_mode=True)
+    augment = DiffAugment(c.dsa_strategy, batch_mode=True, mode=c.dsa_mode)
     timed = list(range(min(cfg.timed_classes, p.classes)))
     n_real = c.ipc * c.assoc_per_image
     real = torch.randn(len(timed) * n_real, p.channels, p.image_size, p.image_size, device=device)

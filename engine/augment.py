@@ -9,9 +9,11 @@ Differences from the field's reference code (``ParamDiffAug`` + ``DiffAugment``)
 * No global RNG. All random parameters are drawn on the CPU from the ``torch.Generator``
   passed to each call and then moved to the images' device, so a call leaves torch's global
   CPU and CUDA RNG states untouched and the result does not depend on the device.
-* Every op named in the strategy is applied, in the order written (the DC / DSA / DM
-  convention: ``for p in strategy.split('_'): for f in AUGMENT_FNS[p]: x = f(x)``). MTT's
-  variant, which picks a single op per call, is not reproduced.
+* ``mode="single"`` (the default) is the field's protocol: ``ParamDiffAug.aug_mode = 'S'`` in
+  the DC / DSA / DM and MTT code picks ONE op of the strategy per call for the whole batch
+  (``color`` = brightness, saturation and contrast together) and draws that op's parameters
+  per image (or once for the batch in siamese use). ``mode="all"`` (their rare ``'M'``) applies
+  every op in the order written; results under it are not comparable with published tables.
 * Siamese use: with ``batch_mode=True`` one draw per parameter is shared by the whole batch,
   and the number of draws does not depend on the batch size. Two calls whose generators are
   in the same state (``g2.set_state(g1.get_state())``) therefore apply the very same
@@ -44,6 +46,7 @@ _OP_PARTS: dict[str, tuple[str, ...]] = {
 }
 
 OPS: tuple[str, ...] = tuple(_OP_PARTS)
+MODES: tuple[str, ...] = ("single", "all")
 
 
 @dataclass
@@ -93,19 +96,28 @@ def parse_strategy(strategy: str) -> tuple[str, ...]:
     return ops
 
 
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ConfigError(f"DSA mode must be single (the field's) or all, not {mode!r}")
+    return mode
+
+
 class DiffAugment:
-    """Differentiable siamese augmentation applying every op of ``strategy`` in order."""
+    """Differentiable siamese augmentation: one op of ``strategy`` per call (``mode="single"``,
+    the field's), or every op in order (``mode="all"``)."""
 
     def __init__(
         self,
         strategy: str = DEFAULT_STRATEGY,
         params: DSAParams | None = None,
         batch_mode: bool = False,
+        mode: str = "single",
     ) -> None:
         self.strategy = strategy
         self.ops = parse_strategy(strategy)
         self.params = params if params is not None else DSAParams()
         self.batch_mode = batch_mode
+        self.mode = check_mode(mode)
         table: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
             "brightness": self._brightness,
             "saturation": self._saturation,
@@ -116,17 +128,19 @@ class DiffAugment:
             "scale": self._scale,
             "rotate": self._rotate,
         }
-        self._fns = [table[part] for op in self.ops for part in _OP_PARTS[op]]
+        self._op_fns = [[table[part] for part in _OP_PARTS[op]] for op in self.ops]
 
     def __repr__(self) -> str:
         return (
             f"DiffAugment(strategy={self.strategy!r}, params={self.params!r}, "
-            f"batch_mode={self.batch_mode})"
+            f"batch_mode={self.batch_mode}, mode={self.mode!r})"
         )
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Augment a batch ``x`` of shape (N, C, H, W); randomness comes only from ``generator``."""
-        if not self._fns:
+        """Augment a batch ``x`` of shape (N, C, H, W); randomness comes only from ``generator``.
+        In single mode the op is drawn first from ``generator``, so two generators in the same
+        state pick the same op as well as the same parameters."""
+        if not self._op_fns:
             return x
         if x.dim() != 4:
             raise ValueError(
@@ -138,9 +152,21 @@ class DiffAugment:
             raise ValueError(
                 f"DiffAugment draws parameters on the CPU; got a generator on {generator.device}"
             )
-        for fn in self._fns:
+        if self.mode == "single":
+            pick = int(torch.randint(len(self._op_fns), (1,), generator=generator))
+            fns = self._op_fns[pick]
+        else:
+            fns = [fn for op in self._op_fns for fn in op]
+        for fn in fns:
             x = fn(x, generator)
         return x
+
+    def chosen_op(self, generator: torch.Generator) -> str:
+        """The op a single-mode call with a generator in this state applies (the state is
+        not advanced)."""
+        probe = torch.Generator()
+        probe.set_state(generator.get_state())
+        return self.ops[int(torch.randint(len(self.ops), (1,), generator=probe))]
 
     # ---- parameter draws (CPU, explicit generator) -------------------------------------------
 

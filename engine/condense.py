@@ -34,7 +34,7 @@ from engine.errors import ConfigError
 from engine.generator import Generator, generate, init_codebook
 from engine.nets import ConvNet, reinit_
 
-PHI_STREAM, AUG_STREAM = 0xF1, 0xA6
+PHI_STREAM, AUG_STREAM, DISC_STREAM = 0xF1, 0xA6, 0xD1
 
 
 class FeatureDiscriminator(nn.Module):
@@ -93,6 +93,31 @@ def _linear_decay(total: int):
     return lambda step: max(0.0, 1.0 - step / max(1, total))
 
 
+def _constant(step: int) -> float:
+    return 1.0
+
+
+def phi_feature_dim(phi: ConvNet, kind: str) -> int:
+    return phi.embed_dim if kind == "flat" else phi.feature_channels
+
+
+def phi_vector(last_block: torch.Tensor, kind: str) -> torch.Tensor:
+    """The phi feature f of the GAN, intra- and inter-class terms: the flattened last block
+    (flat, the ConvNet's embedding) or its spatial mean (pooled). Instance norm gives every
+    channel of a map mean 0 and variance 1, so the pooled ReLU feature carries little of the
+    image: measured on the toy data of the tests, D and the head stayed at chance on it."""
+    return last_block.flatten(1) if kind == "flat" else last_block.mean(dim=(2, 3))
+
+
+def reset_disc(m: StepModules, seed: int, outer: int) -> None:
+    """A fresh D and classifier head (and optimizer state) for a fresh phi, seeded by
+    (seed, outer) so every rank draws the same."""
+    g = _seeded(seed, DISC_STREAM, outer)
+    reinit_(m.D, g)
+    reinit_(m.head, g)
+    m.opt_dh.state.clear()
+
+
 class StepModules:
     """Everything the loop trains, with one place to save and restore it."""
 
@@ -103,15 +128,16 @@ class StepModules:
         self.G.requires_grad_(c.finetune_generator)
         self.codebook = nn.Parameter(
             init_codebook(c.ipc, self.G.z_dim, c.codebook, c.truncation, cfg.seed).to(device),
-            requires_grad=c.codebook != "fixed",
+            requires_grad=c.codebook == "learned",
         )
         self.conditions = conditions.clone().to(device)
         self.phi = ConvNet(meta.channels, meta.num_classes, meta.image_size,
                            width=c.phi_width).to(device)  # fmt: skip
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.D = FeatureDiscriminator(self.phi.feature_channels, conditions.shape[1])
-            self.head = nn.Linear(self.phi.feature_channels, meta.num_classes)
+            dim = phi_feature_dim(self.phi, c.phi_feature)
+            self.D = FeatureDiscriminator(dim, conditions.shape[1])
+            self.head = nn.Linear(dim, meta.num_classes)
         self.D, self.head = self.D.to(device), self.head.to(device)
         # speed switches (issue 7); the defaults leave every module and optimizer as it was
         if c.channels_last:
@@ -123,20 +149,25 @@ class StepModules:
         self.phi_features = torch.compile(self.phi.features) if c.compile else self.phi.features
         self.phi_logits = torch.compile(self.phi) if c.compile else self.phi
         trainable = []
-        if c.codebook != "fixed":
+        if c.codebook == "learned":
             trainable.append({"params": [self.codebook], "lr": c.lr_codebook})
         if c.finetune_generator:
             trainable.append({"params": list(self.G.parameters()), "lr": c.lr_generator})
         if not trainable:
-            raise ConfigError("nothing to learn: codebook=fixed and finetune_generator=false")
+            raise ConfigError(f"nothing to learn: codebook={c.codebook} (codes not trained) and "
+                              "finetune_generator=false")  # fmt: skip
         self.zg_params = [p for group in trainable for p in group["params"]]
         self.dh_params = [*self.D.parameters(), *self.head.parameters()]
         self.opt_zg = torch.optim.SGD(trainable, momentum=c.momentum, **self.opt_kwargs)
-        self.opt_dh = torch.optim.SGD(self.dh_params, c.lr_disc, momentum=c.momentum,
-                                      **self.opt_kwargs)  # fmt: skip
+        if c.disc_optimizer == "adam":
+            self.opt_dh = torch.optim.Adam(self.dh_params, c.lr_disc, **self.opt_kwargs)
+        else:
+            self.opt_dh = torch.optim.SGD(self.dh_params, c.lr_disc, momentum=c.momentum,
+                                          **self.opt_kwargs)  # fmt: skip
         decay = _linear_decay(c.total_steps)
         self.sched_zg = torch.optim.lr_scheduler.LambdaLR(self.opt_zg, decay)
-        self.sched_dh = torch.optim.lr_scheduler.LambdaLR(self.opt_dh, decay)
+        dh_decay = decay if c.disc_lr_decay else _constant
+        self.sched_dh = torch.optim.lr_scheduler.LambdaLR(self.opt_dh, dh_decay)
         self.opt_phi = torch.optim.SGD(self.phi.parameters(), c.lr_phi, momentum=0.9,
                                        **self.opt_kwargs)  # fmt: skip
 
@@ -219,7 +250,7 @@ def condense(
     real_loader = TrainLoader(data_dir, c.phi_batch // env.world_size, seed=cfg.seed + 1,
                               device=device, rank=env.rank, world_size=env.world_size)  # fmt: skip
     real_batches = _real_batches(real_loader, start // M)
-    augment = DiffAugment(c.dsa_strategy, batch_mode=True)
+    augment = DiffAugment(c.dsa_strategy, batch_mode=True, mode=c.dsa_mode)
     decay = _linear_decay(c.total_steps)
     metrics = open(out_dir / "metrics.jsonl", "a" if start else "w") if env.is_main else None
     stop = checkpoint.StopFlag()
@@ -241,6 +272,8 @@ def condense(
                     reinit_(m.phi, _seeded(cfg.seed, PHI_STREAM, outer))
                     m.opt_phi = torch.optim.SGD(m.phi.parameters(), c.lr_phi * decay(step),
                                                 momentum=0.9, **m.opt_kwargs)  # fmt: skip
+                    if c.disc_reinit:
+                        reset_disc(m, cfg.seed, outer)
                 _, real, real_labels = next(associations)
                 record = condense_step(cfg, m, teacher, augment, real, real_labels, schedule(step),
                                my_classes(step), step)  # fmt: skip
@@ -336,11 +369,14 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
         x = _layout(cfg, augment(real, real_gen))
         with amp():
             real_feats = [f.float() for f in m.phi_features(x)]
-        real_pooled = real_feats[-1].mean(dim=(2, 3))
+        real_pooled = phi_vector(real_feats[-1], c.phi_feature)
         centers_mine = real_pooled.view(n_mine, -1, real_pooled.shape[1]).mean(1)
         centers_all = distributed.gather_rows(centers_mine, rows, n_all)
-    if cfg.gan.condition == "online_feature":
-        m.conditions[torch.as_tensor(step_classes, device=m.conditions.device)] = centers_all
+        if cfg.gan.condition == "online_feature":  # the class means of pooled phi features
+            pooled = real_feats[-1].mean(dim=(2, 3))
+            online = distributed.gather_rows(pooled.view(n_mine, -1, pooled.shape[1]).mean(1),
+                                             rows, n_all)  # fmt: skip
+            m.conditions[torch.as_tensor(step_classes, device=m.conditions.device)] = online
 
     with record_function("generate"), amp():
         syn, labels = generate(m.generator, m.codebook, m.conditions, mine)
@@ -363,7 +399,7 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
             )
         else:
             loss_f = losses.feature_matching(syn_feats, targets)
-        syn_pooled = syn_feats[-1].mean(dim=(2, 3))
+        syn_pooled = phi_vector(syn_feats[-1], c.phi_feature)
         origin = centers_all.mean(0)  # the mean real feature of the step's classes
         loss_intra = losses.intra_class_diversity(
             syn_pooled, centers_mine, K, c.intra_temperature, origin
@@ -393,25 +429,35 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
         m.opt_zg.step()
         m.sched_zg.step()
 
-    # discriminator and classifier head: real associations vs the (detached) synthetic images
+    # discriminator and classifier head: real associations vs the (detached) synthetic images,
+    # disc_steps updates on this step's features; accuracies are those of the first (D and the
+    # head have not seen these images yet)
+    syn_detached = syn_pooled.detach()
     with record_function("update_dh"):
-        with amp():
-            d_real = m.D(real_pooled, m.conditions[real_labels]).float()
-            d_fake = m.D(syn_pooled.detach(), cond).float()
-            head_real = m.head(real_pooled).float()
-            head_syn = m.head(syn_pooled.detach()).float()
-        loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-                  + F.cross_entropy(head_real, real_labels)
-                  + F.cross_entropy(head_syn, labels))  # fmt: skip
-        m.opt_dh.zero_grad(set_to_none=True)
-        (share * loss_d).backward()
-        distributed.sum_gradients(m.dh_params)
-        m.opt_dh.step()
+        for i in range(c.disc_steps):
+            with amp():
+                d_real = m.D(real_pooled, m.conditions[real_labels]).float()
+                d_fake = m.D(syn_detached, cond).float()
+                head_real = m.head(real_pooled).float()
+                head_syn = m.head(syn_detached).float()
+            loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+                      + F.cross_entropy(head_real, real_labels)
+                      + F.cross_entropy(head_syn, labels))  # fmt: skip
+            if i == 0:
+                first_loss_d = loss_d.item()
+                with torch.no_grad():
+                    d_acc = 0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean())
+                    head_acc = (head_real.argmax(1) == real_labels).float().mean()
+            m.opt_dh.zero_grad(set_to_none=True)
+            (share * loss_d).backward()
+            distributed.sum_gradients(m.dh_params)
+            m.opt_dh.step()
         m.sched_dh.step()
     # shares of the global values: summed over ranks they give the single-process numbers
     return {"loss": loss.item() - c.weight_inter * loss_inter.item() * (1 - 1 / world),
             "feature": share * loss_f.item(), "intra": share * loss_intra.item(),
             "inter": loss_inter.item() / world, "adv": share * loss_adv.item(),
-            "cls": share * loss_cls.item(), "disc": share * loss_d.item(),
+            "cls": share * loss_cls.item(), "disc": share * first_loss_d,
+            "disc_acc": share * d_acc.item(), "head_real_acc": share * head_acc.item(),
             "synthetic_images": len(syn), "real_images": len(real)}  # fmt: skip

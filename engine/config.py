@@ -60,6 +60,16 @@ class CondenseConfig:
     lr_generator: float = 0.001
     lr_phi: float = 0.01
     lr_disc: float = 0.001
+    # D and the classifier head (the paper is silent on their training; our choices): a fresh
+    # D / head with every fresh phi, `disc_steps` updates a step on its detached features, Adam
+    # at a constant rate, so that L_adv and L_c measure the current phi's features
+    disc_steps: int = 5
+    # phi's feature f for L_adv, L_c, L_intra and L_inter: flat (the flattened last block, the
+    # ConvNet's embedding) | pooled (its spatial mean; near-constant under instance norm)
+    phi_feature: str = "flat"
+    disc_reinit: bool = True
+    disc_optimizer: str = "adam"  # adam | sgd (with condense.momentum)
+    disc_lr_decay: bool = False  # True: the linear decay of Z and G
     momentum: float = 0.9
     weight_gan: float = 1.0
     weight_cls: float = 1.0
@@ -71,10 +81,13 @@ class CondenseConfig:
     # image (Eq. 2: each image vs its association's mean) | class (each image vs the class mean)
     # | mean (the class's mean synthetic feature vs the class mean, as DM does)
     feature_match: str = "image"
-    codebook: str = "learned"  # learned | fixed (Gaussian, not trained) | truncated
+    # learned (Gaussian start) | fixed (Gaussian, not trained) | truncated (the paper's "random
+    # with threshold": Gaussian redrawn beyond +-truncation, not trained)
+    codebook: str = "learned"
     truncation: float = 0.5
     finetune_generator: bool = True  # False: the IT-GAN-style frozen generator
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # siamese on real and synthetic
+    dsa_mode: str = "single"  # single: one op per call, the field's ('S') | all: every op ('M')
     soft_labels: bool = False  # teacher soft labels as L_c targets of synthetic images
     classifier: str = "head"  # L_c's classifier: head (the paper's, on phi) | teacher (frozen)
     # start: none (the paper's: pretrained G, Gaussian codes) | herding | random, i.e. first fit
@@ -98,12 +111,47 @@ class CondenseConfig:
 
 
 @dataclass
-class EvalSettings:
+class EvalConfig:
+    """The evaluation protocol, read by every command that trains nets on a set (defaults: the
+    paper's and the field's): fresh nets, SGD, lr x0.1 at half, DSA in single-op mode with
+    per-image parameters, final-epoch accuracy over `seeds` seeds."""
+
     models: tuple[str, ...] = ("convnet",)
     seeds: int = 5
-    epochs: int = 300
+    epochs: int = 300  # the paper's protocol; DM/DSA use 1000
     baselines: tuple[str, ...] = ("random", "herding")
-    width: int = 128
+    width: int = 128  # ConvNet width
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    test_batch_size: int = 512
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    dsa_mode: str = "single"  # single (the field's 'S') | all (every op in a row, 'M')
+
+    def __post_init__(self) -> None:
+        for name in ("models", "baselines"):
+            value = getattr(self, name)
+            setattr(self, name, (value,) if isinstance(value, str) else tuple(value))
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError for an impossible value."""
+        if not self.models:
+            raise ConfigError("no evaluation models given")
+        for name in ("seeds", "epochs", "batch_size", "test_batch_size", "width"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"eval.{name} must be at least 1, got {value}")
+        if not self.lr > 0:
+            raise ConfigError(f"eval.lr must be positive, got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ConfigError("eval.momentum and eval.weight_decay must not be negative")
+        if self.dsa_mode not in ("single", "all"):
+            raise ConfigError(f"eval.dsa_mode must be single or all, not {self.dsa_mode!r}")
+        unknown = sorted(set(self.baselines) - {"random", "herding"})
+        if unknown:
+            raise ConfigError(f"unknown baseline {unknown[0]!r} (choose from: random, herding)")
 
 
 @dataclass
@@ -117,7 +165,7 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     condense: CondenseConfig = field(default_factory=CondenseConfig)
-    eval: EvalSettings = field(default_factory=EvalSettings)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     budget_note: str = ""  # what the preset costs, as measured
 
     # the contract's top-level --set keys that live in a section
@@ -187,10 +235,22 @@ class RunConfig:
         for name in ("outer_iterations", "inner_iterations", "gen_steps", "assoc_per_image"):
             if getattr(c, name) < 1:
                 raise ConfigError(f"condense.{name} must be at least 1")
-        if c.codebook == "fixed" and not c.finetune_generator:
+        if c.codebook != "learned" and not c.finetune_generator:
             raise ConfigError(
-                "nothing to learn: condense.codebook=fixed with condense.finetune_generator=false"
+                f"nothing to learn: condense.codebook={c.codebook} (codes not trained) with "
+                "condense.finetune_generator=false"
             )
+        if c.disc_optimizer not in ("adam", "sgd"):
+            raise ConfigError(
+                f"condense.disc_optimizer must be adam or sgd, not {c.disc_optimizer!r}"
+            )
+        if c.phi_feature not in ("flat", "pooled"):
+            raise ConfigError(f"condense.phi_feature must be flat or pooled, not {c.phi_feature!r}")
+        if c.disc_steps < 1:
+            raise ConfigError(f"condense.disc_steps must be at least 1, got {c.disc_steps}")
+        if c.dsa_mode not in ("single", "all"):
+            raise ConfigError(f"condense.dsa_mode must be single or all, not {c.dsa_mode!r}")
+        self.eval.check()
         if c.precision not in ("fp32", "bf16"):
             raise ConfigError(f"condense.precision must be fp32 or bf16, not {c.precision!r}")
         if c.checkpoint_every < 0:

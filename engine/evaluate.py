@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,48 +25,13 @@ from data_prep.loaders import TestLoader, read_indices
 from data_prep.meta import load_class_index, load_meta
 from engine import distributed
 from engine.augment import DiffAugment
+from engine.config import EvalConfig
 from engine.console import log, progress_bar
 from engine.errors import ConfigError
 from engine.nets import build_net, reinit_
 
 # independent streams derived from a run's seed
 _INIT, _SHUFFLE, _AUGMENT, _GLOBAL = range(4)
-
-
-@dataclass
-class EvalConfig:
-    """Hyper-parameters of the evaluation protocol (defaults: the paper's)."""
-
-    models: tuple[str, ...] = ("convnet",)
-    seeds: int = 5
-    epochs: int = 300  # the paper's protocol; DM/DSA use 1000
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 256
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    width: int = 128  # ConvNet width (tests use small)
-    test_batch_size: int = 512
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.models, str):
-            self.models = (self.models,)
-        self.models = tuple(self.models)
-        self.check()
-
-    def check(self) -> None:
-        """Raise ConfigError for an impossible value."""
-        if not self.models:
-            raise ConfigError("no evaluation models given")
-        for name in ("seeds", "epochs", "batch_size", "test_batch_size", "width"):
-            value = getattr(self, name)
-            if value < 1:
-                raise ConfigError(f"evaluation {name} must be at least 1, got {value}")
-        if not self.lr > 0:
-            raise ConfigError(f"evaluation lr must be positive, got {self.lr}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ConfigError("evaluation momentum and weight_decay must not be negative")
 
 
 def _stream_seed(seed: int, stream: int) -> int:
@@ -119,6 +83,7 @@ def train_and_test(
     cfg: EvalConfig,
     seed: int,
     soft_labels: Tensor | None = None,
+    device: str | torch.device = "cpu",
 ) -> float:
     """Train a fresh `model` on (images, labels) and return its final-epoch test accuracy (%).
 
@@ -131,7 +96,7 @@ def train_and_test(
     meta = load_meta(data_dir)
     channels, size = meta.channels, meta.image_size
     _check_set(images, labels, meta.num_classes, channels, size)
-    device = torch.device(cfg.device)
+    device = torch.device(device)
     x_all = images.detach().to(device, torch.float32)
     y_all = labels.detach().to(device, torch.int64)
     n = x_all.shape[0]
@@ -149,7 +114,7 @@ def train_and_test(
         opt = torch.optim.SGD(
             net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
-        augment = DiffAugment(cfg.dsa_strategy, batch_mode=False)
+        augment = DiffAugment(cfg.dsa_strategy, batch_mode=False, mode=cfg.dsa_mode)
         shuffle_gen = torch.Generator().manual_seed(_stream_seed(seed, _SHUFFLE))
         aug_gen = torch.Generator().manual_seed(_stream_seed(seed, _AUGMENT))
         batches = -(-n // min(cfg.batch_size, n))
@@ -191,6 +156,7 @@ def evaluate_sets(
     cfg: EvalConfig,
     seed_offset: int = 0,
     soft: dict[str, Tensor] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Evaluate every set with every model of cfg.models over cfg.seeds seeds (seed i is
     seed_offset + i): {set: {model: {"mean", "std", "accs"}}}. Under several ranks the
@@ -217,7 +183,7 @@ def evaluate_sets(
             bar.update(task, description=f"Evaluating {name} / {model} / seed {i}")
             images, labels = sets[name]
             mine[(name, model, i)] = train_and_test(
-                model, images, labels, data_dir, cfg, seed_offset + i, soft.get(name)
+                model, images, labels, data_dir, cfg, seed_offset + i, soft.get(name), device
             )
             bar.advance(task)
     accs_of = distributed.merge_dicts(mine)

@@ -3,6 +3,7 @@ writes the files of the contract and returns a summary for the closing table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -16,11 +17,11 @@ from data_prep.loaders import Normalizer
 from data_prep.meta import DatasetMeta, load_meta
 from engine import artifact, checkpoint, distributed
 from engine.condense import condense
-from engine.config import RunConfig
+from engine.config import EvalConfig, RunConfig
 from engine.console import log
 from engine.distributed import DistEnv
 from engine.errors import ConfigError, DataError
-from engine.evaluate import EvalConfig, diversity, evaluate_sets, herding, random_real
+from engine.evaluate import diversity, evaluate_sets, herding, random_real
 from engine.gan import pretrain_gan
 from engine.generator import condition_table, generate, init_codebook
 from engine.teacher import build_teacher, class_embeddings, train_teacher
@@ -134,10 +135,31 @@ def run_condense(
     params = sum(v.numel() for v in payload["generator"].values() if v.is_floating_point())
     params += payload["codebook"].numel()
     pixels = meta.num_classes * cfg.condense.ipc * meta.channels * meta.image_size**2
-    return {"artifact": str(path), "artifact_bytes": path.stat().st_size,
-            "pixel_set_bytes": pixels * 4, "generator_and_codebook_params": params,
-            "pixel_set_params": pixels, "steps": state["steps"],
-            "seconds": round(state["seconds"], 1)}  # fmt: skip
+    summary = {"artifact": str(path), "artifact_bytes": path.stat().st_size,
+               "pixel_set_bytes": pixels * 4, "generator_and_codebook_params": params,
+               "pixel_set_params": pixels, "steps": state["steps"],
+               "seconds": round(state["seconds"], 1)}  # fmt: skip
+    if env.is_main:
+        summary["diagnostics"] = condense_diagnostics(cfg, data_dir, meta, out, payload, pre)
+    return summary
+
+
+def condense_diagnostics(cfg: RunConfig, data_dir: str | Path, meta: DatasetMeta, out: Path,
+                         payload: dict, pre: dict) -> dict:  # fmt: skip
+    """RUN/diagnostics.json: each loss term against its chance level, D's accuracy, and the
+    set's spread in the teacher's features against random real images of the same IPC."""
+    from engine import condense_diagnostics as diag
+
+    metrics = out / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    terms = diag.loss_terms(records, meta.num_classes, cfg.condense.ipc)
+    images, labels = synthetic_set(payload)
+    real = random_real(data_dir, cfg.condense.ipc, seed=cfg.seed)
+    spread = diag.set_spread(images, labels, *real, teacher_from(pre, meta))
+    report = {"terms": terms, "spread": spread,
+              "warnings": diag.term_warnings(terms) + spread["warnings"]}  # fmt: skip
+    _write_json(out / "diagnostics.json", report)
+    return report
 
 
 def _check_same_pretrain(cfg: RunConfig, pre: dict, pre_dir: Path) -> None:
@@ -214,19 +236,20 @@ def _save_tensor(tensor: torch.Tensor, path: Path) -> None:
 def run_evaluate(
     run: Path,
     data_dir: str | Path,
-    models: tuple[str, ...],
-    seeds: int,
-    baselines: tuple[str, ...],
-    epochs: int,
-    device: str,
+    eval_cfg: EvalConfig | None = None,
+    device: str = "cpu",
     seed_index: int | None = None,
 ) -> dict:
     """Fresh nets trained on the condensed set and on the baselines of the same IPC, N seeds,
-    final-epoch accuracy; plus the diagnostics (plain generator samples, diversity)."""
+    final-epoch accuracy; plus the diagnostics (plain generator samples, diversity).
+    `eval_cfg` defaults to the run's own (its preset's `eval` section)."""
     payload = load_condensed(run)
     meta = load_meta(data_dir)
     artifact.check_matches(payload, meta, run / artifact.CONDENSED_FILE)
     cfg = RunConfig.from_dict(payload["config"])
+    eval_cfg = dataclasses.replace(eval_cfg or cfg.eval)
+    eval_cfg.check()
+    seeds, epochs = eval_cfg.seeds, eval_cfg.epochs
     ipc = cfg.condense.ipc
     pre = load_pretrained(Path(payload["pretrained"]), meta)
     teacher = teacher_from(pre, meta)
@@ -235,15 +258,11 @@ def run_evaluate(
                  codebook=init_codebook(ipc, pre["generator_spec"]["z_dim"], "fixed", 0,
                                         cfg.seed))  # fmt: skip
     sets["plain_generator"] = synthetic_set(plain)
-    for name in baselines:
+    for name in eval_cfg.baselines:
         if name == "random":
             sets["random"] = random_real(data_dir, ipc, seed=cfg.seed)
-        elif name == "herding":
-            sets["herding"] = herding(data_dir, ipc, teacher)
         else:
-            raise DataError(f"unknown baseline {name!r} (choose from: random, herding)")
-    eval_cfg = EvalConfig(models=tuple(models), seeds=seeds, epochs=epochs, device=device,
-                          width=cfg.eval.width)  # fmt: skip
+            sets["herding"] = herding(data_dir, ipc, teacher)
     soft = None
     if cfg.condense.soft_labels:
         with torch.no_grad():
@@ -253,13 +272,15 @@ def run_evaluate(
         if not 0 <= seed_index < seeds:
             raise ConfigError(f"--seed-index {seed_index} outside 0..{seeds - 1}")
         eval_cfg.seeds = 1
-    results = evaluate_sets(sets, data_dir, eval_cfg, seed_offset=seed_index or 0, soft=soft)
+    results = evaluate_sets(sets, data_dir, eval_cfg, seed_offset=seed_index or 0, soft=soft,
+                            device=device)  # fmt: skip
     diagnostics = {name: diversity(x, y, teacher) for name, (x, y) in sets.items()}
     report = {
         "ipc": ipc,
         "epochs": epochs,
         "protocol": f"fresh nets trained {epochs} epochs on each set with DSA "
-        f"({eval_cfg.dsa_strategy}), SGD lr {eval_cfg.lr} momentum {eval_cfg.momentum} wd "
+        f"({eval_cfg.dsa_strategy}, {protocol_mode(eval_cfg.dsa_mode)}), SGD lr {eval_cfg.lr} "
+        f"momentum {eval_cfg.momentum} wd "
         f"{eval_cfg.weight_decay}, lr x0.1 at half, batch {eval_cfg.batch_size}; final-epoch "
         f"test accuracy (%), mean and population std over {seeds} seeds; hard labels"
         + ("; 'condensed_soft_labels': the same images with teacher soft labels" if soft else ""),
@@ -270,6 +291,7 @@ def run_evaluate(
             "diversity_teacher_features": diagnostics,
         },
         "dataset": meta.dataset,
+        "eval": dataclasses.asdict(eval_cfg),
         "config": cfg.to_dict(),
         "version": artifact.version(),
     }
@@ -284,6 +306,12 @@ def run_evaluate(
 
 
 EVAL_PARTS = "eval_parts"
+
+
+def protocol_mode(mode: str) -> str:
+    if mode == "single":
+        return "single-op mode: one op per batch, parameters per image, as the field's code"
+    return "all-ops mode: every op on every image, not the field's protocol"
 
 
 def _write_json(path: Path, report: dict) -> None:

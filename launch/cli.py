@@ -132,8 +132,8 @@ def _add_bench(sub) -> None:
     p = sub.add_parser(
         "bench", help="benchmarks (results under benchmarks/results/)", description="Benchmarks."
     )
-    bench = p.add_subparsers(dest="bench", required=True, metavar="<throughput|scaling|"
-                             "accuracy|loader|prep|classes|peak|profile|speed>")  # fmt: skip
+    names = "throughput|scaling|accuracy|calibrate|loader|prep|classes|peak|profile|speed"
+    bench = p.add_subparsers(dest="bench", required=True, metavar=f"<{names}>")
     from benchmarks.baselines.commands import add_baseline_benches
 
     add_baseline_benches(bench, _positive)  # throughput, scaling, accuracy
@@ -218,6 +218,77 @@ def _add_bench(sub) -> None:
     b.add_argument("--out", type=Path, default=None, help="result JSON")
     b.set_defaults(handler=_run_bench_classes)
     _add_bench_speed(bench)
+
+    b = bench.add_parser(
+        "calibrate",
+        help="random-real and herding coresets under our protocol beside the paper's Table 2",
+        description="Train fresh ConvNets on random-real and herding coresets with the "
+        "evaluation protocol every command uses (eval.* keys; the field's single-op DSA by "
+        "default) and set them beside the paper's Table 2. Each finished run is saved at once; "
+        "a rerun skips it. Writes JSON and a markdown table.",
+    )
+    b.add_argument("--data", action="append", required=True, metavar="NAME=DIR",
+                   help="a prepared dataset, e.g. mnist=data/mnist (repeatable)")  # fmt: skip
+    b.add_argument("--ipcs", default="1,10", help="comma list of IPCs (default: %(default)s)")
+    b.add_argument("--sets", default="random,herding", help="(default: %(default)s)")
+    b.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an eval.* key of the protocol, e.g. eval.seeds=5 (repeatable)",
+    )
+    b.add_argument(
+        "--teacher-epochs",
+        type=_positive,
+        default=2,
+        help="epochs of the ConvNet whose features herding uses (default: 2)",
+    )
+    b.add_argument("--teacher-width", type=_positive, default=128, help="(default: 128)")
+    b.add_argument(
+        "--workdir",
+        default="runs/calibration",
+        help="where the herding feature nets are cached (default: %(default)s)",
+    )
+    b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    b.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result JSON (default: benchmarks/results/protocol_calibration_cpu.json)",
+    )
+    b.set_defaults(handler=_run_bench_calibrate)
+
+
+def _run_bench_calibrate(args) -> int:
+    from benchmarks.protocol_calibration import CalibrationConfig, run
+    from engine.config import RunConfig, TeacherConfig
+    from engine.errors import ConfigError
+    from launch.tables import show_rows
+
+    holder = RunConfig()
+    for item in args.overrides:
+        if not item.startswith("eval."):
+            raise ConfigError(f"bench calibrate --set {item}: only eval.* keys apply here")
+        holder.override(item)
+    holder.eval.check()
+    datasets = {}
+    for item in args.data:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--data {item!r}: expected NAME=DIR")
+        datasets[name.strip()] = folder.strip()
+    cfg = CalibrationConfig(
+        datasets=datasets, ipcs=tuple(int(v) for v in args.ipcs.split(",")),
+        sets=tuple(v.strip() for v in args.sets.split(",")), eval=holder.eval,
+        teacher=TeacherConfig(width=args.teacher_width, epochs=args.teacher_epochs),
+        workdir=args.workdir, device=args.device,
+    )  # fmt: skip
+    payload = run(cfg, args.out)
+    show_rows("Protocol calibration: test accuracy (%) beside the paper's Table 2",
+              payload["summary"])  # fmt: skip
+    return 0
 
 
 def _add_bench_speed(bench) -> None:
@@ -427,14 +498,21 @@ def _add_method(sub) -> None:
     )
     p.add_argument("run", type=Path, help="a RUN folder from `condense`")
     p.add_argument("--data", required=True, type=Path, help="the prepared dataset it came from")
+    p.add_argument("--models", default=None,
+                   help="comma list of convnet,alexnet,vgg11,resnet18,mlp (default: the run's "
+                   "eval.models)")  # fmt: skip
+    p.add_argument("--seeds", type=_positive, default=None,
+                   help="training seeds per set (default: the run's eval.seeds)")  # fmt: skip
     p.add_argument(
-        "--models",
-        default="convnet",
-        help="comma list of convnet,alexnet,vgg11,resnet18,mlp (default: %(default)s)",
+        "--baselines",
+        default=None,
+        help="comma list of random,herding (default: the run's eval.baselines)",
     )
-    p.add_argument("--seeds", type=_positive, default=None, help="seeds (default: the preset's)")
-    p.add_argument("--baselines", default="random,herding", help="(default: %(default)s)")
-    p.add_argument("--epochs", type=_positive, default=None, help="(default: the preset's, 300)")
+    p.add_argument("--epochs", type=_positive, default=None,
+                   help="training epochs per net (default: the run's eval.epochs)")  # fmt: skip
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one eval.* key of the run's protocol, e.g. eval.dsa_mode=all "
+                   "(repeatable; docs/config_reference.md)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     p.add_argument("--seed-index", type=int, default=None,
                    help="evaluate only seed I of --seeds N into RUN/eval_parts/seed_I.json "
@@ -479,8 +557,28 @@ def _run_condense(args) -> int:
         distributed.teardown()
     if is_rank_zero():
         summary["ranks"] = env.world_size
+        diagnostics = summary.pop("diagnostics", None)
         show_pairs(f"Condensed {args.preset} into {args.out}", list(summary.items()))
+        if diagnostics:
+            _show_condense_diagnostics(diagnostics)
     return 0
+
+
+def _show_condense_diagnostics(d: dict) -> None:
+    from launch.tables import show_pairs, show_rows
+
+    terms = [{**r, "chance": "-" if r["chance"] is None else r["chance"]} for r in d["terms"]]
+    show_rows("Loss terms (first: first tenth of the log; last half: mean of the second)", terms)
+    s = d["spread"]
+    labels = {"within_class": "within-class distance", "between_class": "between-class distance",
+              "closest_pair": "closest class pair"}  # fmt: skip
+    pairs = [
+        (text, f"{s.get(key, float('nan')):.4g} (real {s.get(key + '_real', float('nan')):.4g})")
+        for key, text in labels.items()
+    ]
+    show_pairs("Synthetic set in teacher features (real: random real images, same IPC)", pairs)
+    for line in d["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {line}")
 
 
 def _require_condensed(run: Path) -> None:
@@ -514,23 +612,33 @@ def _run_evaluate(args) -> int:
         report = gather_evaluation(args.run, args.seeds or cfg.eval.seeds)
         _show_evaluation(report)
         return 0
+    eval_cfg = eval_config(cfg, args)
     distributed.init(args.device, cfg.collective_timeout_s)
     try:
-        report = run_evaluate(
-            args.run,
-            args.data,
-            tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            args.seeds or cfg.eval.seeds,
-            tuple(b.strip() for b in args.baselines.split(",") if b.strip()),
-            args.epochs or cfg.eval.epochs,
-            args.device,
-            args.seed_index,
-        )
+        report = run_evaluate(args.run, args.data, eval_cfg, args.device, args.seed_index)
     finally:
         distributed.teardown()
     if is_rank_zero():
         _show_evaluation(report)
     return 0
+
+
+def eval_config(cfg, args):
+    """The run's evaluation protocol (cfg.eval) with this command's flags and --set eval.*."""
+    from engine.errors import ConfigError
+
+    for item in args.overrides:
+        if not item.strip().startswith("eval."):
+            raise ConfigError(f"evaluate --set {item}: only eval.* keys apply here")
+        cfg.override(item)
+    e = cfg.eval
+    for name in ("models", "baselines"):
+        text = getattr(args, name)
+        if text is not None:
+            setattr(e, name, tuple(t.strip() for t in text.split(",") if t.strip()))
+    e.seeds, e.epochs = args.seeds or e.seeds, args.epochs or e.epochs
+    e.check()
+    return e
 
 
 def _show_evaluation(report: dict) -> None:
@@ -642,9 +750,23 @@ def _add_sweep_options(p) -> None:
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed override of every point (repeatable)")  # fmt: skip
-    p.add_argument("--eval-seeds", type=_positive, default=3, help="(default: %(default)s)")
-    p.add_argument("--eval-epochs", type=_positive, default=300, help="(default: %(default)s)")
-    p.add_argument("--baselines", default="random", help="(default: %(default)s)")
+    p.add_argument(
+        "--eval-seeds",
+        type=_positive,
+        default=None,
+        help="evaluation seeds per point (default: the preset's eval.seeds)",
+    )
+    p.add_argument(
+        "--eval-epochs",
+        type=_positive,
+        default=None,
+        help="evaluation epochs (default: the preset's eval.epochs)",
+    )
+    p.add_argument(
+        "--baselines",
+        default=None,
+        help="comma list of random,herding (default: the preset's eval.baselines)",
+    )
 
 
 def _sweep_commands(args) -> tuple[list[dict], list[list[str]], list[list[str]], list[str]]:
@@ -662,9 +784,12 @@ def _sweep_commands(args) -> tuple[list[dict], list[list[str]], list[list[str]],
         for item in [*args.overrides, *sets]:
             argv += ["--set", item]
         condense.append(argv)
-        evaluate.append(["evaluate", str(run), "--data", str(args.data), "--seeds",
-                         str(args.eval_seeds), "--epochs", str(args.eval_epochs),
-                         "--baselines", args.baselines])  # fmt: skip
+        ev = ["evaluate", str(run), "--data", str(args.data)]
+        for flag, value in (("--seeds", args.eval_seeds), ("--epochs", args.eval_epochs),
+                            ("--baselines", args.baselines)):  # fmt: skip
+            if value is not None:
+                ev += [flag, str(value)]
+        evaluate.append(ev)
         done += [str(run / "condensed.pt"), str(run / "eval.json")]
     return points, condense, evaluate, done
 

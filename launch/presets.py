@@ -47,9 +47,9 @@ def _smoke(dataset: str) -> RunConfig:
     # Measured on Fashion-MNIST at this budget (single-seed, 150-epoch proxies; benchmarks/
     # results/fashion-mnist-smoke_tuning_cpu.json): per-image matching collapsed the K images of
     # a class, and fine-tuning G for a few hundred CPU steps lost 3-4 points, so the CPU preset
-    # matches class means, learns the codebook only, and trains D / the head at 0.01.
+    # matches class means and learns the codebook only.
     c.feature_match, c.finetune_generator = "class", False
-    c.lr_disc, c.intra_temperature = 0.01, 0.5
+    c.intra_temperature = 0.5
     cfg.eval.seeds = 5
     cfg.budget_note = (
         "CPU budget, measured on 2 cores for fashion-mnist with these settings (benchmarks/"

@@ -56,9 +56,9 @@ def test_generator_advances():
 
 def test_batch_mode_shares_transform_across_rows():
     x = images(1, 3, 32).repeat(6, 1, 1, 1)
-    y = DiffAugment(batch_mode=True)(x, gen(7))
+    y = DiffAugment(batch_mode=True, mode="all")(x, gen(7))
     assert all(torch.equal(y[0], y[i]) for i in range(1, 6))
-    z = DiffAugment(batch_mode=False)(x, gen(7))
+    z = DiffAugment(batch_mode=False, mode="all")(x, gen(7))
     assert not any(torch.allclose(z[0], z[i]) for i in range(1, 6))
 
 
@@ -188,3 +188,79 @@ def test_cuda_matches_cpu():
     assert torch.equal(torch.cuda.get_rng_state(), cpu_state)
     assert y_gpu.device.type == "cuda"
     assert torch.allclose(y_gpu.cpu(), aug(x, gen(13)), atol=1e-4)
+
+
+# ---- the field's single-op mode (ParamDiffAug.aug_mode = 'S') ------------------------------
+
+
+def _after_pick(g: torch.Generator, n_ops: int) -> torch.Generator:
+    """A copy of g advanced past single mode's op draw."""
+    copy = torch.Generator()
+    copy.set_state(g.get_state())
+    torch.randint(n_ops, (1,), generator=copy)
+    return copy
+
+
+@pytest.mark.parametrize("batch_mode", [False, True])
+def test_single_mode_applies_exactly_one_op_per_call(batch_mode):
+    x = images(4, 3, 32)
+    aug = DiffAugment(batch_mode=batch_mode)  # default mode: single
+    assert aug.mode == "single"
+    seen = set()
+    for seed in range(40):
+        op = aug.chosen_op(gen(seed))
+        seen.add(op)
+        alone = DiffAugment(op, batch_mode=batch_mode, mode="all")
+        expected = alone(x, _after_pick(gen(seed), len(OPS)))
+        assert torch.equal(aug(x, gen(seed)), expected), op
+    assert seen == set(OPS)  # every op of the strategy gets picked
+
+
+def test_single_mode_op_is_one_for_the_whole_batch():
+    # a strategy of two ops with disjoint effects: each call's rows all show the same one
+    x = images(8, 3, 16) + 1.0
+    aug = DiffAugment("flip_cutout", DSAParams(prob_flip=1.0))
+    for seed in range(10):
+        y = aug(x, gen(seed))
+        flipped = [torch.equal(y[i], x[i].flip(2)) for i in range(8)]
+        zeroed = [bool((y[i] == 0).any()) for i in range(8)]
+        assert all(flipped) != all(zeroed)
+        assert all(flipped) or not any(flipped)
+
+
+def test_siamese_real_and_synthetic_share_op_and_parameters():
+    # condensation: batch-mode draws, the two generators in one state; batches of other sizes
+    real = images(1, 3, 32, seed=2).repeat(9, 1, 1, 1)
+    syn = real[:3].clone()
+    aug = DiffAugment(batch_mode=True)
+    for seed in range(12):
+        g_real = gen(100 + seed)
+        g_syn = torch.Generator()
+        g_syn.set_state(g_real.get_state())
+        y_real, y_syn = aug(real, g_real), aug(syn, g_syn)
+        assert all(torch.equal(y_real[0], y_real[i]) for i in range(9))  # one draw per batch
+        assert torch.equal(y_real[:3], y_syn)
+
+
+@pytest.mark.parametrize("strategy", ["scale", "rotate", "crop_scale_rotate"])
+def test_evaluation_draws_parameters_per_image(strategy):
+    x = images(1, 3, 32).repeat(6, 1, 1, 1)
+    y = DiffAugment(strategy, batch_mode=False)(x, gen(21))
+    assert not any(torch.allclose(y[0], y[i]) for i in range(1, 6))
+
+
+def test_all_mode_composes_every_op_in_order():
+    x = images(3, 3, 32)
+    aug = DiffAugment("flip_rotate", DSAParams(prob_flip=1.0), mode="all")
+    expected = DiffAugment("rotate", mode="all")(x.flip(3), _skip_flip_draw(gen(3), 3))
+    assert torch.allclose(aug(x, gen(3)), expected)
+
+
+def _skip_flip_draw(g: torch.Generator, n: int) -> torch.Generator:
+    torch.rand(n, generator=g)
+    return g
+
+
+def test_unknown_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match="single"):
+        DiffAugment(mode="M")

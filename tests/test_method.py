@@ -17,7 +17,7 @@ TINY = [
     "gan.steps=6", "gan.width=4", "gan.disc_width=4", "gan.batch_size=16", "gan.z_dim=8",
     "gan.proj_dim=4", "condense.outer_iterations=2", "condense.inner_iterations=2",
     "condense.gen_steps=2", "condense.phi_width=8", "condense.phi_batch=32",
-    "condense.assoc_per_image=2", "eval.width=8", "ipc=3",
+    "condense.assoc_per_image=2", "eval.width=8", "ipc=3", "condense.log_every=1",
 ]  # fmt: skip
 
 
@@ -70,6 +70,36 @@ def test_condense_writes_the_contract_files(run):
     assert json.loads(lines[-1])["step"] == 8
     assert (out / "pretrained" / "pretrained.pt").is_file()
     assert "artifact_bytes" in result.stdout and "pixel_set_bytes" in result.stdout
+
+
+def test_condense_ends_with_loss_terms_and_set_spread(run):
+    _, _, out, result = run
+    report = json.loads((out / "diagnostics.json").read_text())
+    terms = {r["term"]: r for r in report["terms"]}
+    assert {"cls", "adv", "intra", "disc_acc", "feature", "inter"} <= set(terms)
+    assert abs(terms["cls"]["chance"] - np.log(4)) < 1e-9
+    assert abs(terms["intra"]["chance"] - np.log(3)) < 1e-9
+    assert report["spread"]["within_class_real"] > 0
+    assert "Loss terms" in result.stdout and "within-class distance" in result.stdout
+    for line in report["warnings"]:
+        assert "warning: " + line.split(" ")[0] in result.stderr.replace("\n", " ")
+
+
+def test_truncated_codes_stay_fixed(run):
+    root, data, _, _ = run
+    from conftest import run_cli
+
+    out = root / "truncated"
+    extra = sets(*TINY, "condense.codebook=truncated", "condense.finetune_generator=true")
+    pre = root / "run" / "pretrained"
+    args = ["--preset", "mnist-smoke", "--data", data, "--out", out, "--pretrained", pre]
+    r = run_cli("condense", *args, *extra)
+    assert r.returncode == 0, r.stderr
+    from engine.generator import init_codebook
+
+    codes = torch.load(out / "condensed.pt", weights_only=False)["codebook"]
+    assert torch.equal(codes, init_codebook(3, 8, "truncated", 0.5, 0))
+    assert codes.abs().max() <= 0.5
 
 
 def test_synthesize_round_trip(run, cli):
@@ -165,3 +195,13 @@ def test_changed_pretrain_settings_are_not_silently_reused(run, cli):
     tiny = [a for a in TINY if not a.startswith("gan.steps")] + ["gan.steps=7"]
     r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", out, *sets(*tiny))
     assert_one_error(r, str(out / "pretrained"), "gan.steps=6", "asks for 7")
+
+
+def test_gan_terms_learn_against_the_current_phi(run):
+    # D and the head start afresh with every phi (steps 1 and 5 of this run) and take
+    # disc_steps updates a step: on the later steps of each phi, D separates the fresh real
+    # and synthetic batches it has not yet seen
+    _, _, out, _ = run
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    later = [r["disc_acc"] for r in records if r["step"] not in (1, 5)]
+    assert np.mean(later) > 0.7, later

@@ -17,7 +17,8 @@ from data_prep.loaders import TestLoader
 from data_prep.meta import load_meta
 from engine.artifact import rebuild_generator
 from engine.augment import DiffAugment
-from engine.evaluate import EvalConfig, _embed, evaluate_sets, random_real
+from engine.config import EvalConfig
+from engine.evaluate import _embed, evaluate_sets, random_real
 from engine.generator import generate, init_codebook
 from engine.nets import ConvNet, reinit_
 from engine.stages import load_pretrained, teacher_from

@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.evaluate import EvalConfig, evaluate_sets
+from engine.config import EvalConfig
+from engine.evaluate import evaluate_sets
 from engine.stages import load_condensed, synthetic_set
 
 run, data, seeds, epochs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

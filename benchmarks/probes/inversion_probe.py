@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from data_prep.meta import load_meta
 from engine.artifact import rebuild_generator
-from engine.evaluate import EvalConfig, evaluate_sets, herding, random_real
+from engine.config import EvalConfig
+from engine.evaluate import evaluate_sets, herding, random_real
 from engine.generator import generate, init_codebook
 from engine.stages import load_pretrained, teacher_from
 

@@ -10,7 +10,8 @@ import torch
 
 from data_prep.loaders import TestLoader
 from data_prep.meta import load_meta
-from engine.evaluate import EvalConfig, _embed, evaluate_sets
+from engine.config import EvalConfig
+from engine.evaluate import _embed, evaluate_sets
 from engine.stages import load_pretrained, teacher_from
 
 DATA, PRE, OUT = sys.argv[1], Path(sys.argv[2]), sys.argv[3]

@@ -1,0 +1,140 @@
+"""Is each loss term of a condensation run moving, is D learning, did the set collapse?
+
+- loss_terms: first / last-half / last values of each logged term beside its chance level
+  (ln C for L_c, ln 2 for L_adv, ln K for L_intra, 0.5 for D's accuracy) and a verdict.
+- set_spread: per-class spread and class-centre distances of a set in a feature net's space,
+  against a random-real set of the same IPC, to catch K identical images in a class or two
+  classes whose rows look alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+# a term "moved" if its last-half mean differs from its first values by this fraction
+MOVED = 0.02
+# collapse: a class's spread below this fraction of the real images' mean spread
+COLLAPSED = 0.15
+# alike: two class centres closer than this fraction of the real images' closest pair
+ALIKE = 0.25
+
+
+def chance_levels(num_classes: int, ipc: int) -> dict[str, float | None]:
+    """Each metric's value when its classifier / discriminator knows nothing."""
+    return {
+        "cls": math.log(num_classes),
+        "adv": math.log(2),
+        "intra": math.log(ipc) if ipc > 1 else None,
+        "disc": 2 * math.log(2) + 2 * math.log(num_classes),
+        "disc_acc": 0.5,
+        "head_real_acc": 1.0 / num_classes,
+        "feature": None,
+        "inter": None,
+    }
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def loss_terms(records: list[dict], num_classes: int, ipc: int) -> list[dict]:
+    """One row per logged term: first (mean of the first tenth of the log), last_half (mean
+    of the second half), last, chance, and status: 'moved', 'never moved' or 'at chance'."""
+    if not records:
+        return []
+    chance = chance_levels(num_classes, ipc)
+    head = records[: max(1, len(records) // 10)]
+    tail = records[len(records) // 2 :] or records
+    rows = []
+    for term, level in chance.items():
+        if term not in records[0]:
+            continue
+        first = _mean([r[term] for r in head])
+        half = _mean([r[term] for r in tail])
+        moved = abs(half - first) > MOVED * max(abs(first), 1e-8)
+        status = "moved" if moved else "never moved"
+        if level is not None and abs(half - level) <= MOVED * max(abs(level), 1e-8):
+            status = "at chance"
+        rows.append({"term": term, "first": first, "last_half": half,
+                     "last": float(records[-1][term]),
+                     "chance": level, "status": status})  # fmt: skip
+    return rows
+
+
+@torch.no_grad()
+def _features(net: nn.Module, images: Tensor, batch: int = 512) -> Tensor:
+    was = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    try:
+        return torch.cat([net.embed(x.to(device)).double().cpu() for x in images.split(batch)])
+    finally:
+        net.train(was)
+
+
+def _spread(feats: Tensor, labels: Tensor) -> tuple[list[float], Tensor]:
+    classes = labels.unique(sorted=True)
+    within = []
+    for c in classes:
+        f = feats[labels == c]
+        within.append(float(torch.pdist(f).mean()) if len(f) > 1 else 0.0)
+    centres = torch.stack([feats[labels == c].mean(0) for c in classes])
+    return within, torch.cdist(centres, centres)
+
+
+def set_spread(
+    images: Tensor, labels: Tensor, real_images: Tensor, real_labels: Tensor, net: nn.Module
+) -> dict:
+    """Spread of a set against real images of the same IPC in `net.embed` space:
+    within_class (mean over classes), its smallest class, between_class (mean centre distance),
+    the closest pair of class centres, and the warnings they call for."""
+    within, dist = _spread(_features(net, images), labels.cpu())
+    r_within, r_dist = _spread(_features(net, real_images), real_labels.cpu())
+    n = len(within)
+    off = ~torch.eye(n, dtype=torch.bool)
+    real_within = _mean(r_within)
+    out = {
+        "within_class": _mean(within),
+        "within_class_real": real_within,
+        "between_class": float(dist[off].mean()) if n > 1 else 0.0,
+        "between_class_real": float(r_dist[off].mean()) if n > 1 else 0.0,
+        "collapsed_classes": [c for c, w in enumerate(within) if w < COLLAPSED * real_within],
+        "alike_pairs": [],
+        "warnings": [],
+    }
+    if n > 1:
+        closest = float(r_dist[off].min())
+        pairs = (dist < ALIKE * closest) & off
+        out["alike_pairs"] = [(int(a), int(b)) for a, b in pairs.nonzero().tolist() if a < b]
+        out["closest_pair"] = float(dist[off].min())
+        out["closest_pair_real"] = closest
+    if out["collapsed_classes"]:
+        out["warnings"].append(
+            f"the K images of class(es) {out['collapsed_classes'][:10]} collapsed: their spread "
+            f"is under {COLLAPSED:.0%} of real images' ({real_within:.3g})"
+        )
+    if out["alike_pairs"]:
+        out["warnings"].append(
+            f"class rows alike: centres of {out['alike_pairs'][:5]} are closer than "
+            f"{ALIKE:.0%} of the closest real pair: the generator ignores its class condition"
+        )
+    return out
+
+
+def term_warnings(rows: list[dict]) -> list[str]:
+    """One line per term that never moved or sits at chance over the second half."""
+    out = []
+    for r in rows:
+        if r["status"] == "never moved":
+            out.append(f"{r['term']} never moved ({r['first']:.4g} -> {r['last_half']:.4g})")
+        elif r["status"] == "at chance":
+            out.append(
+                f"{r['term']} sat at chance over the second half ({r['last_half']:.4g}, chance "
+                f"{r['chance']:.4g}): that term gives no signal"
+            )
+    return out
