@@ -32,9 +32,12 @@ def beton_fields(image_shape: tuple[int, int, int]) -> dict:
 
 def beton_bytes(count: int, image_shape: tuple[int, ...], workers: int) -> int:
     """An upper estimate of the file FFCV writes: header and metadata rounded up to a page,
-    the pixels in pages (each worker's last page is written whole), the allocation table."""
-    pixels = count * int(np.prod(image_shape))
-    pages = math.ceil((256 + 32 * count) / PAGE_SIZE) + math.ceil(pixels / PAGE_SIZE) + workers
+    the pixels in pages (a sample never straddles two; each worker's last page is written
+    whole), the allocation table."""
+    sample = int(np.prod(image_shape))
+    per_page = max(1, PAGE_SIZE // max(1, sample))
+    data_pages = math.ceil(count / per_page) + max(1, workers) - 1
+    pages = math.ceil((256 + 32 * count) / PAGE_SIZE) + data_pages
     return pages * PAGE_SIZE + ALLOC_ENTRY * count
 
 

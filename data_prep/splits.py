@@ -82,7 +82,7 @@ def integer_labels(values, path: Path, count: int) -> np.ndarray:
     bad = (finite != np.round(finite)) | (np.abs(finite) > MAX_EXACT)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: label {labels[row]!r} (row {row}) is not an integer")
+        raise DataError(f"{path}: label {labels[row].item()!r} (row {row}) is not an integer")
     return labels.astype(np.int64)
 
 
