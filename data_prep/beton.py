@@ -62,6 +62,7 @@ class _Writer(DatasetWriter):
     description = "Writing beton"
 
     def _failure(self, workers: list[Process], errors: Queue) -> DataError | None:
+        where = fsio.shown(self.fname)
         try:
             code, text = errors.get_nowait()
         except queue.Empty:
@@ -73,16 +74,16 @@ class _Writer(DatasetWriter):
             if exitcode < 0:
                 name = signal.Signals(-exitcode).name
                 text = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
-                return DataError(f"{self.fname}: a writer process died ({text})")
-            return DataError(f"{self.fname}: a writer process died (exit code {exitcode})")
+                return DataError(f"{where}: a writer process died ({text})")
+            return DataError(f"{where}: a writer process died (exit code {exitcode})")
         if code in fsio.FULL:
             need = beton_bytes(self.num_samples, self.image_shape, self.num_workers)
             free = fsio.free_bytes(Path(self.fname).parent)
             return DataError(
-                f"{self.fname}: no space left on device while writing the beton "
+                f"{where}: no space left on device while writing the beton "
                 f"(needs about {fsio.human(need)}, {fsio.human(free)} free)"
             )
-        return DataError(f"{self.fname}: a writer process failed ({text})")
+        return DataError(f"{where}: a writer process failed ({text})")
 
     def _write_common(self, num_samples, queue_content, work_fn, extra_worker_args):
         self.num_samples = num_samples
@@ -126,7 +127,7 @@ class _Writer(DatasetWriter):
                 if all(p.exitcode is not None for p in workers):
                     deadline = deadline or time.monotonic() + REPORT_GRACE_S
                     if time.monotonic() > deadline:
-                        raise DataError(f"{self.fname}: a writer process ended without "
+                        raise DataError(f"{fsio.shown(self.fname)}: a writer process ended without "
                                         "reporting its allocations")  # fmt: skip
             self.finalize(allocation_list)
             finished = True

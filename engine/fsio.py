@@ -43,12 +43,25 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def shown(path: Path) -> Path:
+    """The path a user knows: a file inside a folder being built aside (.NAME.gencond-tmp-*/,
+    its .scratch/) is shown at the folder's final place."""
+    parts = []
+    for part in Path(path).parts:
+        if part == ".scratch" and parts:
+            continue
+        if part.startswith(".") and TMP_TAG in part:
+            part = part[1:].split(TMP_TAG)[0]
+        parts.append(part)
+    return Path(*parts) if parts else Path(path)
+
+
 def check_space(path: Path, need: int, what: str) -> None:
     """Refuse before writing when the filesystem holding path cannot take `need` bytes."""
     free = free_bytes(path)
     if need > free:
         raise DataError(
-            f"{path}: not enough free space for {what}: needs about {human(need)}, "
+            f"{shown(path)}: not enough free space for {what}: needs about {human(need)}, "
             f"{human(free)} free"
         )
 
@@ -69,11 +82,11 @@ def disk_error(error: BaseException, path: Path, need: int | None = None) -> Dat
     if full is not None:
         free = free_bytes(Path(path).parent)
         needs = f"needs about {human(need)}, " if need else ""
-        return DataError(f"{path}: {full.strerror or 'no space left on device'} while writing "
-                         f"({needs}{human(free)} free)")  # fmt: skip
+        return DataError(f"{shown(path)}: {full.strerror or 'no space left on device'} while "
+                         f"writing ({needs}{human(free)} free)")  # fmt: skip
     if isinstance(error, OSError):
         where = error.filename or path
-        return DataError(f"{where}: {error.strerror or error}")
+        return DataError(f"{shown(where)}: {error.strerror or error}")
     return None
 
 
