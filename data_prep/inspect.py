@@ -10,7 +10,7 @@ from torchvision.utils import save_image
 
 from data_prep.loaders import ClassGroupedLoader, TestLoader, TrainLoader
 from engine.console import progress_bar
-from engine.errors import DataError
+from engine.errors import ConfigError, DataError
 
 
 def loader_pass(
@@ -18,6 +18,8 @@ def loader_pass(
 ) -> list[dict]:
     """One epoch of the random and sequential loaders and a few class-grouped steps; raises if
     what comes out disagrees with meta.json (counts, labels, shapes)."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is visible (use --device cpu)")
     rows = []
     train = TrainLoader(data_dir, batch_size, seed=seed, device=device)
     meta = train.meta

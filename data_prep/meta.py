@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +38,7 @@ class DatasetMeta:
     fields: dict = field(
         default_factory=lambda: {"image": "NDArrayField uint8 (H, W, C)", "label": "IntField"}
     )
+    files: dict = field(default_factory=dict)  # bytes of each file, to catch a truncated copy
     format_version: int = FORMAT_VERSION
     gencond_version: str = ""
     created: str = ""
@@ -56,9 +56,9 @@ class DatasetMeta:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    from engine import fsio
+
+    fsio.write_json(path, payload)
 
 
 def load_meta(data_dir: str | Path) -> DatasetMeta:
@@ -77,6 +77,10 @@ def load_meta(data_dir: str | Path) -> DatasetMeta:
     for name in (TRAIN_BETON, TEST_BETON, CLASS_INDEX_FILE):
         if not (data_dir / name).is_file():
             raise DataError(f"{data_dir / name}: missing (the folder is incomplete; re-run prep)")
+        size, expected = (data_dir / name).stat().st_size, meta.files.get(name)
+        if expected is not None and size != expected:
+            raise DataError(f"{data_dir / name}: {size} bytes, but meta.json says {expected} "
+                            "(truncated or replaced; re-run prep)")  # fmt: skip
     return meta
 
 

@@ -1,8 +1,9 @@
 """`gencond prep`: raw dataset -> DIR/train.beton, DIR/test.beton, DIR/meta.json.
 
-Everything is written under temporary names and renamed into place only when both betons are
-complete; meta.json, written last, marks the folder as complete. An interrupted or failed run
-leaves no meta.json, and every loader refuses a folder without one.
+The new folder is built aside (a hidden sibling of DIR, holding DIR's lock) and replaces DIR as
+a whole only once both betons, the class index and meta.json (written last) are complete. A
+broken source, a full disk or an interrupt leaves DIR exactly as it was (with --force: the old
+dataset stays usable); every loader refuses a folder without meta.json.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from data_prep import meta
 from data_prep.options import DATASETS, PrepOptions
 from data_prep.readers import cifar, idx, imagefolder, imagenet64, svhn
 from data_prep.splits import RawDataset, Split, validate
+from engine import fsio, runlock
 from engine.console import log, progress_bar
 from engine.errors import ConfigError, DataError
 
@@ -88,28 +90,41 @@ def class_index(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, list[
     return order, offsets.tolist()
 
 
+PREPARED_FILES = (meta.META_FILE, meta.TRAIN_BETON, meta.TEST_BETON, meta.CLASS_INDEX_FILE)
+
+
 @contextmanager
-def _scratch(out: Path, force: bool) -> Iterator[Path]:
-    """Make out ready for writing and yield a scratch folder inside it, removed afterwards."""
-    _prepare_out(out, force)
-    workdir = out / f".gencond-tmp-{os.getpid()}"
-    workdir.mkdir()
-    try:
-        yield workdir
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+def _building(out: Path, force: bool) -> Iterator[tuple[Path, Path]]:
+    """(folder, scratch): the new dataset is built in a hidden sibling of out, holding out's
+    lock, and replaces out as a whole only once complete. Any failure (a broken source, a full
+    disk, an interrupt) leaves out exactly as it was; a kill leaves a hidden sibling that the
+    next prep of out removes."""
+    fsio.make_dir(out.parent)
+    with runlock.hold(out, "prep", lock=runlock.sibling_lock_path(out)):
+        _check_out(out, force)
+        fsio.remove_leftovers(out)
+        with fsio.build_dir(out) as folder:
+            scratch = folder / ".scratch"
+            scratch.mkdir()
+            yield folder, scratch
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _prepare_out(out: Path, force: bool) -> None:
-    if (out / meta.META_FILE).exists():
-        if not force:
-            raise ConfigError(
-                f"{out}: already holds a prepared dataset (pass --force to replace it)"
-            )
-        (out / meta.META_FILE).unlink()  # the folder stops looking complete before anything else
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".gencond-tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+def _check_out(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if (out / meta.META_FILE).exists() and not force:
+        raise ConfigError(f"{out}: already holds a prepared dataset (pass --force to replace it)")
+    ours = lambda name: name in PREPARED_FILES or name.startswith(".gencond-tmp-")  # noqa: E731
+    foreign = sorted(p.name for p in out.iterdir() if not ours(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise DataError(
+            f"{out}: holds {len(foreign)} file(s) prep did not write ({shown}); prep replaces "
+            f"the folder as a whole: move them away or choose another --out"
+        )
 
 
 def prepare(dataset: str, source: Path, out: Path, options: PrepOptions) -> meta.DatasetMeta:
@@ -118,23 +133,24 @@ def prepare(dataset: str, source: Path, out: Path, options: PrepOptions) -> meta
     source, out = Path(source), Path(out)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
-    with _scratch(out, options.force) as workdir:
+    with _building(out, options.force) as (folder, scratch):
         log(f"Reading {dataset} from [bold]{source}[/]")
-        raw = READERS[dataset](dataset, source, workdir, options)
-        return write_prepared(raw, out, workdir, options)
+        raw = READERS[dataset](dataset, source, scratch, options)
+        return write_prepared(raw, folder, scratch, options)
 
 
 def write_prepared(
     raw: RawDataset, out: Path, workdir: Path, options: PrepOptions
 ) -> meta.DatasetMeta:
-    """Validate raw, write betons, class index and meta.json (last) into out via workdir."""
+    """Validate raw, write betons, class index and meta.json (last) into out via workdir
+    (out: the folder being built, swapped into place by the caller)."""
     from data_prep import beton  # FFCV takes seconds to import: not needed to refuse bad input
 
     validate(raw)
     mean, std = channel_stats(raw.train)
     train_labels, test_labels = raw.train.labels, raw.test.labels
     index, offsets = class_index(train_labels, raw.num_classes)
-    np.save(workdir / meta.CLASS_INDEX_FILE, index)
+    fsio.write_file(workdir / meta.CLASS_INDEX_FILE, lambda f: np.save(f, index), index.nbytes)
     beton.write_beton(workdir / meta.TRAIN_BETON, raw.train, options.workers, "Writing train")
     beton.write_beton(workdir / meta.TEST_BETON, raw.test, options.workers, "Writing test")
     if raw.source_files:
@@ -159,11 +175,12 @@ def write_prepared(
     )
     for name in (meta.TRAIN_BETON, meta.TEST_BETON, meta.CLASS_INDEX_FILE):
         os.replace(workdir / name, out / name)
+        info.files[name] = (out / name).stat().st_size
     meta.write_json_atomic(out / meta.META_FILE, info.to_dict())
     return info
 
 
 def prepare_arrays(raw: RawDataset, out: Path, options: PrepOptions) -> meta.DatasetMeta:
     """Write an in-memory RawDataset (generated data, benchmarks, tests) like `prep` does."""
-    with _scratch(Path(out), options.force) as workdir:
-        return write_prepared(raw, Path(out), workdir, options)
+    with _building(Path(out), options.force) as (folder, scratch):
+        return write_prepared(raw, folder, scratch, options)

@@ -17,6 +17,7 @@ class Segment:
     images: np.ndarray
     labels: np.ndarray
     source: Path
+    label_source: Path | None = None  # where the labels come from, if not `source`
 
 
 @dataclass
@@ -64,6 +65,27 @@ class RawDataset:
         return len(self.class_names)
 
 
+MAX_EXACT = 2**53  # floats represent every integer up to this
+
+
+def integer_labels(values, path: Path, count: int) -> np.ndarray:
+    """Labels as int64, refused unless they are exactly `count` integers in one dimension: a
+    float label must be integral (1.0, not 1.5 or NaN), nothing is truncated or reshaped."""
+    labels = np.asarray(values)
+    if labels.shape != (count,):
+        raise DataError(f"{path}: labels of shape {tuple(labels.shape)}, expected ({count},)")
+    if labels.dtype.kind in "iu":
+        return labels.astype(np.int64)
+    if labels.dtype.kind != "f":
+        raise DataError(f"{path}: labels of dtype {labels.dtype}, expected integers")
+    finite = np.nan_to_num(labels, nan=0.5, posinf=0.5, neginf=0.5)  # 0.5: not an integer
+    bad = (finite != np.round(finite)) | (np.abs(finite) > MAX_EXACT)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{path}: label {labels[row].item()!r} (row {row}) is not an integer")
+    return labels.astype(np.int64)
+
+
 def validate(raw: RawDataset) -> None:
     """Refuse shapes, dtypes, labels and class coverage that would make a wrong beton."""
     expected_shape: tuple[int, ...] | None = None
@@ -91,14 +113,15 @@ def validate(raw: RawDataset) -> None:
                     f"{seg.source}: image shape {tuple(images.shape[1:])} differs from "
                     f"{tuple(expected_shape)} in the other files"
                 )
+            label_file = seg.label_source or seg.source
             if labels.ndim != 1 or len(labels) != n:
                 raise DataError(
-                    f"{seg.source}: {n} images but labels of shape {tuple(labels.shape)}"
+                    f"{label_file}: {n} images but labels of shape {tuple(labels.shape)}"
                 )
             if n and (labels.min() < 0 or labels.max() >= raw.num_classes):
                 bad = int(labels[(labels < 0) | (labels >= raw.num_classes)][0])
                 raise DataError(
-                    f"{seg.source}: label {bad} out of range for {raw.num_classes} classes "
+                    f"{label_file}: label {bad} out of range for {raw.num_classes} classes "
                     f"(expected 0..{raw.num_classes - 1})"
                 )
     counts = np.bincount(raw.train.labels, minlength=raw.num_classes)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
 from pathlib import Path
 
 import torch
 
 from data_prep.meta import DatasetMeta, gencond_version
+from engine import fsio
 from engine.errors import DataError
 from engine.generator import Generator
 
@@ -18,10 +20,7 @@ CONDENSED_WHAT = "condensed artifact (condensed.pt)"
 
 
 def save_atomic(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    fsio.save_torch(payload, path)
 
 
 def require(path: str | Path, what: str) -> Path:
@@ -62,8 +61,26 @@ def rebuild_generator(payload: dict) -> Generator:
     return g.eval()
 
 
-def check_matches(payload: dict, meta: DatasetMeta, path: Path) -> None:
-    """Refuse an artifact made from another dataset (classes, size, channels)."""
+MISMATCH_FLAG = "--allow-mismatch"
+IDENTITY_KEYS = (
+    "dataset", "num_classes", "image_size", "channels", "train_count", "test_count",
+    "train_class_counts", "test_class_counts", "mean", "std", "class_names",
+)  # fmt: skip
+
+
+def data_identity(meta: dict) -> str:
+    """What identifies a prepared dataset, wherever its folder lies: the sources' sha256 that
+    meta.json records, plus the counts and exact pixel statistics prep computed from them
+    (generated data has no source files). Paths and dates are left out: the same sources
+    prepared twice, or a moved folder, keep their identity."""
+    described = {k: meta.get(k) for k in IDENTITY_KEYS}
+    described["sources"] = [s.get("sha256") for s in meta.get("sources", [])]
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
+def check_matches(payload: dict, meta: DatasetMeta, path: Path, allow_other: bool = False) -> None:
+    """Refuse an artifact made for another dataset: another shape always, other data of the
+    same shape unless allow_other (the user's explicit --allow-mismatch)."""
     theirs = payload["meta"]
     for key in ("num_classes", "image_size", "channels"):
         if theirs[key] != getattr(meta, key):
@@ -71,6 +88,25 @@ def check_matches(payload: dict, meta: DatasetMeta, path: Path) -> None:
                 f"{path}: made for {theirs['dataset']} ({key} {theirs[key]}), but the data is "
                 f"{meta.dataset} ({key} {getattr(meta, key)})"
             )
+    mine, made = data_identity(meta.to_dict()), data_identity(theirs)
+    if mine != made and not allow_other:
+        what = (f"{theirs['dataset']}, but the data is {meta.dataset}"
+                if theirs["dataset"] != meta.dataset else
+                f"other {meta.dataset} data (dataset identity {made[:12]}, this data's "
+                f"{mine[:12]})")  # fmt: skip
+        raise DataError(f"{path}: made from {what}; pass {MISMATCH_FLAG} to use it anyway")
+
+
+def check_pretrained(expected: str | None, path: Path, allow_other: bool = False) -> str:
+    """sha256 of a pretrain stage file, refused when a run recorded another one."""
+    actual = fsio.sha256_file(path)
+    if expected and actual != expected and not allow_other:
+        raise DataError(
+            f"{path}: not the pretrain stage this run used (sha256 {actual[:12]}, the run "
+            f"recorded {expected[:12]}; it was replaced since); pass {MISMATCH_FLAG} to use it "
+            f"anyway"
+        )
+    return actual
 
 
 def version() -> str:

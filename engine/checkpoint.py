@@ -5,15 +5,17 @@ the model, optimiser and scheduler states plus the step are all that resuming ne
 
 from __future__ import annotations
 
-import os
+import json
 import signal
 from pathlib import Path
 
 import torch
 
+from engine import fsio
 from engine.errors import DataError, GencondError
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_KEYS = ("step", "seconds", "world_size", "config", "modules")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
@@ -56,10 +58,7 @@ class StopFlag:
 
 def save(state: dict, path: Path) -> None:
     """torch.save to a temporary file beside `path`, then an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    fsio.save_torch(state, path, "the checkpoint")
 
 
 def load(path: Path) -> dict:
@@ -67,6 +66,26 @@ def load(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise DataError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise DataError(f"{path}: not a gencond condensation checkpoint")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else [""]
+    if missing:
+        what = f" (no {missing[0]!r} key)" if missing[0] else ""
+        raise DataError(f"{path}: not a gencond condensation checkpoint{what}; delete it to "
+                        "start over")  # fmt: skip
     return state
+
+
+def open_metrics(path: Path, start: int):
+    """RUN/metrics.jsonl opened for appending at step `start`: a fresh file at 0, else the lines
+    up to the checkpoint's step (later ones, logged after the checkpoint by the run that
+    stopped, and a torn last line are dropped, so a resumed run logs each step once)."""
+    if not start or not path.is_file():
+        return open(path, "w")
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= start:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    fsio.write_text(path, "".join(kept))
+    return open(path, "a")

@@ -252,7 +252,7 @@ def condense(
     real_batches = _real_batches(real_loader, start // M)
     augment = DiffAugment(c.dsa_strategy, batch_mode=True, mode=c.dsa_mode)
     decay = _linear_decay(c.total_steps)
-    metrics = open(out_dir / "metrics.jsonl", "a" if start else "w") if env.is_main else None
+    metrics = checkpoint.open_metrics(out_dir / "metrics.jsonl", start) if env.is_main else None
     stop = checkpoint.StopFlag()
     began = time.perf_counter() - seconds
 
@@ -310,7 +310,13 @@ def condense(
 
 
 def _check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
-    """Only the stopping point (max_steps) and the device may differ from the saved run."""
+    """Only the stopping point (max_steps) and the device may differ from the saved run, and
+    max_steps cannot go back before the checkpoint's step."""
+    if cfg.max_steps and cfg.max_steps < saved["step"]:
+        raise ConfigError(
+            f"max_steps={cfg.max_steps} is below the step of {path} ({saved['step']}): a run "
+            f"cannot go back; use a new --out folder (or max_steps >= {saved['step']})"
+        )
     mine, theirs = cfg.to_dict(), dict(saved["config"])
     for key in ("max_steps", "device"):
         mine.pop(key, None)

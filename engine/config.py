@@ -7,6 +7,7 @@ linear decay, loss weights 1) and documented choices elsewhere (docs/config_refe
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,6 +205,11 @@ class RunConfig:
             options = ", ".join(sorted(fields))
             raise ConfigError(f"--set {key}: unknown key {name!r} (keys here: {options})")
         current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            first = dataclasses.fields(current)[0].name
+            raise ConfigError(
+                f"--set {key}={text}: {key} is a section; set one of its keys ({key}.{first}=...)"
+            )
         setattr(target, name, _parse(text.strip(), current, key))
 
     def validate(self) -> None:
@@ -274,7 +280,10 @@ def _parse(text: str, current: Any, key: str) -> Any:
         if isinstance(current, int):
             return int(text)
         if isinstance(current, float):
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise ConfigError(f"--set {key}={text}: expected a finite number")
+            return value
         if isinstance(current, tuple):
             items = [t.strip() for t in text.split(",") if t.strip()]
             if current and isinstance(current[0], float):

@@ -11,3 +11,7 @@ class DataError(GencondError):
 
 class ConfigError(GencondError):
     """An impossible or unknown configuration value."""
+
+
+class InUseError(GencondError):
+    """Another gencond process holds the lock of the output folder."""

@@ -15,7 +15,7 @@ from torchvision.utils import save_image
 
 from data_prep.loaders import Normalizer
 from data_prep.meta import DatasetMeta, load_meta
-from engine import artifact, checkpoint, distributed
+from engine import artifact, checkpoint, distributed, fsio, preflight
 from engine.condense import condense
 from engine.config import EvalConfig, RunConfig
 from engine.console import log
@@ -68,11 +68,34 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
     return summary
 
 
-def load_pretrained(pre_dir: Path, meta: DatasetMeta) -> dict:
+def load_pretrained(pre_dir: Path, meta: DatasetMeta, allow_other: bool = False,
+                    expected_sha256: str | None = None) -> dict:  # fmt: skip
+    """PRE/pretrained.pt, refused when made from other data or when it is not the stage a
+    run recorded (expected_sha256); its sha256 is returned under the key "sha256"."""
     path = pre_dir / artifact.PRETRAINED_FILE
     payload = artifact.load(path, "pretrained stage (run `gencond pretrain` first)")
-    artifact.check_matches(payload, meta, path)
+    artifact.check_matches(payload, meta, path, allow_other)
+    payload["sha256"] = artifact.check_pretrained(expected_sha256, path, allow_other)
     return payload
+
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def _check_provenance(out: Path, record: dict, allow_other: bool) -> None:
+    """RUN/provenance.json ties a run folder to its data and pretrain stage: a resume or a
+    rerun with other ones is refused (checkpoint and metrics would mix two runs)."""
+    path = out / PROVENANCE_FILE
+    if not path.is_file() or allow_other:
+        return
+    old = json.loads(path.read_text())
+    for key, what in (("data_identity", "dataset"), ("pretrained_sha256", "pretrain stage")):
+        if key in record and old.get(key) and old[key] != record[key]:
+            raise DataError(
+                f"{out}: this run folder was made with another {what} ({key} "
+                f"{old[key][:12]}, now {record[key][:12]}); use a new --out, or pass "
+                f"{artifact.MISMATCH_FLAG} to continue it anyway"
+            )
 
 
 def teacher_from(pre: dict, meta: DatasetMeta) -> torch.nn.Module:
@@ -87,6 +110,7 @@ def run_condense(
     out: Path,
     pretrained: Path | None = None,
     env: DistEnv | None = None,
+    allow_mismatch: bool = False,
 ) -> dict:
     """Condense into RUN/condensed.pt; without --pretrained the stage runs into RUN/pretrained
     (and is reused when a previous run left it there). Every rank calls this; rank 0 writes."""
@@ -96,14 +120,21 @@ def run_condense(
     per_step = cfg.condense.classes_per_step
     distributed.check_split(per_step if 0 < per_step < meta.num_classes else meta.num_classes,
                             env.world_size)  # fmt: skip
+    preflight.check_condense(cfg, meta, env.world_size)
     out.mkdir(parents=True, exist_ok=True)
+    provenance = {"dataset": meta.dataset, "data_identity": artifact.data_identity(meta.to_dict())}
+    _check_provenance(out, provenance, allow_mismatch)
     pre_dir = pretrained or out / "pretrained"
     missing = pretrained is None and not (pre_dir / artifact.PRETRAINED_FILE).is_file()
     if distributed.broadcast_object(missing):
         run_pretrain(cfg, data_dir, pre_dir)
-    pre = load_pretrained(pre_dir, meta)
+    pre = load_pretrained(pre_dir, meta, allow_mismatch)
     if pretrained is None:
         _check_same_pretrain(cfg, pre, pre_dir)
+    provenance.update(pretrained=str(pre_dir.resolve()), pretrained_sha256=pre.pop("sha256"))
+    _check_provenance(out, provenance, allow_mismatch)
+    if env.is_main:
+        fsio.write_json(out / PROVENANCE_FILE, provenance)
     c = cfg.condense
     needs_teacher = c.soft_labels or c.classifier == "teacher" or c.coreset_init == "herding"
     teacher = (
@@ -125,6 +156,7 @@ def run_condense(
         "steps": state["steps"],
         "seconds": state["seconds"],
         "pretrained": str(pre_dir.resolve()),
+        "provenance": provenance,
     }
     path = out / artifact.CONDENSED_FILE
     if env.is_main:
@@ -200,20 +232,19 @@ def run_synthesize(run: Path) -> dict:
     payload = load_condensed(run)
     meta = DatasetMeta(**payload["meta"])
     images, labels = synthetic_set(payload)
-    out = run / SYNTHETIC_DIR
-    out.mkdir(exist_ok=True)
-    for name, tensor in (("images.pt", images), ("labels.pt", labels)):
-        _save_tensor(tensor, out / name)
-    pixels = Normalizer(meta.mean, meta.std).denormalize(images)  # uint8 NCHW
-    split = Split([Segment(pixels.permute(0, 2, 3, 1).numpy(), labels.numpy(), out)])
-    tmp = out / "train.beton.tmp"
-    write_beton(tmp, split, workers=1, description="Writing synthetic beton")
-    tmp.replace(out / "train.beton")
+    target = run / SYNTHETIC_DIR
     ipc = payload["config"]["condense"]["ipc"]
-    shown = pixels[: min(meta.num_classes, 100) * ipc].float() / 255
-    save_image(shown, str(out / "grid.png"), nrow=ipc, padding=1)
+    fsio.remove_leftovers(target)  # of a killed synthesize (the caller holds RUN's lock)
+    with fsio.build_dir(target) as out:  # replaces RUN/synthetic/ as a whole once complete
+        for name, tensor in (("images.pt", images), ("labels.pt", labels)):
+            fsio.save_torch(tensor, out / name)
+        pixels = Normalizer(meta.mean, meta.std).denormalize(images)  # uint8 NCHW
+        split = Split([Segment(pixels.permute(0, 2, 3, 1).numpy(), labels.numpy(), out)])
+        write_beton(out / "train.beton", split, workers=1, description="Writing synthetic beton")
+        shown = pixels[: min(meta.num_classes, 100) * ipc].float() / 255
+        save_image(shown, str(out / "grid.png"), nrow=ipc, padding=1)
     return {"images": len(labels), "classes": meta.num_classes, "ipc": ipc,
-            "folder": str(out), "grid": str(out / "grid.png")}  # fmt: skip
+            "folder": str(target), "grid": str(target / "grid.png")}  # fmt: skip
 
 
 def _finite(value):
@@ -227,31 +258,27 @@ def _finite(value):
     return value
 
 
-def _save_tensor(tensor: torch.Tensor, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(tensor, tmp)
-    tmp.replace(path)
-
-
 def run_evaluate(
     run: Path,
     data_dir: str | Path,
     eval_cfg: EvalConfig | None = None,
     device: str = "cpu",
     seed_index: int | None = None,
+    allow_mismatch: bool = False,
 ) -> dict:
     """Fresh nets trained on the condensed set and on the baselines of the same IPC, N seeds,
     final-epoch accuracy; plus the diagnostics (plain generator samples, diversity).
     `eval_cfg` defaults to the run's own (its preset's `eval` section)."""
     payload = load_condensed(run)
     meta = load_meta(data_dir)
-    artifact.check_matches(payload, meta, run / artifact.CONDENSED_FILE)
+    artifact.check_matches(payload, meta, run / artifact.CONDENSED_FILE, allow_mismatch)
     cfg = RunConfig.from_dict(payload["config"])
     eval_cfg = dataclasses.replace(eval_cfg or cfg.eval)
     eval_cfg.check()
     seeds, epochs = eval_cfg.seeds, eval_cfg.epochs
     ipc = cfg.condense.ipc
-    pre = load_pretrained(Path(payload["pretrained"]), meta)
+    recorded = payload.get("provenance", {}).get("pretrained_sha256")
+    pre = load_pretrained(Path(payload["pretrained"]), meta, allow_mismatch, recorded)
     teacher = teacher_from(pre, meta)
     sets = {"condensed": synthetic_set(payload)}
     plain = dict(payload, generator=pre["generator"], class_embeddings=pre["conditions"],
@@ -315,10 +342,7 @@ def protocol_mode(mode: str) -> str:
 
 
 def _write_json(path: Path, report: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
+    fsio.write_json(path, _finite(report), allow_nan=False)
 
 
 def gather_evaluation(run: Path, seeds: int) -> dict:

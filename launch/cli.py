@@ -108,7 +108,12 @@ def _add_inspect(sub) -> None:
     )
     p.add_argument("data", type=Path, help="a folder written by `gencond prep`")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--batch-size", type=_positive, default=256, help="(default: %(default)s)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=256,
+        help="images per batch of the random and test loaders (default: %(default)s)",
+    )
     p.add_argument("--grid", type=Path, default=None, help="write a PNG grid of real images here")
     p.set_defaults(handler=_run_inspect)
 
@@ -124,6 +129,14 @@ def _run_inspect(args) -> int:
     if args.grid:
         console.print(f"grid of real images: {args.grid}")
     return 0
+
+
+def _generated_shape(b) -> None:
+    """--classes and --image-size of the generated data a benchmark runs on."""
+    b.add_argument("--classes", type=_positive, default=1000,
+                   help="classes of the generated data (default: %(default)s)")  # fmt: skip
+    b.add_argument("--image-size", type=_positive, default=64,
+                   help="side of the generated square images (default: %(default)s)")  # fmt: skip
 
 
 def _add_bench(sub) -> None:
@@ -144,10 +157,19 @@ def _add_bench(sub) -> None:
         "ImageNet-64-shaped data, against a plain torch DataLoader over the same uint8 array, "
         "each ending in a normalised float batch on --device. Writes JSON with machine info.",
     )
-    b.add_argument("--images", type=_positive, default=200_000, help="(default: %(default)s)")
-    b.add_argument("--classes", type=_positive, default=1000, help="(default: %(default)s)")
-    b.add_argument("--image-size", type=_positive, default=64, help="(default: %(default)s)")
-    b.add_argument("--batch-size", type=_positive, default=256, help="(default: %(default)s)")
+    b.add_argument(
+        "--images",
+        type=_positive,
+        default=200_000,
+        help="generated training images (default: %(default)s)",
+    )
+    _generated_shape(b)
+    b.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=256,
+        help="images per batch of each loader (default: %(default)s)",
+    )
     b.add_argument(
         "--classes-per-step",
         type=_positive,
@@ -193,11 +215,22 @@ def _add_bench(sub) -> None:
         help="train npz batches; one conversion per value (default: 2 4)",
     )
     b.add_argument(
-        "--images-per-batch", type=_positive, default=50_000, help="(default: %(default)s)"
+        "--images-per-batch",
+        type=_positive,
+        default=50_000,
+        help="images in each generated train npz batch (default: %(default)s)",
     )
-    b.add_argument("--val-images", type=_positive, default=10_000, help="(default: %(default)s)")
     b.add_argument(
-        "--workers", type=_positive, default=default_threads(), help="(default: %(default)s)"
+        "--val-images",
+        type=_positive,
+        default=10_000,
+        help="images in the generated val_data.npz (default: %(default)s)",
+    )
+    b.add_argument(
+        "--workers",
+        type=_positive,
+        default=default_threads(),
+        help="`prep --workers` of the timed conversion (default: %(default)s)",
     )
     b.add_argument("--workdir", default="/tmp/gencond-bench-prep", help="scratch (removed after)")
     b.add_argument("--out", type=Path, default=None, help="result JSON")
@@ -212,9 +245,18 @@ def _add_bench(sub) -> None:
     )
     b.add_argument("--classes", type=_positive, nargs="+", default=[100, 1000, 2000],
                    help="class counts, one run each (default: 100 1000 2000)")  # fmt: skip
-    b.add_argument("--classes-per-step", type=_positive, default=10, help="(default: 10)")
+    b.add_argument(
+        "--classes-per-step",
+        type=_positive,
+        default=10,
+        help="condense.classes_per_step of every run (default: 10)",
+    )
     b.add_argument("--steps", type=_positive, default=40, help="steps per run (default: 40)")
-    b.add_argument("--workdir", default="/tmp/gencond-bench-classes", help="scratch")
+    b.add_argument(
+        "--workdir",
+        default="/tmp/gencond-bench-classes",
+        help="scratch folder for the generated datasets",
+    )
     b.add_argument("--out", type=Path, default=None, help="result JSON")
     b.set_defaults(handler=_run_bench_classes)
     _add_bench_speed(bench)
@@ -312,10 +354,18 @@ def _add_bench_speed(bench) -> None:
     ):  # fmt: skip
         b = bench.add_parser(name, help=helptext, description=helptext + ". Generated tensors "
                              "of the preset's shape; writes JSON with machine info.")  # fmt: skip
-        b.add_argument("--preset", default="imagenet64-ipc10", help="(default: %(default)s)")
-        b.add_argument("--channels", type=_positive, default=3, help="(default: %(default)s)")
-        b.add_argument("--image-size", type=_positive, default=64, help="(default: %(default)s)")
-        b.add_argument("--classes", type=_positive, default=1000, help="(default: %(default)s)")
+        b.add_argument(
+            "--preset",
+            default="imagenet64-ipc10",
+            help="preset whose condensation step is measured (default: %(default)s)",
+        )
+        b.add_argument(
+            "--channels",
+            type=_positive,
+            default=3,
+            help="image channels of the generated tensors (default: %(default)s)",
+        )
+        _generated_shape(b)
         b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="config override on the preset (repeatable)")  # fmt: skip
         b.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
@@ -326,9 +376,21 @@ def _add_bench_speed(bench) -> None:
             b.add_argument("--peak-tflops", type=float, default=0.0, help="MFU denominator")
             b.set_defaults(handler=_run_bench_profile)
         else:
-            b.add_argument("--variants", nargs="+", default=None, help="(default: all)")
-            b.add_argument("--repeats", type=_positive, default=5, help="timed steps")
-            b.add_argument("--warmup", type=_positive, default=2, help="untimed steps first")
+            b.add_argument(
+                "--variants",
+                nargs="+",
+                default=None,
+                help="speed switches to time, e.g. bf16 compile (default: all)",
+            )
+            b.add_argument(
+                "--repeats",
+                type=_positive,
+                default=5,
+                help="timed steps per variant; the median is reported (default: 5)",
+            )
+            b.add_argument("--warmup", type=_positive, default=2,
+                           help="untimed steps per variant before timing (compilation, caches; "
+                           "default: 2)")  # fmt: skip
             b.add_argument("--peak-json", default="", help="`bench peak` result, for MFU")
             b.set_defaults(handler=_run_bench_speed)
 
@@ -433,14 +495,36 @@ SET_HELP = (
     "(stop after this many generator updates), device (cpu|cuda); sections: teacher.*, gan.*, "
     "condense.*, eval.* (docs/config_reference.md); repeatable"
 )
+PRETRAIN_SET_HELP = (
+    "override a config value: key=value; the pretrain stage reads seed, device and the "
+    "teacher.* and gan.* sections (docs/config_reference.md); ipc, max_steps and condense.* "
+    "are accepted but ignored here; repeatable"
+)
+MISMATCH_HELP = (
+    "use the data / pretrain stage even though the run or stage records another one (by "
+    "default that is refused: meta.json's source sha256 and the stage's sha256 must match)"
+)
+CONDENSE_EPILOG = """\
+resuming: the run writes RUN/checkpoint.pt every condense.checkpoint_every steps and when it is
+stopped by SIGTERM or SIGUSR2 (SLURM's --signal before a time limit). Running the same command
+again (same --out, preset and --set values; max_steps and device may change) resumes from it
+and ends with the same result as an uninterrupted run. max_steps below the checkpoint's step
+is refused.
+
+exit status: 0 done; 2 refused or failed (one `error:` line says why; --debug or
+GENCOND_DEBUG=1 for the full trace); 3 stopped by SIGTERM / SIGUSR2 after writing the
+checkpoint: run the same command again to resume; 130 interrupted (Ctrl-C).
+
+one writer per RUN folder: a second condense / synthesize / evaluate on it is refused with
+the holder's pid and host (a lock a killed process held is released by the kernel)."""
 
 
-def _add_run_options(p, out_help: str) -> None:
+def _add_run_options(p, out_help: str, set_help: str = SET_HELP) -> None:
     p.add_argument("--preset", required=True, help="e.g. fashion-mnist-ipc10, fashion-mnist-smoke")
     p.add_argument("--data", required=True, type=Path, help="a folder written by `gencond prep`")
     p.add_argument("--out", required=True, type=Path, help=out_help)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=SET_HELP)  # fmt: skip
+                   help=set_help)  # fmt: skip
 
 
 def _config(args):
@@ -465,7 +549,7 @@ def _add_method(sub) -> None:
         "teacher ConvNet, take class embeddings from it, and pretrain the class-conditional "
         "GAN. Writes PRE/pretrained.pt and PRE/pretrain.json.",
     )
-    _add_run_options(p, "output folder PRE")
+    _add_run_options(p, "output folder PRE", PRETRAIN_SET_HELP)
     p.set_defaults(handler=_run_pretrain)
 
     p = sub.add_parser(
@@ -474,9 +558,12 @@ def _add_method(sub) -> None:
         description="Condense a prepared dataset into a codebook + class-conditional generator. "
         "Without --pretrained the pretrain stage runs first into RUN/pretrained (and is reused "
         "if it is there). Writes RUN/condensed.pt and RUN/metrics.jsonl.",
+        epilog=CONDENSE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_options(p, "output folder RUN")
     p.add_argument("--pretrained", type=Path, default=None, help="a PRE folder from `pretrain`")
+    p.add_argument("--allow-mismatch", action="store_true", help=MISMATCH_HELP)
     p.set_defaults(handler=_run_condense)
 
     p = sub.add_parser(
@@ -522,6 +609,7 @@ def _add_method(sub) -> None:
         action="store_true",
         help="merge RUN/eval_parts/seed_{0..N-1}.json into RUN/eval.json and show it",
     )
+    p.add_argument("--allow-mismatch", action="store_true", help=MISMATCH_HELP)
     p.set_defaults(handler=_run_evaluate)
 
 
@@ -529,12 +617,14 @@ def _run_pretrain(args) -> int:
     cfg = _config(args)  # a bad preset, key or dataset fails before torch and ffcv load
     from engine import distributed
     from engine.console import is_rank_zero
+    from engine.runlock import hold_on_rank0
     from engine.stages import run_pretrain
     from launch.tables import show_pairs
 
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
-        summary = run_pretrain(cfg, args.data, args.out)
+        with hold_on_rank0(args.out, "pretrain"):
+            summary = run_pretrain(cfg, args.data, args.out)
     finally:
         distributed.teardown()
     if is_rank_zero():
@@ -547,12 +637,15 @@ def _run_condense(args) -> int:
     cfg = _config(args)  # a bad preset, key or dataset fails before torch and ffcv load
     from engine import distributed
     from engine.console import is_rank_zero
+    from engine.runlock import hold_on_rank0
     from engine.stages import run_condense
     from launch.tables import show_pairs
 
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
-        summary = run_condense(cfg, args.data, args.out, args.pretrained, env)
+        with hold_on_rank0(args.out, "condense"):
+            summary = run_condense(cfg, args.data, args.out, args.pretrained, env,
+                                   args.allow_mismatch)  # fmt: skip
     finally:
         distributed.teardown()
     if is_rank_zero():
@@ -590,10 +683,12 @@ def _require_condensed(run: Path) -> None:
 
 def _run_synthesize(args) -> int:
     _require_condensed(args.run)
+    from engine.runlock import hold
     from engine.stages import run_synthesize
     from launch.tables import show_pairs
 
-    summary = run_synthesize(args.run)
+    with hold(args.run, "synthesize"):
+        summary = run_synthesize(args.run)
     show_pairs(f"Synthetic set of {args.run}", list(summary.items()))
     return 0
 
@@ -603,19 +698,26 @@ def _run_evaluate(args) -> int:
     from engine import distributed
     from engine.config import RunConfig
     from engine.console import is_rank_zero
+    from engine.runlock import hold, hold_on_rank0, run_lock_path
     from engine.stages import load_condensed, run_evaluate
 
     cfg = RunConfig.from_dict(load_condensed(args.run)["config"])
     if args.gather:
         from engine.stages import gather_evaluation
 
-        report = gather_evaluation(args.run, args.seeds or cfg.eval.seeds)
+        with hold(args.run, "evaluate --gather"):
+            report = gather_evaluation(args.run, args.seeds or cfg.eval.seeds)
         _show_evaluation(report)
         return 0
     eval_cfg = eval_config(cfg, args)
+    lock = None  # one job-array element per seed: each locks its own part file
+    if args.seed_index is not None:
+        lock = run_lock_path(args.run, f".gencond-eval-seed-{args.seed_index}.lock")
     distributed.init(args.device, cfg.collective_timeout_s)
     try:
-        report = run_evaluate(args.run, args.data, eval_cfg, args.device, args.seed_index)
+        with hold_on_rank0(args.run, "evaluate", lock):
+            report = run_evaluate(args.run, args.data, eval_cfg, args.device, args.seed_index,
+                                  allow_mismatch=args.allow_mismatch)  # fmt: skip
     finally:
         distributed.teardown()
     if is_rank_zero():
@@ -685,12 +787,19 @@ def _add_submit(sub) -> None:
     p.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per node (default: 0)")
     p.add_argument("--tasks-per-node", type=int, default=None,
                    help="tasks per node (default: one per GPU, 1 without GPUs)")  # fmt: skip
-    p.add_argument("--cpus-per-task", type=_positive, default=None, help="(default: 2)")
+    p.add_argument(
+        "--cpus-per-task", type=_positive, default=None, help="CPU cores per task (default: 2)"
+    )
     p.add_argument("--mem-gb", type=float, default=None, help="memory per node in GB")
     p.add_argument("--time", dest="time_min", type=_positive, default=None,
                    help="time limit in minutes (default: 60); SIGUSR2 comes --signal-delay-s "
                    "before it: the run checkpoints and requeues itself")  # fmt: skip
-    p.add_argument("--signal-delay-s", type=_positive, default=None, help="(default: 120)")
+    p.add_argument(
+        "--signal-delay-s",
+        type=_positive,
+        default=None,
+        help="seconds before the time limit that SIGUSR2 comes (default: 120)",
+    )
     p.add_argument("--account", default=None, help="SLURM account")
     p.add_argument("--qos", default=None, help="SLURM QoS")
     p.add_argument("--array-parallelism", type=_positive, default=None,
@@ -935,6 +1044,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Condense an image dataset into a codebook + class-conditional generator "
         "(Zhang et al., ICCV 2023). Start with `gencond prep`.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help=f"on an error, print the full Python traceback after the one "
+                        f"`error:` line (or set {DEBUG_ENV}=1)")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     _add_prep(sub)
     _add_method(sub)
@@ -944,10 +1056,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEBUG_ENV = "GENCOND_DEBUG"
+
+
+def _one_line(e: BaseException) -> tuple[str, int]:
+    """(message, exit status) of an exception no gencond check turned into a GencondError."""
+    from engine.fsio import disk_error
+
+    mapped = disk_error(e, Path(getattr(e, "filename", None) or "?"))
+    if mapped is not None:  # a full disk, permission denied, not a folder, ...
+        return str(mapped), 2
+    text = " ".join(str(e).split()) or "(no message)"
+    name = type(e).__name__
+    if len(text) > 400:
+        text = text[:400] + " ..."
+    if name == "FailedJobError":  # submitit: sbatch could not submit
+        return f"submit: the job could not be submitted ({text})", 2
+    if isinstance(e, FloatingPointError):
+        return f"{text} (a learning rate or loss weight too large, or a NaN in --set?)", 2
+    if isinstance(e, MemoryError) or "out of memory" in text.lower():
+        return f"out of memory ({name}: {text}); lower ipc or condense.classes_per_step", 2
+    return f"{name}: {text} (unexpected: run with --debug or {DEBUG_ENV}=1 for the trace)", 1
+
+
+def _error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every failure ends as one `error:` line and a non-zero exit (2: refused or failed, 1:
+    an unexpected error), the full traceback only with --debug or GENCOND_DEBUG=1."""
     from engine.checkpoint import Preempted
 
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.handler(args)
     except Preempted as e:
@@ -955,11 +1097,19 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold yellow]stopped:[/] {escape(str(e))}", soft_wrap=True)
         return PREEMPTED_EXIT
     except GencondError as e:
-        console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
+        _error(str(e))
+        if debug:
+            console.print_exception()
         return 2
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]")
         return 130
+    except Exception as e:  # noqa: BLE001  (the contract: one line, non-zero, no traceback)
+        message, status = _one_line(e)
+        _error(message)
+        if debug:
+            console.print_exception()
+        return status
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ def assert_refused(result, out: Path, *needles: str) -> None:
         leftovers = sorted(p.name for p in out.iterdir())
         assert "meta.json" not in leftovers and not any(n.endswith(".beton") for n in leftovers)
         assert not any(n.startswith(".gencond-tmp") for n in leftovers), leftovers
+    beside = sorted(p.name for p in out.parent.glob(f".{out.name}.gencond-tmp-*"))
+    assert not beside, beside  # the folder built aside is removed on failure
 
 
 def test_unknown_dataset(cli, tmp_path):
@@ -62,7 +64,7 @@ def test_idx_label_out_of_range(cli, tmp_path):
     data[8 + 3] = 10  # the fourth label
     path.write_bytes(bytes(data))
     r = cli("prep", "mnist", "--source", tmp_path / "src", "--out", tmp_path / "out")
-    assert_refused(r, tmp_path / "out", "label 10 out of range", "train-images-idx3-ubyte")
+    assert_refused(r, tmp_path / "out", "label 10 out of range", "train-labels-idx1-ubyte")
 
 
 def test_truncated_npz(cli, tmp_path):
@@ -128,7 +130,8 @@ def test_interrupted_prep_leaves_nothing_that_looks_complete(tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     deadline = time.time() + 120
-    while not list(out.glob(".gencond-tmp-*/*.npy")) and time.time() < deadline:
+    building = f".{out.name}.gencond-tmp-*"  # the new folder is built beside out
+    while not list(tmp_path.glob(f"{building}/.scratch/*.npy")) and time.time() < deadline:
         assert proc.poll() is None, "prep finished before it could be interrupted"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -140,4 +143,4 @@ def test_interrupted_prep_leaves_nothing_that_looks_complete(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert load_meta(out).train_count == 12000
-    assert not list(out.glob(".gencond-tmp-*"))
+    assert not list(tmp_path.glob(building)), "the killed run's folder is removed"

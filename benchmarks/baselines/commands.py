@@ -68,7 +68,8 @@ def add_baseline_benches(bench, positive) -> None:
     b.add_argument("--seeds", type=positive, default=2, help="evaluation seeds (default: 2)")
     b.add_argument("--epochs", type=positive, default=100,
                    help="evaluation epochs (default: 100; the paper: 300)")  # fmt: skip
-    b.add_argument("--eval-width", type=positive, default=128, help="(default: 128)")
+    b.add_argument("--eval-width", type=positive, default=128,
+                   help="width of the evaluation ConvNets (default: 128)")  # fmt: skip
     b.add_argument("--net-width", type=int, default=0,
                    help="condensation and expert ConvNet width (0: 128)")  # fmt: skip
     b.add_argument("--budget", default="cpu", help="cpu (shrunk loops) or paper (default: cpu)")

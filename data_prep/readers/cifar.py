@@ -6,11 +6,10 @@ import os
 import pickle
 from pathlib import Path
 
-import numpy as np
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from data_prep.options import PrepOptions
-from data_prep.splits import RawDataset, Segment, Split
+from data_prep.splits import RawDataset, Segment, Split, integer_labels
 from engine.errors import DataError
 
 
@@ -61,7 +60,8 @@ def read(dataset: str, source: Path, workdir: Path, options: PrepOptions) -> Raw
             raise DataError(
                 f"{folder}: cannot read the {split} batches ({type(e).__name__}: {e})"
             ) from None
-        splits[split] = Split([Segment(ds.data, np.asarray(ds.targets, dtype=np.int64), folder)])
+        labels = integer_labels(ds.targets, folder, len(ds.data))
+        splits[split] = Split([Segment(ds.data, labels, folder)])
         classes = list(ds.classes)
     sources = [folder / n for n, _ in cls.train_list + cls.test_list] + [
         folder / cls.meta["filename"]

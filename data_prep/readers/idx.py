@@ -46,8 +46,23 @@ def _plain_copy(path: Path, workdir: Path) -> Path:
     return out
 
 
+MAGIC = {"images": 0x803, "labels": 0x801}  # big-endian: 0, 0, dtype 0x08 (ubyte), dims
+
+
+def _check_header(path: Path, plain: Path, kind: str) -> None:
+    with open(plain, "rb") as f:
+        head = f.read(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: empty or too short for an idx {kind} file ({len(head)} bytes)")
+    magic = int.from_bytes(head, "big")
+    if magic != MAGIC[kind]:
+        raise DataError(f"{path}: not an idx {kind} file (magic 0x{magic:08x}, expected "
+                        f"0x{MAGIC[kind]:08x})")  # fmt: skip
+
+
 def _read(path: Path, workdir: Path, kind: str) -> np.ndarray:
     plain = _plain_copy(path, workdir)
+    _check_header(path, plain, kind)
     try:
         tensor = read_image_file(str(plain)) if kind == "images" else read_label_file(str(plain))
     except Exception as e:  # torchvision raises assorted errors on a corrupt idx file
@@ -67,6 +82,6 @@ def read(dataset: str, source: Path, workdir: Path, options: PrepOptions) -> Raw
             raise DataError(
                 f"{label_path}: {len(labels)} labels for {len(images)} images in {image_path}"
             )
-        splits[split] = Split([Segment(images, labels, image_path)])
+        splits[split] = Split([Segment(images, labels, image_path, label_path)])
         files += [image_path, label_path]
     return RawDataset(dataset, CLASS_NAMES[dataset], splits["train"], splits["test"], files)

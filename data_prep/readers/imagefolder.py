@@ -5,16 +5,23 @@ same set). Images are decoded with PIL, converted to RGB, and resized with bicub
 image_size x image_size when their size differs (default: the first training image's height).
 Tiny-ImageNet's validation images come from val/images with labels from val/val_annotations.txt.
 A .zip of either tree is accepted and extracted into the scratch folder first.
+
+Symbolic links are followed (a class folder may be a link to images elsewhere), and every real
+folder is read once: a link that leads to a folder already read (a loop such as
+train/a/loop -> train/a, a link up to train/, two classes linking the same folder) is refused
+with one line naming the link. A symlinked image file is read as the image it points to.
+Images larger than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS x 2) are refused.
 """
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
 from data_prep import staging
 from data_prep.options import PrepOptions
@@ -44,6 +51,47 @@ def _find_root(source: Path) -> Path:
     raise DataError(f"{source}: no train/ folder (expected train/<class>/<images>)")
 
 
+def _walk_error(error: OSError) -> None:
+    raise DataError(f"{error.filename}: cannot list this folder ({error.strerror})")
+
+
+def _folder_key(path: str) -> tuple[int, int]:
+    st = os.stat(path)  # follows links: the real folder
+    return st.st_dev, st.st_ino
+
+
+def scan(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """(path, class) of every image under split_dir/<class>/, in torchvision's make_dataset
+    order (classes sorted, folders sorted, files sorted), following each real folder once."""
+    seen = {_folder_key(str(split_dir)): str(split_dir)}
+
+    def enter(path: str) -> None:
+        key = _folder_key(path)
+        if key in seen:
+            raise DataError(
+                f"{path}: leads to {seen[key]}, which is already read (a symlink loop or a second "
+                f"path to the same images); remove the link"
+            )
+        seen[key] = path
+
+    samples = []
+    for name in sorted(class_to_idx):
+        top = split_dir / name
+        if not top.is_dir():
+            continue
+        enter(str(top))
+        walked = []
+        for root, dirs, files in os.walk(top, followlinks=True, onerror=_walk_error):
+            for d in sorted(dirs):
+                enter(os.path.join(root, d))
+            walked.append((root, files))
+        for root, files in sorted(walked):
+            for fname in sorted(files):
+                if fname.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(root, fname), class_to_idx[name]))
+    return samples
+
+
 def _tiny_imagenet_samples(root: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
     annotations = root / "val" / "val_annotations.txt"
     if not annotations.is_file():
@@ -68,7 +116,7 @@ def _folder_samples(root: Path, class_to_idx: dict[str, int]) -> tuple[list, Pat
             )
             if unknown:
                 raise DataError(f"{folder}: class folder {unknown[0]!r} is not among train/")
-            samples = make_dataset(folder, class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+            samples = scan(folder, class_to_idx)
             return samples, folder
     raise DataError(f"{root}: no val/ or test/ folder")
 
@@ -88,6 +136,8 @@ def decode(path: str, size: int) -> np.ndarray:
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BICUBIC)
             return np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: refused, too large to decode safely ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
 
@@ -123,7 +173,7 @@ def read(dataset: str, source: Path, workdir: Path, options: PrepOptions) -> Raw
     else:
         classes, _ = find_classes(root / "train")
     class_to_idx = {c: i for i, c in enumerate(classes)}
-    train = make_dataset(root / "train", class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+    train = scan(root / "train", class_to_idx)
     if not train:
         raise DataError(f"{root / 'train'}: no images found")
     tiny_val = dataset == "tiny-imagenet" or (root / "val" / "val_annotations.txt").is_file()
@@ -155,5 +205,7 @@ def _first_height(path: str) -> int:
     try:
         with Image.open(path) as img:
             return img.size[1]
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: refused, too large to decode safely ({e})") from None
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None

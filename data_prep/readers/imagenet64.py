@@ -16,7 +16,7 @@ import numpy as np
 
 from data_prep import staging
 from data_prep.options import PrepOptions
-from data_prep.splits import RawDataset, Segment, Split
+from data_prep.splits import RawDataset, Segment, Split, integer_labels
 from engine.errors import DataError
 
 NUM_CLASSES = 1000
@@ -57,7 +57,7 @@ def inspect(path: Path) -> NpzBatch:
             with _member(zf, path, "data") as f:
                 shape, fortran, dtype = _header(f)
             with _member(zf, path, "labels") as f:
-                labels = np.asarray(np.lib.format.read_array(f)).astype(np.int64).reshape(-1)
+                labels = np.asarray(np.lib.format.read_array(f))
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         raise _corrupt(path, e) from None
     side = int(round((shape[1] / 3) ** 0.5)) if len(shape) == 2 else 0
@@ -66,8 +66,7 @@ def inspect(path: Path) -> NpzBatch:
             f"{path}: 'data' must be (N, 3*S*S) uint8 in C order (N, 12288 for 64x64), "
             f"got {dtype} {tuple(shape)}"
         )
-    if len(labels) != shape[0]:
-        raise DataError(f"{path}: {len(labels)} labels for {shape[0]} images")
+    labels = integer_labels(labels, path, shape[0])
     if len(labels) and (labels.min() < 1 or labels.max() > NUM_CLASSES):
         bad = int(labels[(labels < 1) | (labels > NUM_CLASSES)][0])
         raise DataError(f"{path}: label {bad} out of range (expected 1..{NUM_CLASSES})")
