@@ -225,10 +225,16 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
     cond_dim = num_classes if cfg.gan.condition == "one_hot" else cfg.teacher.width
     phi = convnet_layers(channels, image_size, c.phi_width)
     gen = generator_layers(cfg, channels, image_size, cond_dim)
-    disc = discriminator_layers(c.phi_width, cond_dim)
-    head = [_linear("head", c.phi_width, num_classes)]
+    feat = c.phi_width
+    if getattr(c, "phi_feature", "flat") == "flat":  # the flattened last block of phi
+        size = image_size
+        for _ in range(3 if image_size <= 32 else 4):
+            size //= 2
+        feat = c.phi_width * size * size
+    disc = discriminator_layers(feat, cond_dim)
+    head = [_linear("head", feat, num_classes)]
     teacher = convnet_layers(channels, image_size, cfg.teacher.width, num_classes)
-    learn_z, tune_g = c.codebook != "fixed", c.finetune_generator
+    learn_z, tune_g = c.codebook == "learned", c.finetune_generator
     cost = StepCost(shape={"channels": channels, "image_size": image_size,
                            "num_classes": num_classes, "classes_per_step": classes,
                            "synthetic_images": n_syn, "real_images": n_real,
@@ -259,7 +265,7 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
     if c.soft_labels:
         parts.append(forward("soft_label_teacher_fwd", "losses", teacher, n_syn, act))
     parts.append(forward("disc_fwd", "losses", disc, n_syn, act))
-    k, d = c.ipc, c.phi_width
+    k, d = c.ipc, feat
     intra = PartCost("intra_loss", "losses", flops=2.0 * classes * (k * d + k * k * d),
                      bytes=4.0 * classes * (k * d + k * k) * act)  # fmt: skip
     parts.append(intra)
@@ -286,15 +292,16 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
         sum(layer.params for layer in gen) if tune_g else 0)  # fmt: skip
     parts.append(PartCost("optimizer_zg", bwd, bytes=float(zg_params * SGD_MOMENTUM_BYTES)))
 
-    # D / head update on real associations and the detached synthetic features
+    # disc_steps D / head updates on real associations and the detached synthetic features
     dh = PartCost("update_dh", "update_dh")
-    for n in (n_real, n_syn):
-        dh.add(forward("", "", disc, n, act))
-        dh.add(forward("", "", head, n, act))
-        dh.add(backward("", "", disc, n, act, input_grad=False, weight_grad=True))
-        dh.add(backward("", "", head, n, act, input_grad=False, weight_grad=True))
     dh_params = sum(layer.params for layer in disc + head)
-    dh.bytes += dh_params * SGD_MOMENTUM_BYTES
+    for _ in range(getattr(c, "disc_steps", 1)):
+        for n in (n_real, n_syn):
+            dh.add(forward("", "", disc, n, act))
+            dh.add(forward("", "", head, n, act))
+            dh.add(backward("", "", disc, n, act, input_grad=False, weight_grad=True))
+            dh.add(backward("", "", head, n, act, input_grad=False, weight_grad=True))
+        dh.bytes += dh_params * SGD_MOMENTUM_BYTES
     parts.append(dh)
 
     # phi's classification step on a real batch, once every gen_steps steps
