@@ -643,6 +643,10 @@ def _run_condense(args) -> int:
 
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
+        from data_prep.meta import load_meta
+        from engine.preflight import check_condense
+
+        check_condense(cfg, load_meta(args.data), env.world_size)  # before --out is created
         with hold_on_rank0(args.out, "condense"):
             summary = run_condense(cfg, args.data, args.out, args.pretrained, env,
                                    args.allow_mismatch)  # fmt: skip
@@ -1070,13 +1074,21 @@ def _one_line(e: BaseException) -> tuple[str, int]:
     name = type(e).__name__
     if len(text) > 400:
         text = text[:400] + " ..."
-    if name == "FailedJobError":  # submitit: sbatch could not submit
-        return f"submit: the job could not be submitted ({text})", 2
+    if name == "FailedJobError" or _raised_in(e, "submitit"):  # e.g. no SLURM controller
+        return f"submit: the job could not be submitted ({name}: {text})", 2
     if isinstance(e, FloatingPointError):
         return f"{text} (a learning rate or loss weight too large, or a NaN in --set?)", 2
     if isinstance(e, MemoryError) or "out of memory" in text.lower():
         return f"out of memory ({name}: {text}); lower ipc or condense.classes_per_step", 2
     return f"{name}: {text} (unexpected: run with --debug or {DEBUG_ENV}=1 for the trace)", 1
+
+
+def _raised_in(e: BaseException, package: str) -> bool:
+    """Whether the exception was raised inside that package's code."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}{package}{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _error(message: str) -> None:
