@@ -272,7 +272,12 @@ def _add_bench(sub) -> None:
     b.add_argument("--data", action="append", required=True, metavar="NAME=DIR",
                    help="a prepared dataset, e.g. mnist=data/mnist (repeatable)")  # fmt: skip
     b.add_argument("--ipcs", default="1,10", help="comma list of IPCs (default: %(default)s)")
-    b.add_argument("--sets", default="random,herding", help="(default: %(default)s)")
+    b.add_argument(
+        "--sets",
+        default="random,herding",
+        help="comma list of coresets to train on: random (random real images), "
+        "herding (herding in the feature net's embedding) (default: %(default)s)",
+    )
     b.add_argument(
         "--set",
         dest="overrides",
@@ -287,7 +292,12 @@ def _add_bench(sub) -> None:
         default=2,
         help="epochs of the ConvNet whose features herding uses (default: 2)",
     )
-    b.add_argument("--teacher-width", type=_positive, default=128, help="(default: 128)")
+    b.add_argument(
+        "--teacher-width",
+        type=_positive,
+        default=128,
+        help="ConvNet width of the net whose features herding uses (default: 128)",
+    )
     b.add_argument(
         "--workdir",
         default="runs/calibration",
