@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.results import RESULTS_DIR, write_result
+from engine import fsio
 from engine.config import EvalConfig, TeacherConfig
 
 # Zhang et al. 2023, Table 2 (random real / herding at IPC 1 and 10)
@@ -63,8 +64,7 @@ def _feature_net(cfg: CalibrationConfig, name: str, data: str, log: dict):
     net, acc = train_teacher(data, meta, cfg.teacher, 0, torch.device(cfg.device))
     info = {"test_accuracy": acc, "seconds": round(time.perf_counter() - began, 1),
             **dataclasses.asdict(cfg.teacher)}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state": net.cpu().state_dict(), "info": info}, path)
+    fsio.save_torch({"state": net.cpu().state_dict(), "info": info}, path)
     log[name] = info
     return net.eval()
 

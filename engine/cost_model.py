@@ -225,12 +225,9 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
     cond_dim = num_classes if cfg.gan.condition == "one_hot" else cfg.teacher.width
     phi = convnet_layers(channels, image_size, c.phi_width)
     gen = generator_layers(cfg, channels, image_size, cond_dim)
-    feat = c.phi_width
-    if getattr(c, "phi_feature", "flat") == "flat":  # the flattened last block of phi
-        size = image_size
-        for _ in range(3 if image_size <= 32 else 4):
-            size //= 2
-        feat = c.phi_width * size * size
+    # phi's feature f: the flattened last block (the classifier's input) or its spatial mean
+    flat = convnet_layers(channels, image_size, c.phi_width, num_classes)[-1].inp
+    feat = flat if c.phi_feature == "flat" else c.phi_width
     disc = discriminator_layers(feat, cond_dim)
     head = [_linear("head", feat, num_classes)]
     teacher = convnet_layers(channels, image_size, cfg.teacher.width, num_classes)
@@ -295,7 +292,7 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
     # disc_steps D / head updates on real associations and the detached synthetic features
     dh = PartCost("update_dh", "update_dh")
     dh_params = sum(layer.params for layer in disc + head)
-    for _ in range(getattr(c, "disc_steps", 1)):
+    for _ in range(c.disc_steps):
         for n in (n_real, n_syn):
             dh.add(forward("", "", disc, n, act))
             dh.add(forward("", "", head, n, act))

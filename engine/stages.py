@@ -273,8 +273,7 @@ def run_evaluate(
     meta = load_meta(data_dir)
     artifact.check_matches(payload, meta, run / artifact.CONDENSED_FILE, allow_mismatch)
     cfg = RunConfig.from_dict(payload["config"])
-    eval_cfg = dataclasses.replace(eval_cfg or cfg.eval)
-    eval_cfg.check()
+    eval_cfg = dataclasses.replace(eval_cfg or cfg.eval)  # a copy, checked on creation
     seeds, epochs = eval_cfg.seeds, eval_cfg.epochs
     ipc = cfg.condense.ipc
     recorded = payload.get("provenance", {}).get("pretrained_sha256")
