@@ -151,6 +151,19 @@ def test_normalisation_on_device(data):
     assert torch.equal(back, raw.permute(0, 3, 1, 2))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_normalised_batches_have_standard_nchw_strides(channels):
+    """A channels_last view would send every ConvNet downstream down the CPU's slow GroupNorm
+    path; one- and three-channel batches both come out with the standard NCHW strides."""
+    norm = Normalizer([0.5] * channels, [0.25] * channels)
+    raw = torch.randint(0, 256, (4, 6, 5, channels), dtype=torch.uint8)
+    out = norm(raw)
+    assert out.shape == (4, channels, 6, 5)
+    assert out.stride() == torch.empty(4, channels, 6, 5).stride()
+    want = (raw.permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(out, want)
+
+
 def test_sequential_loader_covers_test_split_in_order(data):
     labels = torch.cat([y for _, y in TestLoader(data, batch_size=7)])
     assert labels.tolist() == (np.arange(50) % CLASSES).tolist()
