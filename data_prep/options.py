@@ -29,3 +29,5 @@ class PrepOptions:
         None  # imagefolder/tiny-imagenet: resize to this (default: first image)
     )
     force: bool = False  # replace an existing prepared dataset in the output folder
+    # imagefolder/tiny-imagenet: keep only these class folders / wnids (labels in sorted order)
+    classes: tuple[str, ...] | None = None

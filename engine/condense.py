@@ -51,6 +51,23 @@ class FeatureDiscriminator(nn.Module):
         return self.net(torch.cat([features, condition], 1)).squeeze(1)
 
 
+class ImageDiscriminator(nn.Module):
+    """Table 8's l_real: a real/fake D on the (augmented) images themselves, through its own
+    small conv encoder rather than phi's features, conditioned as the feature D is."""
+
+    def __init__(self, channels: int, image_size: int, width: int, cond_dim: int, depth: int = 3):
+        super().__init__()
+        layers, cin, size = [], channels, image_size
+        for _ in range(depth):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.LeakyReLU(0.2), nn.AvgPool2d(2)]
+            cin, size = width, size // 2
+        self.body = nn.Sequential(*layers)
+        self.mlp = FeatureDiscriminator(width * size * size, cond_dim)
+
+    def forward(self, images: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.body(images).flatten(1), condition)
+
+
 def class_schedule(num_classes: int, per_step: int, seed: int):
     """Classes of each step: all of them, or consecutive blocks of a permutation of the classes
     redrawn every sweep (keyed by (seed, sweep)), so every class is visited once per sweep."""
@@ -136,7 +153,11 @@ class StepModules:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             dim = phi_feature_dim(self.phi, c.phi_feature)
-            self.D = FeatureDiscriminator(dim, conditions.shape[1])
+            if c.adversary == "pixel":
+                self.D = ImageDiscriminator(meta.channels, meta.image_size, cfg.gan.disc_width,
+                                            conditions.shape[1])  # fmt: skip
+            else:
+                self.D = FeatureDiscriminator(dim, conditions.shape[1])
             self.head = nn.Linear(dim, meta.num_classes)
         self.D, self.head = self.D.to(device), self.head.to(device)
         # speed switches (issue 7); the defaults leave every module and optimizer as it was
@@ -372,7 +393,7 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
     syn_gen.set_state(aug_state)  # siamese: the same transform for real and synthetic
     amp = lambda: _amp(cfg, real.device)  # noqa: E731
     with torch.no_grad(), record_function("phi_real"):
-        x = _layout(cfg, augment(real, real_gen))
+        x = x_real = _layout(cfg, augment(real, real_gen))
         with amp():
             real_feats = [f.float() for f in m.phi_features(x)]
         real_pooled = phi_vector(real_feats[-1], c.phi_feature)
@@ -388,7 +409,7 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
         syn, labels = generate(m.generator, m.codebook, m.conditions, mine)
     syn = syn.float()
     with record_function("phi_syn"):
-        x = _layout(cfg, augment(syn, syn_gen))
+        x = x_syn = _layout(cfg, augment(syn, syn_gen))
         with amp():
             syn_feats = [f.float() for f in m.phi_features(x)]
     with record_function("losses"):
@@ -414,12 +435,15 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
                                               n_all)  # fmt: skip
         loss_inter = losses.inter_class_discrimination(syn_centers, c.inter_margin)
         cond = m.conditions[labels]
+        pixel = c.adversary == "pixel"  # l_real: D on the images, and no L_c
         with amp():
-            d_fake = m.D(syn_pooled, cond).float()
+            d_fake = m.D(x_syn if pixel else syn_pooled, cond).float()
         loss_adv = F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake))
         with amp():
             logits = (teacher(syn) if c.classifier == "teacher" else m.head(syn_pooled)).float()
-        if c.soft_labels:
+        if pixel:
+            loss_cls = torch.zeros((), device=syn.device)
+        elif c.soft_labels:
             with torch.no_grad(), amp():
                 target = F.softmax(teacher(syn).float(), dim=1)
             loss_cls = losses.soft_cross_entropy(logits, target)
@@ -439,11 +463,12 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
     # disc_steps updates on this step's features; accuracies are those of the first (D and the
     # head have not seen these images yet)
     syn_detached = syn_pooled.detach()
+    d_real_in, d_fake_in = (x_real, x_syn.detach()) if pixel else (real_pooled, syn_detached)
     with record_function("update_dh"):
         for i in range(c.disc_steps):
             with amp():
-                d_real = m.D(real_pooled, m.conditions[real_labels]).float()
-                d_fake = m.D(syn_detached, cond).float()
+                d_real = m.D(d_real_in, m.conditions[real_labels]).float()
+                d_fake = m.D(d_fake_in, cond).float()
                 head_real = m.head(real_pooled).float()
                 head_syn = m.head(syn_detached).float()
             loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))

@@ -69,6 +69,9 @@ class CondenseConfig:
     # ConvNet's embedding) | pooled (its spatial mean; near-constant under instance norm)
     phi_feature: str = "flat"
     disc_reinit: bool = True
+    # L_adv's discriminator: feature (the paper's l_feature: D and the head's L_c on phi's
+    # features) | pixel (Table 8's l_real: D on the augmented images, no L_c; an ablation)
+    adversary: str = "feature"
     disc_optimizer: str = "adam"  # adam | sgd (with condense.momentum)
     disc_lr_decay: bool = False  # True: the linear decay of Z and G
     momentum: float = 0.9
@@ -111,6 +114,9 @@ class CondenseConfig:
         return self.outer_iterations * self.inner_iterations * self.gen_steps
 
 
+BASELINES = ("random", "herding", "plain")
+
+
 @dataclass
 class EvalConfig:
     """The evaluation protocol, read by every command that trains nets on a set (defaults: the
@@ -120,7 +126,9 @@ class EvalConfig:
     models: tuple[str, ...] = ("convnet",)
     seeds: int = 5
     epochs: int = 300  # the paper's protocol; DM/DSA use 1000
-    baselines: tuple[str, ...] = ("random", "herding")
+    # sets every evaluation adds beside the condensed one: random (random real images), herding
+    # (herding coreset), plain (the pretrained G's samples from fixed Gaussian codes)
+    baselines: tuple[str, ...] = ("random", "herding", "plain")
     width: int = 128  # ConvNet width
     lr: float = 0.01
     momentum: float = 0.9
@@ -150,9 +158,11 @@ class EvalConfig:
             raise ConfigError("eval.momentum and eval.weight_decay must not be negative")
         if self.dsa_mode not in ("single", "all"):
             raise ConfigError(f"eval.dsa_mode must be single or all, not {self.dsa_mode!r}")
-        unknown = sorted(set(self.baselines) - {"random", "herding"})
+        unknown = sorted(set(self.baselines) - set(BASELINES))
         if unknown:
-            raise ConfigError(f"unknown baseline {unknown[0]!r} (choose from: random, herding)")
+            raise ConfigError(
+                f"unknown baseline {unknown[0]!r} (choose from: {', '.join(BASELINES)})"
+            )
 
 
 @dataclass
@@ -252,6 +262,8 @@ class RunConfig:
             )
         if c.phi_feature not in ("flat", "pooled"):
             raise ConfigError(f"condense.phi_feature must be flat or pooled, not {c.phi_feature!r}")
+        if c.adversary not in ("feature", "pixel"):
+            raise ConfigError(f"condense.adversary must be feature or pixel, not {c.adversary!r}")
         if c.disc_steps < 1:
             raise ConfigError(f"condense.disc_steps must be at least 1, got {c.disc_steps}")
         if c.dsa_mode not in ("single", "all"):

@@ -280,15 +280,16 @@ def run_evaluate(
     pre = load_pretrained(Path(payload["pretrained"]), meta, allow_mismatch, recorded)
     teacher = teacher_from(pre, meta)
     sets = {"condensed": synthetic_set(payload)}
-    plain = dict(payload, generator=pre["generator"], class_embeddings=pre["conditions"],
-                 codebook=init_codebook(ipc, pre["generator_spec"]["z_dim"], "fixed", 0,
-                                        cfg.seed))  # fmt: skip
-    sets["plain_generator"] = synthetic_set(plain)
     for name in eval_cfg.baselines:
         if name == "random":
             sets["random"] = random_real(data_dir, ipc, seed=cfg.seed)
-        else:
+        elif name == "herding":
             sets["herding"] = herding(data_dir, ipc, teacher)
+        else:
+            codes = init_codebook(ipc, pre["generator_spec"]["z_dim"], "fixed", 0, cfg.seed)
+            plain = dict(payload, generator=pre["generator"], class_embeddings=pre["conditions"],
+                         codebook=codes)  # fmt: skip
+            sets["plain_generator"] = synthetic_set(plain)
     soft = None
     if cfg.condense.soft_labels:
         with torch.no_grad():

@@ -67,6 +67,13 @@ def _add_prep(sub) -> None:
         "(default: the first image's height)",
     )
     p.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,...",
+        help="imagefolder / tiny-imagenet: keep only these class folders or wnids (labels "
+        "follow their sorted order), e.g. a 10-class subset (default: every class)",
+    )
+    p.add_argument(
         "--force", action="store_true", help="replace a dataset already prepared in --out"
     )
     p.set_defaults(handler=_run_prep)
@@ -75,9 +82,19 @@ def _add_prep(sub) -> None:
 def _run_prep(args) -> int:
     from data_prep.options import PrepOptions
     from data_prep.prepare import prepare
+    from engine.errors import ConfigError
     from launch.tables import show_pairs
 
-    options = PrepOptions(workers=args.workers, image_size=args.image_size, force=args.force)
+    classes = None
+    if args.classes is not None:
+        classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+        if not classes:
+            raise ConfigError("--classes: no class names given")
+        if args.dataset not in ("imagefolder", "tiny-imagenet"):
+            raise ConfigError(f"--classes applies to imagefolder and tiny-imagenet, "
+                              f"not {args.dataset}")  # fmt: skip
+    options = PrepOptions(workers=args.workers, image_size=args.image_size, force=args.force,
+                          classes=classes)  # fmt: skip
     meta = prepare(args.dataset, args.source, args.out, options)
     show_pairs(
         f"Prepared {meta.dataset} in {args.out}",
@@ -603,7 +620,8 @@ def _add_method(sub) -> None:
     p.add_argument(
         "--baselines",
         default=None,
-        help="comma list of random,herding (default: the run's eval.baselines)",
+        help="comma list of random (random real), herding, plain (the pretrained G's "
+        "samples); '' for none (default: the run's eval.baselines)",
     )
     p.add_argument("--epochs", type=_positive, default=None,
                    help="training epochs per net (default: the run's eval.epochs)")  # fmt: skip
@@ -874,6 +892,15 @@ def _add_sweep_options(p) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fixed override of every point (repeatable)")  # fmt: skip
     p.add_argument(
+        "--variants",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help='a TOML file of named variants, one [name] table of "key" = value overrides '
+        "each (e.g. benchmarks/ablations/fashion-mnist-smoke.toml); they form the grid's first "
+        "axis and name its points (OUT/variant-NAME...)",
+    )
+    p.add_argument(
         "--eval-seeds",
         type=_positive,
         default=None,
@@ -888,33 +915,20 @@ def _add_sweep_options(p) -> None:
     p.add_argument(
         "--baselines",
         default=None,
-        help="comma list of random,herding (default: the preset's eval.baselines)",
+        help="comma list of random, herding, plain (the pretrained G's samples); '' for "
+        "none (default: the preset's eval.baselines)",
     )
 
 
-def _sweep_commands(args) -> tuple[list[dict], list[list[str]], list[list[str]], list[str]]:
-    from launch.submit import point_name, sweep_points
+def _sweep_plan(args):
+    from launch.sweep import SweepPlan, load_variants
 
-    points = sweep_points(args.grid)
-    condense, evaluate, done = [], [], []
-    for point in points:
-        run = args.out / point_name(point)
-        preset = point.get("preset", args.preset)
-        sets = [f"{k}={v}" for k, v in point.items() if k != "preset"]
-        argv = ["condense", "--preset", preset, "--data", str(args.data), "--out", str(run)]
-        if args.pretrained:
-            argv += ["--pretrained", str(args.pretrained)]
-        for item in [*args.overrides, *sets]:
-            argv += ["--set", item]
-        condense.append(argv)
-        ev = ["evaluate", str(run), "--data", str(args.data)]
-        for flag, value in (("--seeds", args.eval_seeds), ("--epochs", args.eval_epochs),
-                            ("--baselines", args.baselines)):  # fmt: skip
-            if value is not None:
-                ev += [flag, str(value)]
-        evaluate.append(ev)
-        done += [str(run / "condensed.pt"), str(run / "eval.json")]
-    return points, condense, evaluate, done
+    plan = SweepPlan(preset=args.preset, data=args.data, out=args.out, pretrained=args.pretrained,
+                     grid=args.grid, overrides=args.overrides,
+                     variants=load_variants(args.variants), eval_seeds=args.eval_seeds,
+                     eval_epochs=args.eval_epochs, baselines=args.baselines)  # fmt: skip
+    plan.check()
+    return plan
 
 
 def _show_sweep(payload: dict, title: str) -> None:
@@ -925,16 +939,30 @@ def _show_sweep(payload: dict, title: str) -> None:
 
 
 def _run_sweep_here(args) -> int:
-    from launch.submit import gather_sweep
+    """Every point in turn: condense (skipped when finished), each evaluation seed (skipped
+    when its part exists), gather; then OUT/sweep.json over the points."""
+    from engine.console import log
+    from launch.sweep import finished_condense, finished_seed, gather_sweep, point_name
 
-    points, condense, evaluate, _ = _sweep_commands(args)
+    plan = _sweep_plan(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    for c, e in zip(condense, evaluate, strict=True):
-        for argv in (c, e):
-            code = main(argv)
-            if code != 0:
+    for point in plan.points:
+        name, seeds = point_name(point), plan.config(point).eval.seeds
+        if finished_condense(plan, point):
+            log(f"{name}: condensed.pt is there, skipping its condensation")
+        elif (code := main(plan.condense_argv(point))) != 0:
+            return code
+        todo = [i for i in range(seeds) if not finished_seed(plan, point, i)]
+        if len(todo) < seeds:
+            log(f"{name}: {seeds - len(todo)} of {seeds} evaluation seeds done, skipping them")
+        for i in todo:
+            if (code := main(plan.evaluate_argv(point, i))) != 0:
                 return code
-    _show_sweep(gather_sweep(args.out, points), f"Sweep {args.out}")
+        gather = ["evaluate", str(plan.run_dir(point)), "--seeds", str(seeds), "--gather",
+                  "--data", str(plan.data)]  # fmt: skip
+        if (code := main(gather)) != 0:
+            return code
+    _show_sweep(gather_sweep(args.out, plan.points), f"Sweep {args.out}")
     return 0
 
 
@@ -975,14 +1003,10 @@ def _run_submit(args) -> int:
     rest = list(args.rest)
     # refuse bad options, presets and inputs here, before anything is queued
     if args.what == "sweep":
-        from launch.presets import load_preset
-
         sweep_args = argparse.ArgumentParser(prog="gencond submit sweep")
         _add_sweep_options(sweep_args)
         parsed = sweep_args.parse_args(rest)
-        for point in submit.sweep_points(parsed.grid):
-            point_sets = [f"{k}={v}" for k, v in point.items() if k != "preset"]
-            load_preset(point.get("preset", parsed.preset), [*parsed.overrides, *point_sets])
+        plan = _sweep_plan(parsed)
     else:
         parsed = build_parser().parse_args([args.what, *rest])
         if args.what == "condense":
@@ -1002,11 +1026,11 @@ def _run_submit(args) -> int:
                               "--data", str(parsed.data)])  # fmt: skip
         after = [gather]
     elif args.what == "sweep":
-        points, condense, evaluate, done = _sweep_commands(parsed)
         parsed.out.mkdir(parents=True, exist_ok=True)
-        (parsed.out / "sweep_points.json").write_text(json.dumps(points, indent=1) + "\n")
-        tasks = [SequenceTask([c, e], done[2 * i : 2 * i + 2])
-                 for i, (c, e) in enumerate(zip(condense, evaluate, strict=True))]  # fmt: skip
+        (parsed.out / "sweep_points.json").write_text(json.dumps(plan.points, indent=1) + "\n")
+        tasks = [SequenceTask([plan.condense_argv(p), plan.evaluate_argv(p)],
+                              [plan.run_dir(p) / "condensed.pt", plan.run_dir(p) / "eval.json"])
+                 for p in plan.points]  # fmt: skip
         jobs = ex.map_array(run_task, tasks)
         after = [GatherSweepTask(str(parsed.out))]
     else:

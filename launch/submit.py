@@ -7,8 +7,6 @@ defaults (partition, account, ...) come from a TOML file with one table per clus
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import subprocess
 import time
@@ -240,40 +238,3 @@ def check_results(jobs: list) -> None:
             lines = [x for x in str(e).strip().splitlines() if x.strip()] or ["failed"]
             raise JobFailed(f"job {j.job_id} failed ({lines[-1][:200]}); "
                             f"log: {j.paths.stderr}") from None  # fmt: skip
-
-
-def sweep_points(grid: list[str]) -> list[dict[str, str]]:
-    """`key=v1,v2` strings -> the Cartesian product as a list of {key: value}."""
-    axes = []
-    for item in grid:
-        if "=" not in item:
-            raise ConfigError(f"--grid {item!r}: expected key=value1,value2,...")
-        key, values = item.split("=", 1)
-        options = [v.strip() for v in values.split(",") if v.strip()]
-        if not options:
-            raise ConfigError(f"--grid {item!r}: no values")
-        axes.append([(key.strip(), v) for v in options])
-    return [dict(point) for point in itertools.product(*axes)] or [{}]
-
-
-def point_name(point: dict[str, str]) -> str:
-    text = "_".join(f"{k.split('.')[-1]}-{v}" for k, v in point.items()) or "default"
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
-
-
-def gather_sweep(root: Path, points: list[dict[str, str]]) -> dict:
-    """One JSON over the sweep's points: each point's overrides and eval.json results."""
-    rows = []
-    for point in points:
-        run = root / point_name(point)
-        report = json.loads((run / "eval.json").read_text())
-        for name, by_model in report["results"].items():
-            for model, r in by_model.items():
-                row = {"point": point_name(point), **point, "set": name, "model": model}
-                row.update(mean=r["mean"], std=r["std"], seeds=len(r["accs"]))
-                rows.append(row)
-    payload = {"points": points, "rows": rows}
-    tmp = root / "sweep.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    tmp.replace(root / "sweep.json")
-    return payload

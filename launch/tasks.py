@@ -104,7 +104,7 @@ class GatherSweepTask:
         import json
         from pathlib import Path
 
-        from launch.submit import gather_sweep
+        from launch.sweep import gather_sweep
 
         root = Path(self.root)
         points = json.loads((root / "sweep_points.json").read_text())

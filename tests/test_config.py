@@ -57,11 +57,28 @@ def test_bad_overrides(assignment, message):
 
 
 def test_checks_over_several_keys_do_not_depend_on_their_order():
-    both = ["condense.codebook=fixed", "condense.finetune_generator=true"]
-    assert load_preset("mnist-smoke", both).condense.codebook == "fixed"
-    assert load_preset("mnist-smoke", both[::-1]).condense.finetune_generator
-    with pytest.raises(ConfigError, match="nothing to learn"):
-        load_preset("mnist-smoke", both[:1])  # the smoke preset freezes G
+    both = ["condense.codebook=fixed", "condense.finetune_generator=false"]
+    for order in (both, both[::-1]):
+        with pytest.raises(ConfigError, match="nothing to learn"):
+            load_preset("mnist-smoke", order)
+    assert load_preset("mnist-smoke", both[:1]).condense.codebook == "fixed"
+    assert not load_preset("mnist-smoke", both[1:]).condense.finetune_generator
+
+
+def test_smoke_presets_run_the_papers_method():
+    """The smoke presets are Algorithm 1 with the paper's rates and weights; the coreset
+    recipe is only a named variant."""
+    for name in ("mnist-smoke", "fashion-mnist-smoke", "tiny-imagenet-smoke"):
+        c = load_preset(name).condense
+        assert (c.feature_match, c.classifier, c.coreset_init, c.codebook) == (
+            "image", "head", "none", "learned")  # fmt: skip
+        assert c.finetune_generator and c.adversary == "feature"
+        assert (c.lr_codebook, c.lr_generator, c.lr_phi) == (0.01, 0.001, 0.01)
+        assert (c.weight_gan, c.weight_cls, c.weight_feature) == (1, 1, 1)
+        assert (c.weight_intra, c.weight_inter) == (1, 1)
+    variant = load_preset("fashion-mnist-coreset-smoke")
+    assert variant.condense.coreset_init == "herding" and variant.condense.classifier == "teacher"
+    assert variant.dataset == "fashion-mnist" and variant.preset == "fashion-mnist-coreset-smoke"
 
 
 def test_unknown_preset():

@@ -296,7 +296,7 @@ def test_pretrain_is_world_size_invariant(setup):
 def test_evaluation_spreads_seeds_over_ranks(setup):
     root, data, pre, one = setup
     args = ["evaluate", one, "--data", data, "--seeds", "3", "--epochs", "2",
-            "--baselines", "random"]  # fmt: skip
+            "--baselines", "random,plain"]  # fmt: skip
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     single = json.loads((one / "eval.json").read_text())

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT
-from formats import write_idx, write_imagefolder, write_imagenet64
+from formats import write_idx, write_imagefolder, write_imagenet64, write_svhn
 from PIL import Image
 from test_method import TINY, sets, toy
 
@@ -354,6 +354,27 @@ def test_npz_labels_must_be_exact(tmp_path, labels, message):
     np.savez(path, data=np.zeros((10, 192), np.uint8), labels=labels)
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         prepare("imagenet64", tmp_path / "src", tmp_path / "out", OPTS)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (1.5, "label 1.5 (row 3) is not an integer"),
+        (float("nan"), "label nan (row 3) is not an integer"),
+    ],
+)
+def test_svhn_labels_must_be_exact(tmp_path, bad, message):
+    import scipy.io
+
+    write_svhn(tmp_path / "src", 20, 10, seed=0)
+    path = tmp_path / "src" / "test_32x32.mat"
+    mat = scipy.io.loadmat(path)
+    y = mat["y"].astype(np.float64)
+    y[3, 0] = bad  # torchvision's own reader would cast 1.5 to 1 without a word
+    scipy.io.savemat(path, {"X": mat["X"], "y": y})
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        prepare("svhn", tmp_path / "src", tmp_path / "out", OPTS)
     assert not (tmp_path / "out").exists()
 
 

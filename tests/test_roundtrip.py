@@ -89,6 +89,30 @@ def test_imagefolder(tmp_path, test_dir):
     assert load_meta(tmp_path / "out").class_names == sorted(classes)
 
 
+@pytest.mark.parametrize("dataset", ["tiny-imagenet", "imagefolder"])
+def test_a_class_subset_keeps_only_those_classes(tmp_path, dataset):
+    from engine.errors import DataError
+
+    wnids = ["n03", "n01", "n02", "n04"]
+    expected = write_tiny_imagenet(tmp_path / "src", wnids, per_class=4, val=12, seed=7)
+    opts = PrepOptions(workers=1, classes=("n04", "n02"))
+    if dataset == "imagefolder":  # the same images as train/<class>/ and val/<class>/
+        write_imagefolder(tmp_path / "src_if", wnids, 3, 8, seed=1)
+        prepare(dataset, tmp_path / "src_if", tmp_path / "out", opts)
+        meta = load_meta(tmp_path / "out")
+        assert meta.class_names == ["n02", "n04"] and meta.train_class_counts == [3, 3]
+    else:
+        prepare(dataset, tmp_path / "src", tmp_path / "out", opts)
+        keep = {
+            k: (x[np.isin(y, [1, 3])], y[np.isin(y, [1, 3])] // 2) for k, (x, y) in expected.items()
+        }  # sorted wnids n01..n04 -> 0..3; kept n02, n04 -> 0, 1
+        check_roundtrip(tmp_path / "out", keep, 2)
+        assert load_meta(tmp_path / "out").class_ids == ["n02", "n04"]
+    with pytest.raises(DataError, match="--classes: 'n09' is not a class of"):
+        prepare(dataset, tmp_path / ("src" if dataset == "tiny-imagenet" else "src_if"),
+                tmp_path / "out2", PrepOptions(workers=1, classes=("n01", "n09")))  # fmt: skip
+
+
 def test_imagefolder_resizes_to_requested_size(tmp_path):
     write_imagefolder(tmp_path / "src", ["a", "b"], 3, 40, seed=6)
     prepare("imagefolder", tmp_path / "src", tmp_path / "out", PrepOptions(image_size=16))

@@ -225,7 +225,9 @@ def test_sweep_refuses_an_impossible_point_before_submitting(tmp_path):
         tmp_path / "s",
         "--grid",
         "condense.codebook=learned,fixed",
-    )  # mnist-smoke freezes G: fixed learns nothing
+        "--set",
+        "condense.finetune_generator=false",
+    )  # G frozen: fixed codes learn nothing
     assert r.returncode == 2 and "nothing to learn" in r.stderr
     assert not (tmp_path / "jobs").exists()
 

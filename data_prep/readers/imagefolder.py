@@ -92,7 +92,10 @@ def scan(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]
     return samples
 
 
-def _tiny_imagenet_samples(root: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+def _tiny_imagenet_samples(
+    root: Path, class_to_idx: dict[str, int], known: set[str]
+) -> list[tuple[str, int]]:
+    """The labelled val images of the classes in class_to_idx (others of `known` skipped)."""
     annotations = root / "val" / "val_annotations.txt"
     if not annotations.is_file():
         raise DataError(f"{root / 'val'}: missing val_annotations.txt")
@@ -101,19 +104,19 @@ def _tiny_imagenet_samples(root: Path, class_to_idx: dict[str, int]) -> list[tup
         if not line.strip():
             continue
         parts = line.split("\t")
-        if len(parts) < 2 or parts[1] not in class_to_idx:
+        if len(parts) < 2 or parts[1] not in known:
             raise DataError(f"{annotations}:{lineno}: unknown class in {line.strip()!r}")
+        if parts[1] not in class_to_idx:
+            continue
         samples.append((str(root / "val" / "images" / parts[0]), class_to_idx[parts[1]]))
     return samples
 
 
-def _folder_samples(root: Path, class_to_idx: dict[str, int]) -> tuple[list, Path]:
+def _folder_samples(root: Path, class_to_idx: dict[str, int], known: set[str]) -> tuple[list, Path]:
     for name in ("val", "test"):
         folder = root / name
         if folder.is_dir():
-            unknown = sorted(
-                c.name for c in folder.iterdir() if c.is_dir() and c.name not in class_to_idx
-            )
+            unknown = sorted(c.name for c in folder.iterdir() if c.is_dir() and c.name not in known)
             if unknown:
                 raise DataError(f"{folder}: class folder {unknown[0]!r} is not among train/")
             samples = scan(folder, class_to_idx)
@@ -172,15 +175,22 @@ def read(dataset: str, source: Path, workdir: Path, options: PrepOptions) -> Raw
         classes = sorted(w.strip() for w in wnids.read_text().split() if w.strip())
     else:
         classes, _ = find_classes(root / "train")
+    known = set(classes)
+    if options.classes is not None:
+        missing = sorted(set(options.classes) - known)
+        if missing:
+            raise DataError(f"--classes: {missing[0]!r} is not a class of {root} "
+                            f"({len(classes)} classes, e.g. {', '.join(classes[:3])})")  # fmt: skip
+        classes = sorted(set(options.classes))
     class_to_idx = {c: i for i, c in enumerate(classes)}
     train = scan(root / "train", class_to_idx)
     if not train:
         raise DataError(f"{root / 'train'}: no images found")
     tiny_val = dataset == "tiny-imagenet" or (root / "val" / "val_annotations.txt").is_file()
     if tiny_val:
-        test, test_source = _tiny_imagenet_samples(root, class_to_idx), root / "val"
+        test, test_source = _tiny_imagenet_samples(root, class_to_idx, known), root / "val"
     else:
-        test, test_source = _folder_samples(root, class_to_idx)
+        test, test_source = _folder_samples(root, class_to_idx, known)
     if not test:
         raise DataError(f"{test_source}: no images found")
     image_size = options.image_size
