@@ -96,3 +96,60 @@ def test_accuracy_bench_as_a_job_array_on_a_toy_dataset(tmp_path, one_thread):
 def test_bad_input_is_one_error_line(args, message):
     r = run_cli("bench", *args, timeout=60)
     assert r.returncode == 2 and message in r.stderr and r.stderr.count("error:") == 1, r.stderr
+
+
+def test_full_budget_gpu_script_runs_its_tiny_cpu_mode(tmp_path):
+    """benchmarks/gpu/full_budget.py, end to end in its CPU check mode: condense, seeds one at
+    a time, the results file with the paper's value beside ours."""
+    data = toy(tmp_path / "mnist")
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu.full_budget", "--tiny", "--data",
+                        f"mnist={data}", "--out", str(tmp_path / "out"), "--seeds", "2"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    payload = json.loads((tmp_path / "out" / "full_budget.json").read_text())
+    (row,) = payload["rows"]
+    assert row["dataset"] == "mnist" and row["paper"] == 98.4 and row["seeds"] == 2
+    assert len(row["accs"]) == 2 and 0 <= row["mean"] <= 100 and row["condense_s"] > 0
+    assert payload["device"] == "cpu" and "commit" in payload
+
+
+def test_budget_bench_snapshots_resume_and_skip(tmp_path):
+    """`gencond bench budget` on toy data with tiny nets: every method's set at each mark (or a
+    note that it had none yet), the coresets as zero-cost rows, JSON + md + PNG; a rerun
+    recomputes nothing."""
+    data = toy(tmp_path / "mnist")
+    from test_method import TINY
+
+    tiny_baselines = ["dm.net_width=8", "dsa.net_width=8", "dsa.batch_real=16",
+                      "mtt.net_width=8", "mtt.num_experts=1", "mtt.train_epochs=3",
+                      "mtt.expert_epochs=1", "mtt.max_start_epoch=1", "mtt.syn_steps=2",
+                      "mtt.expert_images=0"]  # fmt: skip
+    out = tmp_path / "budget.json"
+    args = ["bench", "budget", "--data", data, "--ipc", "3", "--marks", "0.1,0.2",
+            "--preset", "mnist-smoke", "--ours-chunk", "4", "--workdir", tmp_path / "work",
+            "--out", out, "--set", "eval.seeds=2", "--set", "eval.epochs=2",
+            *[a for s in TINY if not s.startswith(("ipc=", "eval."))
+              for a in ("--set", s)], "--set", "eval.width=8",
+            *[a for s in tiny_baselines for a in ("--baseline", s)]]  # fmt: skip
+    r = run_cli(*args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    got = {(s["method"], s["mark_min"]) for s in payload["summary"]}
+    assert {("random", 0.0), ("herding", 0.0)} <= got
+    for method in ("ours", "dm", "dsa", "mtt"):
+        for mark in (0.1, 0.2):
+            assert (method, mark) in got or f"{method}@{mark:g}" in payload["no_set"]
+        assert any(m == method for m, _ in got), method  # every method has a set by the end
+    assert all(s["seeds"] == 2 for s in payload["summary"])
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "| ours |" in out.with_suffix(".md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").rglob("snapshot_*.pt")}
+    r = run_cli(*args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(out.read_text())["rows"] == payload["rows"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())

@@ -1,0 +1,344 @@
+"""`gencond bench budget`: what a wall-clock budget buys. Each method runs alone, from zero, on
+one dataset at one IPC, and its set is snapshotted when the clock passes each mark; every
+snapshot is trained on with the engine's evaluation protocol (eval.*: ConvNet-3 width 128, 300
+epochs, the field's DSA, final epoch) over several seeds. Random real and herding are the
+zero-cost lines.
+
+- ours: the faithful smoke preset, its pretraining counted (`gencond pretrain`, then
+  `gencond condense` in chunks of `ours_chunk` steps, resuming from its checkpoint; the set at a
+  mark is G(codebook) after the chunk that crossed it). A schedule that ends before the last
+  mark gives its final set to the later marks (`finished_s` says when).
+- dm / dsa / mtt: the pixel baselines with their papers' settings (`budget=paper`), MTT's
+  expert trajectories counted; the set at a mark is the pixel tensor after the update that
+  crossed it. The condenser's whole state is saved with each snapshot, so an interrupted run
+  resumes from its last snapshot (the clock resumes from there too).
+
+Every snapshot and every (method, mark, seed) accuracy is written as soon as it exists; a rerun
+skips them. Writes RESULT.json, RESULT.md and RESULT.png (accuracy against wall-clock).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.results import RESULTS_DIR, write_result
+from engine.config import EvalConfig
+from engine.errors import ConfigError
+
+METHODS = ("ours", "dm", "dsa", "mtt")
+NO_SET_OURS = "no set yet: the mark passed while G was pretrained"
+NO_SET_MTT = "no set yet: the mark passed while the expert trajectories were trained"
+
+
+@dataclass
+class BudgetConfig:
+    data: str = "data/fashion-mnist"
+    dataset: str = "fashion-mnist"
+    ipc: int = 10
+    methods: tuple[str, ...] = METHODS
+    marks_min: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)
+    preset: str = "fashion-mnist-smoke"  # ours
+    preset_overrides: tuple[str, ...] = ()
+    ours_chunk: int = 100  # condensation steps between clock checks (a resumed call each)
+    baseline_budget: str = "paper"  # the baselines' presets: paper | cpu
+    # method -> {setting: value}; MTT's 100 experts x 50 epochs would outlast any CPU budget,
+    # so the CPU run trains 2 experts x 5 epochs on 6000-image epochs (its CPU preset's)
+    baseline_overrides: dict = field(default_factory=lambda: {
+        "mtt": {"num_experts": 2, "train_epochs": 5, "expert_images": 6000, "max_start_epoch": 3}
+    })  # fmt: skip
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(seeds=3, baselines=()))
+    coresets: tuple[str, ...] = ("random", "herding")
+    seed: int = 0
+    workdir: str = "runs/budget"
+    device: str = "cpu"
+
+    def check(self) -> None:
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ConfigError(f"unknown method {unknown[0]!r} (choose from: {', '.join(METHODS)})")
+        if not self.marks_min or any(m <= 0 for m in self.marks_min):
+            raise ConfigError("--marks: give positive minutes, e.g. 5,10,20,40")
+        if list(self.marks_min) != sorted(self.marks_min):
+            raise ConfigError("--marks must increase")
+        if not (Path(self.data) / "meta.json").is_file():
+            raise ConfigError(f"{self.data}: not a prepared dataset (no meta.json)")
+        self.eval.check()
+
+
+def _snap_path(cfg: BudgetConfig, method: str, mark: float) -> Path:
+    return Path(cfg.workdir) / method / f"snapshot_{mark:g}min.pt"
+
+
+def _save_snapshot(cfg, method, mark, images, labels, elapsed, info, state=None) -> None:
+    from engine import fsio
+
+    payload = {"images": None if images is None else images.detach().cpu(),
+               "labels": None if labels is None else labels.cpu(), "elapsed_s": elapsed,
+               "mark_min": mark, "info": info, "state": state}  # fmt: skip
+    fsio.save_torch(payload, _snap_path(cfg, method, mark))
+
+
+def _missing_marks(cfg: BudgetConfig, method: str) -> list[float]:
+    return [m for m in cfg.marks_min if not _snap_path(cfg, method, m).is_file()]
+
+
+def run_ours(cfg: BudgetConfig, log) -> None:
+    """Pretrain, then condense chunk by chunk; the clock is persisted in WORK/ours/clock.json."""
+    from engine import fsio
+    from engine.stages import load_condensed, synthetic_set
+    from launch.cli import main
+    from launch.presets import load_preset
+
+    todo = _missing_marks(cfg, "ours")
+    if not todo:
+        return
+    work = Path(cfg.workdir) / "ours"
+    clock_path = work / "clock.json"
+    clock = json.loads(clock_path.read_text()) if clock_path.is_file() else {"elapsed_s": 0.0}
+    sets = [a for s in cfg.preset_overrides for a in ("--set", s)] + ["--set", f"seed={cfg.seed}"]
+    total = load_preset(cfg.preset, list(cfg.preset_overrides)).condense.total_steps
+
+    def tick(began: float, **extra) -> float:
+        clock["elapsed_s"] += time.perf_counter() - began
+        clock.update(extra)
+        fsio.write_json(clock_path, clock)
+        return clock["elapsed_s"]
+
+    if not clock.get("pretrained"):
+        began = time.perf_counter()
+        if main(["pretrain", "--preset", cfg.preset, "--data", cfg.data, "--out",
+                 str(work / "pre"), *sets]) != 0:  # fmt: skip
+            raise ConfigError("bench budget: ours' pretraining failed")
+        log(f"ours: pretrained in {tick(began, pretrained=True):.0f} s")
+    step = clock.get("step", 0)
+    while todo:
+        elapsed = clock["elapsed_s"]
+        if elapsed >= todo[0] * 60 and step == 0:  # the mark passed during pretraining
+            _save_snapshot(cfg, "ours", todo[0], None, None, elapsed, {"note": NO_SET_OURS})
+            log(f"ours: no set yet at {todo.pop(0):g} min (pretraining took {elapsed:.0f} s)")
+            continue
+        if elapsed >= todo[0] * 60 or step >= total:
+            payload = load_condensed(work / "run")
+            images, labels = synthetic_set(payload)
+            info = {"steps": payload["steps"], "finished_s": clock.get("finished_s")}
+            _save_snapshot(cfg, "ours", todo[0], images, labels, elapsed, info)
+            log(f"ours: snapshot at {todo.pop(0):g} min ({elapsed:.0f} s, step {step})")
+            continue
+        began = time.perf_counter()
+        step = min(total, step + cfg.ours_chunk)
+        if main(["condense", "--preset", cfg.preset, "--data", cfg.data, "--out",
+                 str(work / "run"), "--pretrained", str(work / "pre"), *sets,
+                 "--set", f"max_steps={step}"]) != 0:  # fmt: skip
+            raise ConfigError("bench budget: ours' condensation failed")
+        tick(began, step=step)
+        if step >= total and "finished_s" not in clock:
+            tick(time.perf_counter(), finished_s=clock["elapsed_s"])
+
+
+def run_baseline(cfg: BudgetConfig, method: str, log) -> None:
+    """The pixel condenser until the last mark, snapshotting (with its state) at each."""
+    from benchmarks.accuracy_bench import AccuracyConfig, Datasets, _preset
+    from benchmarks.baselines.base import SetShape
+    from benchmarks.baselines.presets import build_condenser
+
+    todo = _missing_marks(cfg, method)
+    if todo and len(todo) < len(cfg.marks_min):
+        last = [m for m in cfg.marks_min if m not in todo][-1]
+        if torch.load(_snap_path(cfg, method, last), weights_only=False)["state"] is None:
+            todo = list(cfg.marks_min)  # only no-set marks were saved: start over
+    if not todo:
+        return
+    acfg = AccuracyConfig(datasets={cfg.dataset: cfg.data}, ipcs=(cfg.ipc,),
+                          budget=cfg.baseline_budget, condense_seed=cfg.seed,
+                          device=cfg.device, workdir=str(Path(cfg.workdir) / method))  # fmt: skip
+    data = Datasets(acfg)
+    pool, meta = data.pool(cfg.dataset)
+    done = [m for m in cfg.marks_min if m not in todo]
+    if done:  # resume from the last snapshot's state and clock
+        saved = torch.load(_snap_path(cfg, method, done[-1]), weights_only=False)
+        condenser, iteration, elapsed = saved["state"]
+        log(f"{method}: resuming at update {iteration} ({elapsed:.0f} s)")
+    else:
+        began = time.perf_counter()
+        preset = _preset(method, cfg.dataset, cfg.ipc, acfg)
+        for key, value in cfg.baseline_overrides.get(method, {}).items():
+            setattr(preset.config, key, value)
+        shape = SetShape(meta.num_classes, cfg.ipc, meta.channels, meta.image_size)
+        trajectories = None
+        if method == "mtt":  # trained here, with the overrides, on the clock
+            from benchmarks.baselines.mtt import train_experts
+
+            expert_shape = SetShape(meta.num_classes, 1, meta.channels, meta.image_size)
+            trajectories = train_experts(pool, expert_shape, preset.config, cfg.seed, cfg.device)
+        condenser = build_condenser(preset, shape, cfg.seed, cfg.device, trajectories)
+        condenser.init_from(pool, preset.config.init)
+        iteration, elapsed = 0, time.perf_counter() - began  # the experts count
+        while todo and elapsed >= todo[0] * 60:
+            _save_snapshot(cfg, method, todo[0], None, None, elapsed, {"note": NO_SET_MTT})
+            log(f"{method}: no set yet at {todo.pop(0):g} min ({elapsed:.0f} s of set-up)")
+    began = time.perf_counter() - elapsed
+    while todo:
+        condenser.step(iteration, pool)
+        iteration += 1
+        elapsed = time.perf_counter() - began
+        while todo and elapsed >= todo[0] * 60:
+            info = {"updates": iteration}
+            _save_snapshot(cfg, method, todo[0], condenser.images, condenser.labels, elapsed,
+                           info, state=(condenser, iteration, elapsed))  # fmt: skip
+            log(f"{method}: snapshot at {todo.pop(0):g} min ({elapsed:.0f} s, {iteration} updates)")
+
+
+def _coreset(cfg: BudgetConfig, kind: str):
+    from engine.evaluate import herding, random_real
+    from engine.teacher import build_teacher, train_teacher
+
+    if kind == "random":
+        return random_real(cfg.data, cfg.ipc, cfg.seed)
+    from data_prep.meta import load_meta
+    from engine import fsio
+    from engine.config import TeacherConfig
+
+    path = Path(cfg.workdir) / "herding_net.pt"
+    meta = load_meta(cfg.data)
+    tcfg = TeacherConfig(width=cfg.eval.width, epochs=1)
+    net = build_teacher(meta, tcfg.width)
+    if path.is_file():
+        net.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        net, _ = train_teacher(cfg.data, meta, tcfg, cfg.seed, torch.device(cfg.device))
+        fsio.save_torch(net.cpu().state_dict(), path)
+    return herding(cfg.data, cfg.ipc, net.eval())
+
+
+def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
+    """Condense every method to its marks, then evaluate every snapshot and coreset."""
+    from engine.evaluate import train_and_test
+
+    cfg.check()
+    out = Path(out or RESULTS_DIR / f"budget_{cfg.dataset}_ipc{cfg.ipc}_{cfg.device}.json")
+    config = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    rows: list[dict] = []
+    if out.is_file():
+        old = json.loads(out.read_text())
+        same = {k: v for k, v in old.get("config", {}).items() if k != "workdir"}
+        if same == {k: v for k, v in config.items() if k != "workdir"}:
+            rows = old["rows"]
+    done = {(r["method"], r["mark_min"], r["seed"]) for r in rows}
+    notes: dict[str, str] = {}
+
+    def save() -> dict:
+        summary = summarise(rows, cfg)
+        payload = write_result(out, config, rows, summary=summary, protocol=_protocol(cfg),
+                               no_set=notes)  # fmt: skip
+        out.with_suffix(".md").write_text(markdown(payload))
+        plot(payload, out.with_suffix(".png"))
+        return payload
+
+    def evaluate(method, mark, images, labels, extra) -> None:
+        for seed in range(cfg.eval.seeds):
+            if (method, mark, seed) in done:
+                continue
+            began = time.perf_counter()
+            acc = train_and_test("convnet", images, labels, cfg.data, cfg.eval, seed,
+                                 device=cfg.device)  # fmt: skip
+            rows.append({"method": method, "mark_min": mark, "seed": seed, "acc": acc,
+                         "eval_s": round(time.perf_counter() - began, 1), **extra})  # fmt: skip
+            done.add((method, mark, seed))
+            log(f"{method} @ {mark} min, seed {seed}: {acc:.2f} %")
+            save()
+
+    for kind in cfg.coresets:
+        if any((kind, 0.0, s) not in done for s in range(cfg.eval.seeds)):
+            images, labels = _coreset(cfg, kind)
+            evaluate(kind, 0.0, images, labels, {"elapsed_s": 0.0})
+    for method in cfg.methods:
+        if method == "ours":
+            run_ours(cfg, log)
+        else:
+            run_baseline(cfg, method, log)
+        for mark in cfg.marks_min:
+            snap = torch.load(_snap_path(cfg, method, mark), weights_only=False)
+            if snap["images"] is None:
+                notes[f"{method}@{mark:g}"] = snap["info"]["note"]
+                continue
+            evaluate(method, mark, snap["images"], snap["labels"],
+                     {"elapsed_s": round(snap["elapsed_s"], 1), **snap["info"]})  # fmt: skip
+    return save()
+
+
+def _protocol(cfg: BudgetConfig) -> str:
+    e = cfg.eval
+    return (f"ConvNet-3 width {e.width}, {e.epochs} epochs, DSA {e.dsa_strategy} "
+            f"({e.dsa_mode}-op), final-epoch test accuracy, {e.seeds} seeds")  # fmt: skip
+
+
+def summarise(rows: list[dict], cfg: BudgetConfig) -> list[dict]:
+    out = []
+    for method in (*cfg.coresets, *cfg.methods):
+        for mark in sorted({r["mark_min"] for r in rows if r["method"] == method}):
+            mine = [r for r in rows if (r["method"], r["mark_min"]) == (method, mark)]
+            accs = [r["acc"] for r in mine]
+            out.append({"method": method, "mark_min": mark, "elapsed_s": mine[0]["elapsed_s"],
+                        "mean": float(np.mean(accs)), "std": float(np.std(accs)),
+                        "seeds": len(accs)})  # fmt: skip
+    return out
+
+
+def markdown(payload: dict) -> str:
+    cfg = payload["config"]
+    marks = cfg["marks_min"]
+    by = {(r["method"], r["mark_min"]): r for r in payload["summary"]}
+    lines = [f"# Accuracy against wall-clock: {cfg['dataset']} IPC {cfg['ipc']} "
+             f"({payload['device']}, {payload['machine']}, commit {payload['commit']})", "",
+             f"Protocol: {payload['protocol']}. Each method ran alone from zero (ours: "
+             "pretraining counted; MTT: its experts counted). Accuracy (%) of the set each "
+             "had when the clock passed the mark; random real and herding cost nothing.", "",
+             "| method | " + " | ".join(f"{m:g} min" for m in marks) + " |",
+             "| --- |" + " ---: |" * len(marks)]  # fmt: skip
+    for method in (*cfg["coresets"], *cfg["methods"]):
+        cells = []
+        for m in marks:
+            r = by.get((method, m)) or by.get((method, 0.0))
+            cells.append("-" if r is None else f"{r['mean']:.2f} ± {r['std']:.2f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = payload["config"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in payload["summary"]:
+        if r["method"] in cfg["coresets"]:
+            ax.axhline(r["mean"], ls="--", lw=1, color="gray" if r["method"] == "random"
+                       else "black", label=f"{r['method']} (no cost)")  # fmt: skip
+    for method in cfg["methods"]:
+        pts = [r for r in payload["summary"] if r["method"] == method]
+        if pts:
+            ax.errorbar(
+                [r["elapsed_s"] / 60 for r in pts],
+                [r["mean"] for r in pts],
+                yerr=[r["std"] for r in pts],
+                marker="o",
+                capsize=3,
+                label=method,
+            )
+    ax.set_xlabel(f"wall-clock minutes from zero ({payload['device']})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{cfg['dataset']} IPC {cfg['ipc']}: accuracy against budget")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
