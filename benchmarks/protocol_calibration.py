@@ -39,6 +39,9 @@ class CalibrationConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(width=128, epochs=2))
     coreset_seed: int = 0  # which random images; the training seeds are 0..eval.seeds-1
+    # True: training seed s trains on random draw coreset_seed + s (DC's "random" rows average
+    # over experiments that each draw a new subset); False: one draw for every seed
+    redraw_random: bool = False
     workdir: str = "runs/calibration"
     device: str = "cpu"
 
@@ -115,7 +118,8 @@ def run(cfg: CalibrationConfig, out: str | Path | None = None) -> dict:
     if out.is_file():
         old = json.loads(out.read_text())
         wanted = json.loads(json.dumps(dataclasses.asdict(cfg.eval)))
-        if old.get("config", {}).get("eval") == wanted:
+        same_draws = old.get("config", {}).get("redraw_random", False) == cfg.redraw_random
+        if old.get("config", {}).get("eval") == wanted and same_draws:
             rows = old["rows"]
     done = {_key(r) for r in rows}
     feature_nets: dict = {}
@@ -133,11 +137,12 @@ def run(cfg: CalibrationConfig, out: str | Path | None = None) -> dict:
                 todo = [s for s in range(cfg.eval.seeds) if (name, kind, ipc, s) not in done]
                 if not todo:
                     continue
-                if kind == "random":
-                    images, labels = random_real(data, ipc, cfg.coreset_seed)
-                else:
+                if kind == "herding":
                     images, labels = herding(data, ipc, net)
                 for seed in todo:
+                    if kind == "random":
+                        draw = cfg.coreset_seed + (seed if cfg.redraw_random else 0)
+                        images, labels = random_real(data, ipc, draw)
                     began = time.perf_counter()
                     acc = train_and_test("convnet", images, labels, data, cfg.eval, seed,
                                          device=cfg.device)  # fmt: skip

@@ -304,6 +304,12 @@ def _add_bench(sub) -> None:
         help="an eval.* key of the protocol, e.g. eval.seeds=5 (repeatable)",
     )
     b.add_argument(
+        "--redraw-random",
+        action="store_true",
+        help="train seed s on random draw s (DC's random rows average over draws) instead of "
+        "one draw for every seed",
+    )
+    b.add_argument(
         "--teacher-epochs",
         type=_positive,
         default=2,
@@ -352,7 +358,7 @@ def _run_bench_calibrate(args) -> int:
         datasets=datasets, ipcs=tuple(int(v) for v in args.ipcs.split(",")),
         sets=tuple(v.strip() for v in args.sets.split(",")), eval=holder.eval,
         teacher=TeacherConfig(width=args.teacher_width, epochs=args.teacher_epochs),
-        workdir=args.workdir, device=args.device,
+        workdir=args.workdir, device=args.device, redraw_random=args.redraw_random,
     )  # fmt: skip
     payload = run(cfg, args.out)
     show_rows("Protocol calibration: test accuracy (%) beside the paper's Table 2",

@@ -31,3 +31,30 @@ def test_calibration_writes_each_run_and_a_rerun_skips_them(tmp_path):
     # another protocol starts afresh
     other = CalibrationConfig(**{**cfg.__dict__, "eval": EvalConfig(seeds=1, epochs=1, width=4)})
     assert len(run(other, out)["rows"]) == 4
+
+
+def test_redraw_random_trains_each_seed_on_its_own_draw(tmp_path, monkeypatch):
+    import torch
+
+    import engine.evaluate
+
+    data = toy(tmp_path / "data")
+    seen = {}
+
+    def fake_train(model, images, labels, data_dir, cfg, seed, **kw):  # records the set only
+        seen[seed] = images.clone()
+        return 50.0
+
+    monkeypatch.setattr(engine.evaluate, "train_and_test", fake_train)
+    base = dict(
+        datasets={"mnist": str(data)},
+        ipcs=(1,),
+        sets=("random",),
+        eval=EvalConfig(seeds=3, epochs=1, width=8),
+        workdir=str(tmp_path / "w"),
+    )
+    run(CalibrationConfig(**base), tmp_path / "one.json")
+    assert all(torch.equal(seen[0], seen[s]) for s in (1, 2))  # one draw for every seed
+    seen.clear()
+    run(CalibrationConfig(**base, redraw_random=True), tmp_path / "redraw.json")
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
