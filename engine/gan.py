@@ -51,6 +51,16 @@ class PixelDiscriminator(nn.Module):
         return score, self.aux(h)
 
 
+def _in_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """x in `layout`; one channel needs its strides set by hand (torch calls it both)."""
+    if layout != torch.channels_last:
+        return x.contiguous()
+    if x.shape[1] == 1:
+        n, _, h, w = x.shape
+        return x.contiguous().as_strided(x.shape, (h * w, 1, w, 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def build_generator(meta: DatasetMeta, cfg: GanConfig, cond_dim: int) -> Generator:
     return Generator(cfg.z_dim, cond_dim, cfg.proj_dim, meta.channels, meta.image_size,
                      cfg.width, meta.mean, meta.std)  # fmt: skip
@@ -72,6 +82,14 @@ def pretrain_gan(
         G = build_generator(meta, cfg, conditions.shape[1]).to(device)
         D = PixelDiscriminator(meta.channels, meta.num_classes, meta.image_size, cfg.disc_width)
         D = D.to(device)
+    # D has no normalisation layer, and on the CPU its convolutions run about 25 % faster on
+    # channels_last inputs (measured in CPU time at the smoke preset's sizes)
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    D = D.to(memory_format=layout)
+
+    def disc(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return D(_in_layout(x, layout), y)
+
     conditions = conditions.to(device)
     opt_g = torch.optim.Adam(G.parameters(), cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(D.parameters(), cfg.lr_d, betas=cfg.betas)
@@ -99,8 +117,8 @@ def pretrain_gan(
                 n = len(y)
                 with torch.no_grad():
                     fake = G(codes(n), conditions[y])
-                d_real, aux_real = D(real, y)
-                d_fake, _ = D(fake, y)
+                d_real, aux_real = disc(real, y)
+                d_fake, _ = disc(fake, y)
                 loss_d = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
                 loss_d = loss_d + cfg.aux_weight * F.cross_entropy(aux_real, y)
                 opt_d.zero_grad(set_to_none=True)
@@ -111,7 +129,7 @@ def pretrain_gan(
                 # two codes per class pair for the mode-seeking ratio
                 z1, z2 = codes(n), codes(n)
                 fake = G(torch.cat([z1, z2]), conditions[y].repeat(2, 1))
-                score, aux = D(fake, y.repeat(2))
+                score, aux = disc(fake, y.repeat(2))
                 loss_g = -score.mean() + cfg.aux_weight * F.cross_entropy(aux, y.repeat(2))
                 f1, f2 = fake[:n], fake[n:]
                 ratio = (f1 - f2).abs().mean(dim=(1, 2, 3)) / (z1 - z2).abs().mean(1)
