@@ -870,7 +870,9 @@ def _add_submit(sub) -> None:
         help="condense + evaluate every point of a grid here, one after the other",
         description="Every point of the grid (Cartesian product of --grid key=v1,v2,...; keys: "
         "preset or any --set key) is condensed into OUT/<point> and evaluated; OUT/sweep.json "
-        "and a table gather the results. `gencond submit sweep` runs the points as a job array.",
+        "and a table gather the results. A rerun skips each finished condensation and "
+        "evaluation seed (and refuses a point whose config changed under it). `gencond submit "
+        "sweep` runs the points as a job array.",
     )
     _add_sweep_options(p)
     p.set_defaults(handler=_run_sweep_here)
