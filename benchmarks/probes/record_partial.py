@@ -1,0 +1,62 @@
+"""Record a run whose evaluation may be unfinished: its loss-term diagnostics, the last-half
+means of L_c and D's accuracy from metrics.jsonl, and every finished evaluation seed of
+RUN/eval_parts, as a result file with provenance (marked partial when seeds are missing).
+
+    python -m benchmarks.probes.record_partial RUN --name NAME --seeds N
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.results import RESULTS_DIR, write_result
+
+
+def record(run: Path, name: str, seeds: int) -> dict:
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    last = metrics[len(metrics) // 2 :]
+    keys = ("cls", "adv", "disc_acc", "head_real_acc", "feature", "intra", "inter")
+    half = {k: float(np.mean([m[k] for m in last])) for k in keys}
+    parts = (
+        sorted((run / "eval_parts").glob("seed_*.json")) if (run / "eval_parts").is_dir() else []
+    )
+    accs: dict[str, list[float]] = {}
+    config = {}
+    for p in parts:
+        report = json.loads(p.read_text())
+        config = report["config"]
+        for set_name, by_model in report["results"].items():
+            accs.setdefault(set_name, []).append(by_model["convnet"]["accs"][0])
+    rows = [{"set": k, "mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v),
+             "accs": v} for k, v in accs.items()]  # fmt: skip
+    diagnostics = json.loads((run / "diagnostics.json").read_text())
+    chance = {t["term"]: t.get("chance") for t in diagnostics["terms"]}
+    if not config:
+        import torch
+
+        config = torch.load(run / "condensed.pt", weights_only=False)["config"]
+    return write_result(
+        RESULTS_DIR / f"{name}.json",
+        config,
+        rows,
+        partial=len(parts) < seeds,
+        seeds_wanted=seeds,
+        last_half_means=half,
+        chance=chance,
+        diagnostics=diagnostics,
+        steps=metrics[-1]["step"],
+        condense_seconds=metrics[-1]["seconds"],
+    )
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("run", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--seeds", type=int, required=True)
+    a = p.parse_args()
+    print(json.dumps(record(a.run, a.name, a.seeds)["last_half_means"], indent=1))
