@@ -10,13 +10,19 @@ vectors for the same reason.
 
 Time: every method's work is linear in the classes it touches per step, so a step is timed on
 `timed_classes` classes (median over `repeats` after `warmup`) and the sweep over every class
-is extrapolated from it; rows say so (`sweep_from`). A sweep is:
+is extrapolated from it; rows say so (`sweep_from`). A sweep is the same work for every method
+(SWEEP): every synthetic image of every class updated once, so `images_per_s` (classes x IPC
+over the sweep's seconds) compares. In steps:
   ours   classes / classes_per_step generator steps (+ one phi update per gen_steps steps)
   dm     one iteration (every class matched once)
   dsa    one image update of every class + the network training DC does after it
          (inner_loop epochs over the synthetic set, skipped after the last of outer_loop)
   mtt    ceil(classes x IPC / (syn_steps x batch_syn)) iterations (every synthetic image used
          once); an iteration is timed with `timed_syn_steps` student steps and scaled linearly
+FLOPs are counted, not modelled, for every method alike: torch's FlopCounterMode over one call
+of the same step functions that are timed (matmuls and convolutions, forward and backward),
+scaled to a sweep the way its time is. MFU is those FLOPs over the sweep's seconds against the
+fp32 peak `gencond bench peak` recorded on this machine (none where there is none).
 MTT's memory grows with syn_steps: it is measured at 1 and 2 student steps and extrapolated
 linearly (`peak_mem_from`: "extrapolated"); TESLA's should not grow, and is extrapolated the same
 way so that the claim is checked, not assumed.
@@ -54,6 +60,12 @@ SHAPES = {
     "imagenet64": (3, 64, 1000, "imagenet64"),
 }
 GIB = 1 << 30
+SWEEP = (
+    "a sweep = every synthetic image of every class updated once (ours: classes / "
+    "classes_per_step generator steps + their phi updates; DM: one iteration; DSA: one "
+    "image update of every class + DC's network training; MTT / TESLA: ceil(classes x IPC "
+    "/ (syn_steps x batch_syn)) iterations)"
+)
 
 
 def default_mem_limit_gb(device: str = "cpu") -> float:
@@ -127,16 +139,25 @@ def throughput_row(point: Point, measured: dict) -> dict:
            "base_rss_bytes": measured.get("base_rss_bytes"), "mfu": None}  # fmt: skip
     if row["sweep_s"]:
         row["images_per_s"] = point.classes * point.ipc / row["sweep_s"]
-    # issue 7: model FLOPs (engine/cost_model.py) over the measured sweep, against the peak
-    # `gencond bench peak` recorded on this machine (None where there is none)
+    # counted FLOPs over the measured sweep, against the peak `gencond bench peak` recorded on
+    # this machine (None where there is none)
     if measured.get("flops_per_sweep") and row["sweep_s"]:
         from benchmarks.peak import recorded_peak_tflops
 
         row["flops_per_step"] = measured["flops_per_step"]
+        row["flops_per_sweep"] = measured["flops_per_sweep"]
+        row["flops_per_image"] = measured["flops_per_sweep"] / (point.classes * point.ipc)
         row["tflops"] = measured["flops_per_sweep"] / row["sweep_s"] / 1e12
         peak = recorded_peak_tflops("fp32")
         row["mfu"] = row["tflops"] / peak if peak else None
-    for key in ("step_covers", "sweep_from", "peak_mem_from", "reason", "note"):
+    for key in (
+        "step_covers",
+        "sweep_from",
+        "peak_mem_from",
+        "reason",
+        "note",
+        "cost_model_flops_per_sweep",
+    ):
         if measured.get(key) is not None:
             row[key] = measured[key]
     return row
@@ -189,6 +210,16 @@ def _median_time(fn, cfg: ThroughputConfig) -> float:
         _sync(cfg.device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _count_flops(fn, i: int) -> float:
+    """FLOPs of one call of fn(i) (torch's FlopCounterMode: matmuls and convolutions, forward
+    and backward)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(i)
+    return float(counter.get_total_flops())
 
 
 def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
@@ -245,11 +276,15 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     learned = [m.codebook] + (list(m.G.parameters()) if c.finetune_generator else [])
     from engine.cost_model import condense_step_cost, steps_per_sweep  # issue 7
 
-    flops = condense_step_cost(run, p.channels, p.image_size, p.classes).flops
+    modelled = condense_step_cost(run, p.channels, p.image_size, p.classes).flops
+    step_flops, phi_flops = _count_flops(one_step, 0), _count_flops(phi_update, 0)
     stored = sum(t.numel() for t in [m.codebook, *m.G.parameters(), conditions])
     return {"params": sum(t.numel() for t in learned), "bytes": stored * 4, "step_s": step_s,
             "sweep_s": sweep, "step_covers": f"{len(timed)} of {per_step} classes of a step",
-            "flops_per_step": flops, "flops_per_sweep": flops * steps_per_sweep(run, p.classes),
+            "flops_per_step": step_flops,
+            "flops_per_sweep": (step_flops / len(timed) * p.classes
+                                + steps / c.gen_steps * phi_flops),
+            "cost_model_flops_per_sweep": modelled * steps_per_sweep(run, p.classes),
             "sweep_from": f"whole {len(timed)}-class steps (per-step part included: an upper "
                           f"bound) x {p.classes} classes + {steps}/"
                           f"{c.gen_steps} phi updates ({phi_s:.3g} s each)",
@@ -297,6 +332,10 @@ def _measure_baseline(p: Point, cfg: ThroughputConfig) -> dict:
     fixed_s = min(out["step_s"], _median_time(lambda i: update(i, []), cfg))
     per_class = (out["step_s"] - fixed_s) / len(timed)
     out["sweep_s"] = fixed_s + per_class * p.classes
+    out["flops_per_step"] = _count_flops(lambda i: update(i, timed), 0)
+    fixed_flops = min(out["flops_per_step"], _count_flops(lambda i: update(i, []), 0))
+    per_class_flops = (out["flops_per_step"] - fixed_flops) / len(timed)
+    out["flops_per_sweep"] = fixed_flops + per_class_flops * p.classes
     out["sweep_from"] = (f"per-step part {fixed_s:.3g} s + {len(timed)}-class part scaled to "
                          f"{p.classes} classes")  # fmt: skip
     if p.method != "dm":  # DSA: plus the network's training on the synthetic set
@@ -304,6 +343,8 @@ def _measure_baseline(p: Point, cfg: ThroughputConfig) -> dict:
         batches = math.ceil(n_syn / preset.config.batch_train)
         outer, inner = condenser.outer_loop, condenser.inner_loop
         out["sweep_s"] += batch_s * batches * inner * (outer - 1) / outer
+        batch_flops = _count_flops(lambda i: condenser.train_net(i, 1, max_batches=1), 0)
+        out["flops_per_sweep"] += batch_flops * batches * inner * (outer - 1) / outer
         out["sweep_from"] += (f" + {inner} x {batches} net batches x {outer - 1}/{outer} "
                               f"({batch_s:.3g} s each)")  # fmt: skip
     out["step_covers"] = f"{len(timed)} classes"
@@ -329,6 +370,7 @@ def _measure_mtt(p: Point, cfg: ThroughputConfig, n_syn: int) -> dict:
             __import__("torch").cuda.reset_peak_memory_stats()
         step_s = _median_time(condenser.step, cfg)
         peaks.append((steps, _peak_bytes(cfg.device)))
+    flops_timed = _count_flops(condenser.step, 0)  # at the larger timed step count
     params, nbytes = condenser.params, condenser.bytes
     (s1, m1), (s2, m2) = peaks[0], peaks[-1]
     slope = (m2 - m1) / (s2 - s1) if s2 > s1 else 0.0
@@ -336,8 +378,11 @@ def _measure_mtt(p: Point, cfg: ThroughputConfig, n_syn: int) -> dict:
     iterations = math.ceil(n_syn / (full.syn_steps * batch))
     per_iteration = step_s / s2 * full.syn_steps
     gib1, gib2 = m1 / GIB, m2 / GIB
+    flops_per_iteration = flops_timed / s2 * full.syn_steps
     out = {"params": params, "bytes": nbytes, "step_s": per_iteration,
            "sweep_s": per_iteration * iterations, "peak_mem_bytes": peak,
+           "flops_per_step": flops_per_iteration,
+           "flops_per_sweep": flops_per_iteration * iterations,
            "step_covers": f"one iteration: {full.syn_steps} student steps of {batch} images",
            "sweep_from": f"{s2} timed student steps scaled to {full.syn_steps}, x {iterations} "
                          f"iterations",
@@ -499,14 +544,21 @@ def markdown(payload: dict) -> str:
              f"{payload['config'].get('load_average_start')}. Steps timed on "
              f"{payload['config']['timed_classes']} class(es); sweeps extrapolated (see "
              "`sweep_from` in the JSON). Ratios: baseline / ours." + partial, "",
-             "| shape | IPC | method | params | bytes | step | sweep | images/s | peak mem | "
-             "params x | mem x | sweep x | fits |", "|" + " --- |" * 13]  # fmt: skip
+             f"The same work for every method: {SWEEP}. images/s = classes x IPC / sweep; "
+             "GFLOP: counted (torch FlopCounterMode) over the same calls; MFU against the "
+             "recorded fp32 peak.", "",
+             "| shape | IPC | method | params | bytes | step | sweep | images/s | GFLOP/sweep | "
+             "MFU | peak mem | params x | mem x | sweep x | fits |",
+             "|" + " --- |" * 15]  # fmt: skip
     for r in payload["rows"]:
         fits = {True: "yes", False: "no", None: "?"}[r.get("fits")]
+        gflop = r["flops_per_sweep"] / 1e9 if r.get("flops_per_sweep") else None
+        mfu = "-" if r.get("mfu") is None else f"{r['mfu']:.1%}"
         lines.append(
             f"| {r['shape']} | {r['ipc']} | {r['method']} | {_human(r['params'], 'n')} | "
             f"{_human(r['bytes'], 'bytes')} | {_human(r['step_s'], 's')} | "
             f"{_human(r['sweep_s'], 's')} | {_human(r['images_per_s'], 'n')} | "
+            f"{_human(gflop, 'n')} | {mfu} | "
             f"{_human(r['peak_mem_bytes'], 'bytes')} | {_human(r.get('params_vs_ours'), 'x')} | "
             f"{_human(r.get('peak_mem_bytes_vs_ours'), 'x')} | "
             f"{_human(r.get('sweep_s_vs_ours'), 'x')} | {fits} |"

@@ -1,7 +1,11 @@
 """Is each loss term of a condensation run moving, is D learning, did the set collapse?
 
 - loss_terms: first / last-half / last values of each logged term beside its chance level
-  (ln C for L_c, ln 2 for L_adv, ln K for L_intra, 0.5 for D's accuracy) and a verdict.
+  (ln C for L_c, ln 2 for L_adv, ln K for L_intra, 0.5 for D's accuracy), its mean change over
+  each phi's life (phi, D and the head are re-initialised every outer iteration, so a live term
+  can fall within every outer iteration and still average near chance), and a verdict.
+- pixel_extremes: the share of pixels at the top and bottom of the pixel range, against real
+  images, to catch a generator that blew its images out into flat silhouettes.
 - set_spread: per-class spread and class-centre distances of a set in a feature net's space,
   against a random-real set of the same IPC, to catch K identical images in a class or two
   classes whose rows look alike.
@@ -22,6 +26,10 @@ MOVED = 0.02
 COLLAPSED = 0.15
 # alike: two class centres closer than this fraction of the real images' closest pair
 ALIKE = 0.25
+# extremes: a pixel within this fraction of the range's end; blown out: this many more such
+# pixels (as a share of all pixels) than real images have
+EXTREME = 0.02
+BLOWN_OUT = 0.10
 
 
 def chance_levels(num_classes: int, ipc: int) -> dict[str, float | None]:
@@ -42,9 +50,27 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
+def per_phi_change(records: list[dict], term: str) -> float | None:
+    """Mean over outer iterations (records' `outer`) of the term's change within one phi's life:
+    the mean of its last fifth minus the mean of its first fifth. None without `outer` or with
+    fewer than two records per outer iteration."""
+    lives: dict[int, list[float]] = {}
+    for r in records:
+        if "outer" in r and term in r:
+            lives.setdefault(int(r["outer"]), []).append(float(r[term]))
+    changes = []
+    for values in lives.values():
+        if len(values) >= 2:
+            n = max(1, len(values) // 5)
+            changes.append(_mean(values[-n:]) - _mean(values[:n]))
+    return _mean(changes) if changes else None
+
+
 def loss_terms(records: list[dict], num_classes: int, ipc: int) -> list[dict]:
     """One row per logged term: first (mean of the first tenth of the log), last_half (mean
-    of the second half), last, chance, and status: 'moved', 'never moved' or 'at chance'."""
+    of the second half), last, chance, per_phi (per_phi_change) and status: 'moved', 'never
+    moved' or 'at chance'. A term whose second-half mean sits at chance but that changes within
+    each phi's life by more than MOVED of its chance level is 'moved'."""
     if not records:
         return []
     chance = chance_levels(num_classes, ipc)
@@ -56,13 +82,15 @@ def loss_terms(records: list[dict], num_classes: int, ipc: int) -> list[dict]:
             continue
         first = _mean([r[term] for r in head])
         half = _mean([r[term] for r in tail])
+        per_phi = per_phi_change(records, term)
         moved = abs(half - first) > MOVED * max(abs(first), 1e-8)
         status = "moved" if moved else "never moved"
         if level is not None and abs(half - level) <= MOVED * max(abs(level), 1e-8):
-            status = "at chance"
+            live = per_phi is not None and abs(per_phi) > MOVED * max(abs(level), 1e-8)
+            status = "moved" if live else "at chance"
         rows.append({"term": term, "first": first, "last_half": half,
-                     "last": float(records[-1][term]),
-                     "chance": level, "status": status})  # fmt: skip
+                     "last": float(records[-1][term]), "chance": level,
+                     "per_phi": per_phi, "status": status})  # fmt: skip
     return rows
 
 
@@ -122,6 +150,27 @@ def set_spread(
         out["warnings"].append(
             f"class rows alike: centres of {out['alike_pairs'][:5]} are closer than "
             f"{ALIKE:.0%} of the closest real pair: the generator ignores its class condition"
+        )
+    return out
+
+
+def pixel_extremes(images: Tensor, real_images: Tensor) -> dict:
+    """Share of pixels within EXTREME of the top / bottom of [0, 255] (uint8 or float 0..255
+    tensors of any shape), for the set and for real images, and a warning when the set has
+    BLOWN_OUT more top pixels than real images."""
+
+    def shares(x: Tensor) -> tuple[float, float]:
+        x = x.float()
+        return (float((x >= 255 * (1 - EXTREME)).float().mean()),
+                float((x <= 255 * EXTREME).float().mean()))  # fmt: skip
+
+    (top, bottom), (real_top, real_bottom) = shares(images), shares(real_images)
+    out = {"top": top, "top_real": real_top, "bottom": bottom, "bottom_real": real_bottom,
+           "warnings": []}  # fmt: skip
+    if top - real_top > BLOWN_OUT:
+        out["warnings"].append(
+            f"images blown out: {top:.0%} of pixels at the top of the range (real images "
+            f"{real_top:.0%}): the generator lost its texture"
         )
     return out
 

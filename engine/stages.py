@@ -187,9 +187,16 @@ def condense_diagnostics(cfg: RunConfig, data_dir: str | Path, meta: DatasetMeta
     terms = diag.loss_terms(records, meta.num_classes, cfg.condense.ipc)
     images, labels = synthetic_set(payload)
     real = random_real(data_dir, cfg.condense.ipc, seed=cfg.seed)
-    spread = diag.set_spread(images, labels, *real, teacher_from(pre, meta))
-    report = {"terms": terms, "spread": spread,
-              "warnings": diag.term_warnings(terms) + spread["warnings"]}  # fmt: skip
+    teacher = teacher_from(pre, meta)
+    spread = diag.set_spread(images, labels, *real, teacher)
+    normalizer = Normalizer(meta.mean, meta.std)
+    pixels = diag.pixel_extremes(normalizer.denormalize(images), normalizer.denormalize(real[0]))
+    with torch.no_grad():
+        guesses = torch.cat([teacher(x).argmax(1) for x in images.split(512)])
+    agree = float((guesses == labels).float().mean())
+    warnings = diag.term_warnings(terms) + spread["warnings"] + pixels["warnings"]
+    report = {"terms": terms, "spread": spread, "pixels": pixels, "teacher_agreement": agree,
+              "warnings": warnings}  # fmt: skip
     _write_json(out / "diagnostics.json", report)
     return report
 

@@ -698,8 +698,11 @@ def _run_condense(args) -> int:
 def _show_condense_diagnostics(d: dict) -> None:
     from launch.tables import show_pairs, show_rows
 
-    terms = [{**r, "chance": "-" if r["chance"] is None else r["chance"]} for r in d["terms"]]
-    show_rows("Loss terms (first: first tenth of the log; last half: mean of the second)", terms)
+    terms = [{**r, "chance": "-" if r["chance"] is None else r["chance"],
+              "per_phi": "-" if r.get("per_phi") is None else r["per_phi"]}
+             for r in d["terms"]]  # fmt: skip
+    show_rows("Loss terms (first: first tenth of the log; last half: mean of the second; "
+              "per phi: mean change within one outer iteration)", terms)  # fmt: skip
     s = d["spread"]
     labels = {"within_class": "within-class distance", "between_class": "between-class distance",
               "closest_pair": "closest class pair"}  # fmt: skip
@@ -707,6 +710,13 @@ def _show_condense_diagnostics(d: dict) -> None:
         (text, f"{s.get(key, float('nan')):.4g} (real {s.get(key + '_real', float('nan')):.4g})")
         for key, text in labels.items()
     ]
+    if "pixels" in d:
+        px = d["pixels"]
+        pairs.append(("pixels at the top / bottom of the range",
+                      f"{px['top']:.1%} / {px['bottom']:.1%} (real {px['top_real']:.1%} / "
+                      f"{px['bottom_real']:.1%})"))  # fmt: skip
+    if "teacher_agreement" in d:
+        pairs.append(("teacher agrees with the label", f"{d['teacher_agreement']:.1%}"))
     show_pairs("Synthetic set in teacher features (real: random real images, same IPC)", pairs)
     for line in d["warnings"]:
         console.print(f"[bold yellow]warning:[/] {line}")

@@ -5,7 +5,13 @@ import math
 import torch
 from torch import nn
 
-from engine.condense_diagnostics import chance_levels, loss_terms, set_spread, term_warnings
+from engine.condense_diagnostics import (
+    chance_levels,
+    loss_terms,
+    pixel_extremes,
+    set_spread,
+    term_warnings,
+)
 
 
 def records(**curves):
@@ -64,3 +70,32 @@ def test_spread_flags_collapsed_class_and_alike_rows():
     assert bad["collapsed_classes"] == [1]
     assert bad["alike_pairs"] == [(0, 2)]
     assert len(bad["warnings"]) == 2
+
+
+def test_a_term_that_falls_within_every_phi_life_is_live_though_it_averages_at_chance():
+    # phi is re-initialised every outer iteration: L_intra jumps up, then falls below chance
+    life = [2.8, 2.45, 2.25, 2.1, 1.9]
+    curve = life * 6
+    outer = [i // len(life) for i in range(len(curve))]
+    level = math.log(10)
+    assert abs(sum(curve[15:]) / 15 - level) < 0.02 * level  # the second half averages at chance
+    rows = loss_terms(records(intra=curve, outer=outer), num_classes=10, ipc=10)
+    (row,) = rows
+    assert row["status"] == "moved"
+    assert math.isclose(row["per_phi"], 1.9 - 2.8)
+    assert term_warnings(rows) == []
+    # the same values with no change inside an outer iteration stay 'at chance'
+    flat = loss_terms(records(intra=[level] * 30, outer=outer), num_classes=10, ipc=10)
+    assert flat[0]["status"] == "at chance" and flat[0]["per_phi"] == 0.0
+
+
+def test_pixel_extremes_flag_blown_out_images():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randint(0, 256, (20, 1, 8, 8), generator=g)
+    same = pixel_extremes(real.clone(), real)
+    assert same["warnings"] == [] and math.isclose(same["top"], same["top_real"])
+    blown = real.clone()
+    blown[:, :, :4] = 255  # half of every image white
+    out = pixel_extremes(blown, real)
+    assert out["top"] > 0.5 > out["top_real"]
+    assert len(out["warnings"]) == 1 and out["warnings"][0].startswith("images blown out")

@@ -80,7 +80,11 @@ def test_condense_ends_with_loss_terms_and_set_spread(run):
     assert abs(terms["cls"]["chance"] - np.log(4)) < 1e-9
     assert abs(terms["intra"]["chance"] - np.log(3)) < 1e-9
     assert report["spread"]["within_class_real"] > 0
+    assert 0 <= report["teacher_agreement"] <= 1
+    assert 0 <= report["pixels"]["top"] <= 1 and 0 <= report["pixels"]["top_real"] <= 1
+    assert all(t["per_phi"] is not None for t in report["terms"])  # outer iterations logged
     assert "Loss terms" in result.stdout and "within-class distance" in result.stdout
+    assert "teacher agrees with the label" in result.stdout
     for line in report["warnings"]:
         assert "warning: " + line.split(" ")[0] in result.stderr.replace("\n", " ")
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.results import RESULTS_DIR, write_result
+from engine.condense_diagnostics import loss_terms, term_warnings
 
 
 def record(run: Path, name: str, seeds: int) -> dict:
@@ -39,6 +41,12 @@ def record(run: Path, name: str, seeds: int) -> dict:
         import torch
 
         config = torch.load(run / "condensed.pt", weights_only=False)["config"]
+    # the loss-term verdicts as the current code draws them (the spread is the run's own)
+    classes = round(math.exp(chance["cls"]))
+    diagnostics["terms"] = loss_terms(metrics, classes, config["condense"]["ipc"])
+    diagnostics["warnings"] = (
+        term_warnings(diagnostics["terms"]) + diagnostics["spread"]["warnings"]
+    )
     return write_result(
         RESULTS_DIR / f"{name}.json",
         config,

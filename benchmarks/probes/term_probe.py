@@ -1,0 +1,75 @@
+"""Which loss term does what to the set: short condensations of one preset with terms switched
+off (a variants file, as `gencond sweep --variants` reads), each from the same pretrain stage,
+gathered without evaluation: loss-term verdicts, pixels at the ends of the range, the teacher's
+agreement with the labels, and the spread in teacher features. Resumable: a variant whose
+ROOT/<name>/condensed.pt exists is not condensed again; the result file is rewritten after each.
+
+    python -m benchmarks.probes.term_probe --preset fashion-mnist-smoke --data data/fashion-mnist \
+        --pretrained runs/faithful/pre --out runs/term_probe \
+        --variants benchmarks/ablations/term_probe.toml --set condense.outer_iterations=1 \
+        --name fashion-mnist-smoke_term_probe_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.results import RESULTS_DIR, write_result
+from launch.presets import load_preset
+from launch.sweep import load_variants
+
+
+def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[str, list[str]],
+          sets: list[str], name: str, tiny: bool = False) -> dict:  # fmt: skip
+    from launch.cli import main
+
+    rows: list[dict] = []
+    result: dict = {}
+    for variant, extra in variants.items():
+        run = out / variant
+        overrides = [*sets, *extra]
+        if not (run / "condensed.pt").is_file():
+            argv = ["condense", "--preset", preset, "--data", str(data), "--out", str(run),
+                    "--pretrained", str(pretrained)]  # fmt: skip
+            for item in overrides:
+                argv += ["--set", item]
+            if (code := main(argv)) != 0:
+                raise SystemExit(code)
+        d = json.loads((run / "diagnostics.json").read_text())
+        terms = {t["term"]: t for t in d["terms"]}
+        row = {"variant": variant, "sets": extra, "teacher_agreement": d["teacher_agreement"],
+               "top_pixels": d["pixels"]["top"], "top_pixels_real": d["pixels"]["top_real"],
+               "within_class": d["spread"]["within_class"],
+               "within_class_real": d["spread"]["within_class_real"],
+               "between_class": d["spread"]["between_class"],
+               "between_class_real": d["spread"]["between_class_real"],
+               "warnings": d["warnings"]}  # fmt: skip
+        for term in ("feature", "adv", "cls", "intra", "inter", "disc_acc"):
+            if term in terms:
+                row[f"{term}_last_half"] = terms[term]["last_half"]
+                row[f"{term}_per_phi"] = terms[term]["per_phi"]
+        rows.append(row)
+        config = load_preset(preset, overrides).to_dict()
+        result = write_result(RESULTS_DIR / f"{name}.json", config, rows, tiny=tiny,
+                              preset=preset, common_sets=sets)  # fmt: skip
+    return result
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--pretrained", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="ROOT: one folder per variant")
+    p.add_argument("--variants", type=Path, required=True, help="a variants TOML file")
+    p.add_argument("--set", action="append", default=[], help="KEY=VALUE for every variant")
+    p.add_argument("--name", required=True, help="result file benchmarks/results/NAME.json")
+    a = p.parse_args()
+    res = probe(a.preset, a.data, a.pretrained, a.out, load_variants(a.variants), a.set, a.name)
+    for r in res["rows"]:
+        print(
+            f"{r['variant']:>16}  teacher {r['teacher_agreement']:.2f}  top pixels "
+            f"{r['top_pixels']:.3f} (real {r['top_pixels_real']:.3f})"
+        )
