@@ -2,7 +2,7 @@
 CIFAR-10, Tiny-ImageNet and ImageNet-1K shapes, in the same run.
 
 Each (method, shape, IPC) point runs in its own spawned child process, so its peak memory is
-its own: CUDA max_memory_allocated on a GPU, the child's peak RSS (ru_maxrss) on a CPU, next to
+its own: CUDA max_memory_allocated on a GPU, the child's peak RSS (VmHWM) on a CPU, next to
 the RSS the child had before building anything (`base_rss_bytes`: interpreter + torch). The
 learnable state is allocated at full size (every class x IPC); the real data is generated noise
 made on demand (speed does not depend on pixel values) and MTT's experts are random parameter
@@ -189,6 +189,19 @@ def _peak_bytes(device: str) -> int:
         import torch
 
         return torch.cuda.max_memory_allocated()
+    return _peak_rss()
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set: VmHWM (reset by exec, so a spawned child's own), else
+    ru_maxrss (which Linux carries over exec from the parent: a child would report at least
+    the parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -399,7 +412,7 @@ def _child(p: Point, cfg: ThroughputConfig, results) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
     out: dict = {}
     try:
-        out["base_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        out["base_rss_bytes"] = _peak_rss()
         _limit_memory(int(cfg.mem_limit_gb * GIB), cfg.device)
         out.update(_measure_ours(p, cfg) if p.method == "ours" else _measure_baseline(p, cfg))
         out.setdefault("peak_mem_bytes", _peak_bytes(cfg.device))

@@ -118,6 +118,28 @@ def test_full_budget_gpu_script_runs_its_tiny_cpu_mode(tmp_path):
     assert payload["device"] == "cpu" and "commit" in payload
 
 
+def test_gpu_throughput_suite_runs_its_tiny_cpu_mode(tmp_path):
+    """benchmarks/gpu/throughput_suite.py in its CPU check mode: peaks, speed switches with MFU,
+    ours vs DM / TESLA memory, each part's file and the summary written."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu.throughput_suite", "--tiny",
+                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("peak", "speed_switches", "throughput_ipc50", "throughput_suite"):
+        assert (out / f"{name}.json").is_file(), name
+    (parts,) = json.loads((out / "throughput_suite.json").read_text())["rows"]
+    assert set(parts["peak"]["tflops"]) >= {"fp32", "bf16"}
+    assert parts["speed_switches"]["best"]["mfu"] > 0
+    assert set(parts["memory_ipc50"]) >= {"ours", "dm", "tesla"}
+    assert all(parts["memory_ipc50"][m]["peak_mem_bytes"] > 0 for m in ("ours", "dm", "tesla"))
+
+
 def test_budget_bench_snapshots_resume_and_skip(tmp_path):
     """`gencond bench budget` on toy data with tiny nets: every method's set at each mark (or a
     note that it had none yet), the coresets as zero-cost rows, JSON + md + PNG; a rerun

@@ -112,7 +112,8 @@ summary() {
 
 case "$PART" in
   prepare) prepare ;;
+  setup) setup ;;  # alone: FFCV built into /tmp/issue7-site for benchmarks/gpu/throughput_suite.sh
   step | loader | baselines | summary) setup; "$PART" ;;
   all) setup; step; loader; baselines; summary ;;
-  *) echo "usage: $0 prepare|step|loader|baselines|summary|all" >&2; exit 2 ;;
+  *) echo "usage: $0 prepare|setup|step|loader|baselines|summary|all" >&2; exit 2 ;;
 esac
