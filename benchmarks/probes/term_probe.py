@@ -1,7 +1,8 @@
 """Which loss term does what to the set: short condensations of one preset with terms switched
 off (a variants file, as `gencond sweep --variants` reads), each from the same pretrain stage,
 gathered without evaluation: loss-term verdicts, pixels at the ends of the range, the teacher's
-agreement with the labels, and the spread in teacher features. Resumable: a variant whose
+agreement with the labels, and the spread in teacher features; optionally each set's accuracy
+(`--eval-seeds N`, the run's own protocol, the condensed set alone). Resumable: a variant whose
 ROOT/<name>/condensed.pt exists is not condensed again; the result file is rewritten after each.
 
     python -m benchmarks.probes.term_probe --preset fashion-mnist-smoke --data data/fashion-mnist \
@@ -16,14 +17,29 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.results import RESULTS_DIR, write_result
 from launch.presets import load_preset
 from launch.sweep import load_variants
 
 
 def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[str, list[str]],
-          sets: list[str], name: str, tiny: bool = False) -> dict:  # fmt: skip
+          sets: list[str], name: str, eval_seeds: int = 0, tiny: bool = False) -> dict:  # fmt: skip
+    """Condense every variant (skipping finished ones), then, with eval_seeds > 0, evaluate its
+    condensed set alone for that many seeds (finished seeds skipped), rewriting the result
+    file after each step."""
     from launch.cli import main
+
+    def evaluated(run: Path) -> list[float]:
+        accs = []
+        for i in range(eval_seeds):
+            part = run / "eval_parts" / f"seed_{i}.json"
+            if part.is_file():
+                accs.append(
+                    json.loads(part.read_text())["results"]["condensed"]["convnet"]["accs"][0]
+                )
+        return accs
 
     rows: list[dict] = []
     result: dict = {}
@@ -54,6 +70,18 @@ def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[s
         config = load_preset(preset, overrides).to_dict()
         result = write_result(RESULTS_DIR / f"{name}.json", config, rows, tiny=tiny,
                               preset=preset, common_sets=sets)  # fmt: skip
+    for row in rows if eval_seeds else []:
+        run = out / row["variant"]
+        for i in range(eval_seeds):
+            if not (run / "eval_parts" / f"seed_{i}.json").is_file():
+                argv = ["evaluate", str(run), "--data", str(data), "--seeds", str(eval_seeds),
+                        "--seed-index", str(i), "--baselines", ""]  # fmt: skip
+                if (code := main(argv)) != 0:
+                    raise SystemExit(code)
+            accs = evaluated(run)
+            row.update(accs=accs, mean=float(np.mean(accs)), std=float(np.std(accs)))
+            result = write_result(RESULTS_DIR / f"{name}.json", result["config"], rows, tiny=tiny,
+                                  preset=preset, common_sets=sets)  # fmt: skip
     return result
 
 
@@ -66,8 +94,11 @@ if __name__ == "__main__":
     p.add_argument("--variants", type=Path, required=True, help="a variants TOML file")
     p.add_argument("--set", action="append", default=[], help="KEY=VALUE for every variant")
     p.add_argument("--name", required=True, help="result file benchmarks/results/NAME.json")
+    p.add_argument("--eval-seeds", type=int, default=0,
+                   help="then evaluate each set alone for N seeds (default 0: none)")  # fmt: skip
     a = p.parse_args()
-    res = probe(a.preset, a.data, a.pretrained, a.out, load_variants(a.variants), a.set, a.name)
+    res = probe(a.preset, a.data, a.pretrained, a.out, load_variants(a.variants), a.set, a.name,
+                a.eval_seeds)  # fmt: skip
     for r in res["rows"]:
         print(
             f"{r['variant']:>16}  teacher {r['teacher_agreement']:.2f}  top pixels "
