@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from benchmarks.results import RESULTS_DIR, write_result
+from data_prep.errors import ConfigError
 from engine.config import EvalConfig
-from engine.errors import ConfigError
 
 METHODS = ("ours", "dm", "dsa", "mtt")
 NO_SET_OURS = "no set yet: the mark passed while G was pretrained"
@@ -77,7 +77,7 @@ def _snap_path(cfg: BudgetConfig, method: str, mark: float) -> Path:
 
 
 def _save_snapshot(cfg, method, mark, images, labels, elapsed, info, state=None) -> None:
-    from engine import fsio
+    from data_prep import fsio
 
     payload = {"images": None if images is None else images.detach().cpu(),
                "labels": None if labels is None else labels.cpu(), "elapsed_s": elapsed,
@@ -91,10 +91,10 @@ def _missing_marks(cfg: BudgetConfig, method: str) -> list[float]:
 
 def run_ours(cfg: BudgetConfig, log) -> None:
     """Pretrain, then condense chunk by chunk; the clock is persisted in WORK/ours/clock.json."""
-    from engine import fsio
-    from engine.stages import load_condensed, synthetic_set
-    from launch.cli import main
-    from launch.presets import load_preset
+    from data_prep import fsio
+    from data_prep.runlock import hold
+    from engine.presets import load_preset_for
+    from engine.stages import load_condensed, run_condense, run_pretrain, synthetic_set
 
     todo = _missing_marks(cfg, "ours")
     if not todo:
@@ -102,8 +102,8 @@ def run_ours(cfg: BudgetConfig, log) -> None:
     work = Path(cfg.workdir) / "ours"
     clock_path = work / "clock.json"
     clock = json.loads(clock_path.read_text()) if clock_path.is_file() else {"elapsed_s": 0.0}
-    sets = [a for s in cfg.preset_overrides for a in ("--set", s)] + ["--set", f"seed={cfg.seed}"]
-    total = load_preset(cfg.preset, list(cfg.preset_overrides)).condense.total_steps
+    sets = [*cfg.preset_overrides, f"seed={cfg.seed}"]
+    total = load_preset_for(cfg.preset, sets, cfg.data).condense.total_steps
 
     def tick(began: float, **extra) -> float:
         clock["elapsed_s"] += time.perf_counter() - began
@@ -113,9 +113,8 @@ def run_ours(cfg: BudgetConfig, log) -> None:
 
     if not clock.get("pretrained"):
         began = time.perf_counter()
-        if main(["pretrain", "--preset", cfg.preset, "--data", cfg.data, "--out",
-                 str(work / "pre"), *sets]) != 0:  # fmt: skip
-            raise ConfigError("bench budget: ours' pretraining failed")
+        with hold(work / "pre", "pretrain"):
+            run_pretrain(load_preset_for(cfg.preset, sets, cfg.data), cfg.data, work / "pre")
         log(f"ours: pretrained in {tick(began, pretrained=True):.0f} s")
     step = clock.get("step", 0)
     while todo:
@@ -133,10 +132,9 @@ def run_ours(cfg: BudgetConfig, log) -> None:
             continue
         began = time.perf_counter()
         step = min(total, step + cfg.ours_chunk)
-        if main(["condense", "--preset", cfg.preset, "--data", cfg.data, "--out",
-                 str(work / "run"), "--pretrained", str(work / "pre"), *sets,
-                 "--set", f"max_steps={step}"]) != 0:  # fmt: skip
-            raise ConfigError("bench budget: ours' condensation failed")
+        run_cfg = load_preset_for(cfg.preset, [*sets, f"max_steps={step}"], cfg.data)
+        with hold(work / "run", "condense"):
+            run_condense(run_cfg, cfg.data, work / "run", work / "pre")
         tick(began, step=step)
         if step >= total and "finished_s" not in clock:
             clock["finished_s"] = clock["elapsed_s"]
@@ -202,8 +200,8 @@ def _coreset(cfg: BudgetConfig, kind: str):
 
     if kind == "random":
         return random_real(cfg.data, cfg.ipc, cfg.seed)
+    from data_prep import fsio
     from data_prep.meta import load_meta
-    from engine import fsio
     from engine.config import TeacherConfig
 
     path = Path(cfg.workdir) / "herding_net.pt"

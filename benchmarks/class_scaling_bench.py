@@ -22,10 +22,10 @@ import psutil
 
 from benchmarks.prep_bench import tree_memory
 from benchmarks.results import RESULTS_DIR, write_result
+from data_prep.console import log
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare_arrays
 from data_prep.splits import RawDataset, Segment, Split
-from engine.console import log
 
 SMALL = ["teacher.width=16", "teacher.epochs=1", "gan.steps=20", "gan.width=8",
          "gan.disc_width=8", "gan.z_dim=32", "gan.proj_dim=16", "condense.phi_width=32",

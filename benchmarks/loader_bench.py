@@ -17,13 +17,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.results import RESULTS_DIR, write_result
+from data_prep.console import log, progress_bar
+from data_prep.errors import GencondError
 from data_prep.loaders import ClassGroupedLoader, Normalizer, TrainLoader, default_threads
 from data_prep.meta import load_meta
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare_arrays
 from data_prep.splits import RawDataset, Segment, Split
-from engine.console import log, progress_bar
-from engine.errors import GencondError
 
 
 @dataclass

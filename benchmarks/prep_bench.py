@@ -19,8 +19,8 @@ import numpy as np
 import psutil
 
 from benchmarks.results import RESULTS_DIR, write_result
+from data_prep.console import log, progress_bar
 from data_prep.options import default_workers
-from engine.console import log, progress_bar
 
 
 @dataclass

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from benchmarks.results import RESULTS_DIR, write_result
 from benchmarks.throughput_bench import GIB, Point, ThroughputConfig, measure_all
-from engine.console import log
-from engine.errors import ConfigError
+from data_prep.console import log
+from data_prep.errors import ConfigError
 
 FITS = {True: "yes", False: "no", None: "?"}
 COLORS = {"ours": (214, 39, 40), "dm": (31, 119, 180), "dsa": (44, 160, 44),

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.results import RESULTS_DIR, write_result
+from data_prep.console import log
 from data_prep.meta import DatasetMeta
 from engine import cost_model
 from engine.augment import DiffAugment
 from engine.condense import PHI_STREAM, StepModules, _seeded, condense_step, phi_update
 from engine.config import RunConfig
-from engine.console import log
 from engine.gan import build_generator
 from engine.nets import ConvNet, reinit_
 
@@ -188,7 +188,7 @@ def _peak_rows(path: str) -> list[dict]:
 
 def run(cfg: SpeedConfig, out: Path | None = None) -> dict:
     from benchmarks.peak import peak_tflops
-    from launch.presets import load_preset
+    from engine.presets import load_preset
 
     peaks = _peak_rows(cfg.peak_json)
     kind = "cuda" if cfg.device.startswith("cuda") else "cpu"

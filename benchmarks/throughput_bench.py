@@ -49,8 +49,8 @@ import psutil
 
 from benchmarks.baselines.base import check_choices
 from benchmarks.results import RESULTS_DIR, write_result
-from engine.console import log, progress_bar
-from engine.errors import ConfigError
+from data_prep.console import log, progress_bar
+from data_prep.errors import ConfigError
 
 METHODS = ("ours", "dm", "dsa", "mtt", "tesla")
 # shape -> (channels, image size, classes, our preset's dataset)
@@ -242,7 +242,7 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     from engine.condense import StepModules, condense_step
     from engine.generator import Generator
     from engine.nets import ConvNet
-    from launch.presets import PRESETS, load_preset
+    from engine.presets import PRESETS, load_preset
 
     name = (
         f"{p.dataset}-ipc{p.ipc}" if f"{p.dataset}-ipc{p.ipc}" in PRESETS else f"{p.dataset}-ipc10"

@@ -15,10 +15,10 @@ import numpy as np
 from ffcv.fields import IntField, NDArrayField
 from ffcv.writer import DatasetWriter, MemoryAllocator
 
+from data_prep import fsio
+from data_prep.console import progress_bar
+from data_prep.errors import DataError
 from data_prep.splits import Split
-from engine import fsio
-from engine.console import progress_bar
-from engine.errors import DataError
 
 PAGE_SIZE = 1 << 23  # FFCV's default (4 x 2 MiB): every worker writes whole pages
 ALLOC_ENTRY = 24  # bytes per sample in the allocation table (id, pointer, size)

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from data_prep.console import progress_bar
+from data_prep.errors import ConfigError, DataError
 from data_prep.loaders import ClassGroupedLoader, TestLoader, TrainLoader
-from engine.console import progress_bar
-from engine.errors import ConfigError, DataError
 
 
 def loader_pass(

@@ -21,9 +21,8 @@ from ffcv.loader import Loader, OrderOption
 from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
 from data_prep import meta as meta_io
+from data_prep.errors import ConfigError
 from data_prep.orders import ClassGrouped, WorldSliceRandom, build_loader
-from engine.distributed import world
-from engine.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -127,17 +126,17 @@ class TrainLoader(_Base):
         batch_size: int,
         seed: int,
         device: str | torch.device = "cpu",
-        rank: int | None = None,
-        world_size: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
         num_workers: int | None = None,
         raw: bool = False,
     ):
         super().__init__(data_dir, device, raw)
         if batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-        r, w = world()
-        self.rank = r if rank is None else rank
-        self.world_size = w if world_size is None else world_size
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside a world of {world_size}")
+        self.rank, self.world_size = rank, world_size  # the caller's ranks: one process by default
         with keep_torch_threads():
             self.loader = build_loader(
                 WorldSliceRandom,

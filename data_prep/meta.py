@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import DataError
+from data_prep.errors import DataError
 
 META_FILE = "meta.json"
 TRAIN_BETON = "train.beton"
@@ -56,7 +56,7 @@ class DatasetMeta:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    from engine import fsio
+    from data_prep import fsio
 
     fsio.write_json(path, payload)
 

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import meta
+from data_prep import fsio, meta, runlock
+from data_prep.console import log, progress_bar
+from data_prep.errors import ConfigError, DataError
 from data_prep.options import DATASETS, PrepOptions
 from data_prep.readers import cifar, idx, imagefolder, imagenet64, svhn
 from data_prep.splits import RawDataset, Split, validate
-from engine import fsio, runlock
-from engine.console import log, progress_bar
-from engine.errors import ConfigError, DataError
 
 Reader = Callable[[str, Path, Path, PrepOptions], RawDataset]
 READERS: dict[str, Reader] = {

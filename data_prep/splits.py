@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import DataError
+from data_prep.errors import DataError
 
 
 @dataclass

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
+from data_prep import fsio
+from data_prep.errors import DataError
 from data_prep.meta import DatasetMeta, gencond_version
-from engine import fsio
-from engine.errors import DataError
 from engine.generator import Generator
 
 PRETRAINED_FILE = "pretrained.pt"

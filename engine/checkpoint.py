@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from engine import fsio
-from engine.errors import DataError, GencondError
+from data_prep import fsio
+from data_prep.errors import DataError, GencondError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_KEYS = ("step", "seconds", "world_size", "config", "modules")

@@ -22,15 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
+from data_prep.console import log, progress_bar
+from data_prep.errors import ConfigError
 from data_prep.loaders import ClassGroupedLoader, TrainLoader
 from data_prep.meta import DatasetMeta
 from engine import checkpoint, distributed, losses
 from engine.augment import DiffAugment
 from engine.config import RunConfig
-from engine.console import log, progress_bar
 from engine.coreset_init import coreset, fit_to_coreset
 from engine.distributed import DistEnv
-from engine.errors import ConfigError
 from engine.generator import Generator, generate, init_codebook
 from engine.nets import ConvNet, reinit_
 

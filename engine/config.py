@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from engine.errors import ConfigError
+from data_prep.errors import ConfigError
 
 
 @dataclass
@@ -305,3 +307,32 @@ def _parse(text: str, current: Any, key: str) -> Any:
     except ValueError:
         kind = type(current).__name__
         raise ConfigError(f"--set {key}={text}: expected a {kind}") from None
+
+
+def load_variants(path: str | Path | None) -> dict[str, list[str]]:
+    """{name: ["key=value", ...]} from a TOML file of one table per variant (order kept)."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        tables = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--variants {path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--variants {path}: not valid TOML ({e})") from None
+    variants = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"--variants {path}: {name!r} is not a [table] of key = value")
+        variants[name] = [f"{k}={_text(v)}" for k, v in table.items()]
+    if not variants:
+        raise ConfigError(f"--variants {path}: no [variant] tables")
+    return variants
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(_text(v) for v in value)
+    return str(value)

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from data_prep.console import log, progress_bar
+from data_prep.errors import ConfigError
 from engine import distributed
 from engine.config import RunConfig
-from engine.console import log, progress_bar
-from engine.errors import ConfigError
 from engine.evaluate import herding, random_real
 from engine.generator import generate
 

@@ -321,7 +321,7 @@ DATASET_SHAPES = {"mnist": (1, 28, 10), "fashion-mnist": (1, 28, 10), "cifar10":
 def preset_costs(presets: list[str]) -> list[dict]:
     """One row per preset (`name` or `name+key=value+...`): its step's FLOPs by part, bytes and
     FLOPs per sweep over the classes."""
-    from launch.presets import load_preset
+    from engine.presets import load_preset
 
     rows = []
     for name in presets:
@@ -333,13 +333,3 @@ def preset_costs(presets: list[str]) -> list[dict]:
                      "steps_per_sweep": steps_per_sweep(cfg, shape[2]),
                      "flops_per_sweep": cost.flops * steps_per_sweep(cfg, shape[2])})  # fmt: skip
     return rows
-
-
-if __name__ == "__main__":  # python -m engine.cost_model: benchmarks/results/cost_model.json
-    from benchmarks.results import RESULTS_DIR, write_result
-
-    names = ["cifar10-ipc10", "cifar10-ipc50", "tiny-imagenet-ipc10", "imagenet64-ipc10",
-             "imagenet64-ipc10+condense.precision=bf16", "imagenet64-ipc50",
-             "fashion-mnist-smoke"]  # fmt: skip
-    write_result(RESULTS_DIR / "cost_model.json", {"presets": names}, preset_costs(names),
-                 note="analytic (engine/cost_model.py), not a measurement")  # fmt: skip

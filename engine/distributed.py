@@ -11,13 +11,15 @@ import datetime
 import os
 import socket
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from engine.errors import ConfigError, GencondError
+from data_prep.errors import ConfigError, GencondError, InUseError
+from data_prep.runlock import hold
 
 
 class RankFailure(GencondError):
@@ -231,3 +233,25 @@ def barrier() -> None:
     if dist.is_initialized():
         with _guard("barrier"):
             dist.barrier()
+
+
+@contextmanager
+def hold_on_rank0(folder: Path, command: str, lock: Path | None = None) -> Iterator[None]:
+    """hold() by global rank 0 of a distributed run; every rank learns whether it got it, so
+    all of them refuse together instead of the others waiting for rank 0."""
+    rank, size = world()
+    if size == 1:
+        with hold(folder, command, lock):
+            yield
+        return
+    error = None
+    with ExitStack() as stack:
+        if rank == 0:
+            try:
+                stack.enter_context(hold(folder, command, lock))
+            except InUseError as e:
+                error = str(e)
+        error = broadcast_object(error)
+        if error:
+            raise InUseError(error)
+        yield

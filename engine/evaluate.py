@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data_prep.console import log, progress_bar
+from data_prep.errors import ConfigError
 from data_prep.loaders import TestLoader, read_indices
 from data_prep.meta import load_class_index, load_meta
 from engine import distributed
 from engine.augment import DiffAugment
 from engine.config import EvalConfig
-from engine.console import log, progress_bar
-from engine.errors import ConfigError
 from engine.nets import build_net, reinit_
 
 # independent streams derived from a run's seed

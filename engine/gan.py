@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from data_prep.console import progress_bar
+from data_prep.errors import ConfigError
 from data_prep.loaders import TrainLoader
 from data_prep.meta import DatasetMeta
 from engine import distributed
 from engine.config import GanConfig
-from engine.console import progress_bar
-from engine.errors import ConfigError
 from engine.generator import Generator
 
 
@@ -99,7 +99,9 @@ def pretrain_gan(
     # data parallel over a global batch: rank r takes slice r of the real batch and of the codes
     # (drawn for the whole global batch), BatchNorm uses global statistics, losses are scaled
     # by 1/world and the gradients summed: the same run whatever the number of ranks
-    loader = TrainLoader(data_dir, cfg.batch_size // world, seed=seed, device=device)
+    loader = TrainLoader(
+        data_dir, cfg.batch_size // world, seed=seed, device=device, rank=rank, world_size=world
+    )
 
     def codes(n: int) -> torch.Tensor:
         everyone = torch.randn(n * world, cfg.z_dim, generator=gen)

@@ -3,10 +3,10 @@ the data can hold, and a step whose memory is not clearly beyond the device."""
 
 from __future__ import annotations
 
+from data_prep.errors import ConfigError
+from data_prep.fsio import human
 from data_prep.meta import DatasetMeta
 from engine.config import RunConfig
-from engine.errors import ConfigError
-from engine.fsio import human
 
 FLOAT_BYTES = 4
 

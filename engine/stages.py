@@ -13,14 +13,15 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
+from data_prep import fsio
+from data_prep.console import log
+from data_prep.errors import ConfigError, DataError
 from data_prep.loaders import Normalizer
 from data_prep.meta import DatasetMeta, load_meta
-from engine import artifact, checkpoint, distributed, fsio, preflight
+from engine import artifact, checkpoint, distributed, preflight
 from engine.condense import condense
 from engine.config import EvalConfig, RunConfig
-from engine.console import log
 from engine.distributed import DistEnv
-from engine.errors import ConfigError, DataError
 from engine.evaluate import diversity, evaluate_sets, herding, random_real
 from engine.gan import pretrain_gan
 from engine.generator import condition_table, generate, init_codebook

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from data_prep.console import progress_bar
+from data_prep.errors import ConfigError
 from data_prep.loaders import TestLoader, TrainLoader
 from data_prep.meta import DatasetMeta
 from engine import distributed
 from engine.config import TeacherConfig
-from engine.console import progress_bar
-from engine.errors import ConfigError
 from engine.evaluate import evaluate_accuracy
 from engine.nets import ConvNet, reinit_
 
@@ -33,7 +33,9 @@ def train_teacher(
     if cfg.batch_size % world:
         raise ConfigError(f"teacher.batch_size={cfg.batch_size} does not split over {world} ranks")
     # each rank a slice of the same global batches; the summed gradients are the global ones
-    loader = TrainLoader(data_dir, cfg.batch_size // world, seed=seed, device=device)
+    loader = TrainLoader(
+        data_dir, cfg.batch_size // world, seed=seed, device=device, rank=rank, world_size=world
+    )
     opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)  # fmt: skip
     total = max(1, cfg.epochs * len(loader))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from engine.console import console
-from engine.errors import GencondError
+from data_prep.console import console
+from data_prep.errors import GencondError
 
 SOURCES_HELP = """\
 dataset ids and the --source each expects (files as their publishers ship them):
@@ -80,10 +80,10 @@ def _add_prep(sub) -> None:
 
 
 def _run_prep(args) -> int:
+    from data_prep.errors import ConfigError
     from data_prep.options import PrepOptions
     from data_prep.prepare import prepare
-    from engine.errors import ConfigError
-    from launch.tables import show_pairs
+    from engine.tables import show_pairs
 
     classes = None
     if args.classes is not None:
@@ -137,7 +137,7 @@ def _add_inspect(sub) -> None:
 
 def _run_inspect(args) -> int:
     from data_prep.inspect import class_grid, loader_pass
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     rows = loader_pass(args.data, args.device, args.batch_size)
     if args.grid:
@@ -164,9 +164,9 @@ def _add_bench(sub) -> None:
     )
     names = "throughput|scaling|accuracy|calibrate|loader|prep|classes|peak|profile|speed"
     bench = p.add_subparsers(dest="bench", required=True, metavar=f"<{names}>")
-    from benchmarks.baselines.commands import add_baseline_benches
+    from launch.bench_baselines import add_baseline_benches
 
-    add_baseline_benches(bench, _positive)  # throughput, scaling, accuracy
+    add_baseline_benches(bench, _positive, main)  # throughput, scaling, accuracy
     b = bench.add_parser(
         "loader",
         help="images/s of the FFCV loaders vs a plain torch DataLoader",
@@ -338,9 +338,9 @@ def _add_bench(sub) -> None:
 
 def _run_bench_calibrate(args) -> int:
     from benchmarks.protocol_calibration import CalibrationConfig, run
+    from data_prep.errors import ConfigError
     from engine.config import RunConfig, TeacherConfig
-    from engine.errors import ConfigError
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     holder = RunConfig()
     for item in args.overrides:
@@ -430,7 +430,7 @@ def _add_bench_speed(bench) -> None:
 
 def _run_bench_peak(args) -> int:
     from benchmarks.peak import PeakConfig, run
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     result = run(PeakConfig(size=args.size, repeats=args.repeats, device=args.device), args.out)
     show_rows(f"Peak FLOP/s on {result['machine']} ({args.device})", result["rows"])
@@ -439,7 +439,7 @@ def _run_bench_peak(args) -> int:
 
 def _run_bench_profile(args) -> int:
     from benchmarks.profile_bench import ProfileConfig, run
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     cfg = ProfileConfig(preset=args.preset, channels=args.channels, image_size=args.image_size,
                         num_classes=args.classes, overrides=args.set, steps=args.steps,
@@ -452,7 +452,7 @@ def _run_bench_profile(args) -> int:
 
 def _run_bench_speed(args) -> int:
     from benchmarks.speed_bench import VARIANTS, SpeedConfig, run
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     cfg = SpeedConfig(preset=args.preset, channels=args.channels, image_size=args.image_size,
                       num_classes=args.classes, overrides=args.set, device=args.device,
@@ -467,7 +467,7 @@ def _run_bench_speed(args) -> int:
 
 def _run_bench_loader(args) -> int:
     from benchmarks.loader_bench import LoaderBenchConfig, run
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     cfg = LoaderBenchConfig(
         images=args.images,
@@ -488,7 +488,7 @@ def _run_bench_loader(args) -> int:
 
 def _run_bench_classes(args) -> int:
     from benchmarks.class_scaling_bench import ClassScalingConfig, run
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     cfg = ClassScalingConfig(classes=tuple(args.classes), classes_per_step=args.classes_per_step,
                              steps=args.steps, workdir=args.workdir)  # fmt: skip
@@ -499,7 +499,7 @@ def _run_bench_classes(args) -> int:
 
 def _run_bench_prep(args) -> int:
     from benchmarks.prep_bench import PrepBenchConfig, run
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     cfg = PrepBenchConfig(
         batches=tuple(args.batches),
@@ -561,17 +561,9 @@ def _add_run_options(p, out_help: str, set_help: str = SET_HELP) -> None:
 
 
 def _config(args):
-    from data_prep.meta import load_meta
-    from engine.errors import ConfigError
-    from launch.presets import load_preset
+    from engine.presets import load_preset_for
 
-    cfg = load_preset(args.preset, args.overrides)
-    meta = load_meta(args.data)
-    if cfg.dataset != meta.dataset:
-        raise ConfigError(
-            f"preset {args.preset} is for {cfg.dataset}, but {args.data} holds {meta.dataset}"
-        )
-    return cfg
+    return load_preset_for(args.preset, args.overrides, args.data)
 
 
 def _add_method(sub) -> None:
@@ -649,11 +641,11 @@ def _add_method(sub) -> None:
 
 def _run_pretrain(args) -> int:
     cfg = _config(args)  # a bad preset, key or dataset fails before torch and ffcv load
+    from data_prep.console import is_rank_zero
     from engine import distributed
-    from engine.console import is_rank_zero
-    from engine.runlock import hold_on_rank0
+    from engine.distributed import hold_on_rank0
     from engine.stages import run_pretrain
-    from launch.tables import show_pairs
+    from engine.tables import show_pairs
 
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
@@ -669,11 +661,11 @@ def _run_pretrain(args) -> int:
 
 def _run_condense(args) -> int:
     cfg = _config(args)  # a bad preset, key or dataset fails before torch and ffcv load
+    from data_prep.console import is_rank_zero
     from engine import distributed
-    from engine.console import is_rank_zero
-    from engine.runlock import hold_on_rank0
+    from engine.distributed import hold_on_rank0
     from engine.stages import run_condense
-    from launch.tables import show_pairs
+    from engine.tables import show_pairs
 
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
@@ -696,7 +688,7 @@ def _run_condense(args) -> int:
 
 
 def _show_condense_diagnostics(d: dict) -> None:
-    from launch.tables import show_pairs, show_rows
+    from engine.tables import show_pairs, show_rows
 
     terms = [{**r, "chance": "-" if r["chance"] is None else r["chance"],
               "per_phi": "-" if r.get("per_phi") is None else r["per_phi"]}
@@ -731,9 +723,9 @@ def _require_condensed(run: Path) -> None:
 
 def _run_synthesize(args) -> int:
     _require_condensed(args.run)
-    from engine.runlock import hold
+    from data_prep.runlock import hold
     from engine.stages import run_synthesize
-    from launch.tables import show_pairs
+    from engine.tables import show_pairs
 
     with hold(args.run, "synthesize"):
         summary = run_synthesize(args.run)
@@ -743,10 +735,11 @@ def _run_synthesize(args) -> int:
 
 def _run_evaluate(args) -> int:
     _require_condensed(args.run)
+    from data_prep.console import is_rank_zero
+    from data_prep.runlock import hold, run_lock_path
     from engine import distributed
     from engine.config import RunConfig
-    from engine.console import is_rank_zero
-    from engine.runlock import hold, hold_on_rank0, run_lock_path
+    from engine.distributed import hold_on_rank0
     from engine.stages import load_condensed, run_evaluate
 
     cfg = RunConfig.from_dict(load_condensed(args.run)["config"])
@@ -775,7 +768,7 @@ def _run_evaluate(args) -> int:
 
 def eval_config(cfg, args):
     """The run's evaluation protocol (cfg.eval) with this command's flags and --set eval.*."""
-    from engine.errors import ConfigError
+    from data_prep.errors import ConfigError
 
     for item in args.overrides:
         if not item.strip().startswith("eval."):
@@ -793,7 +786,7 @@ def eval_config(cfg, args):
 
 def _show_evaluation(report: dict) -> None:
     from engine.evaluate import summarize
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     div = report["diagnostics"]["diversity_teacher_features"]
     rows = summarize(report["results"])
@@ -939,7 +932,8 @@ def _add_sweep_options(p) -> None:
 
 
 def _sweep_plan(args):
-    from launch.sweep import SweepPlan, load_variants
+    from engine.config import load_variants
+    from launch.sweep import SweepPlan
 
     plan = SweepPlan(preset=args.preset, data=args.data, out=args.out, pretrained=args.pretrained,
                      grid=args.grid, overrides=args.overrides,
@@ -950,7 +944,7 @@ def _sweep_plan(args):
 
 
 def _show_sweep(payload: dict, title: str) -> None:
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     rows = [{k: v for k, v in r.items() if k != "point"} for r in payload["rows"]]
     show_rows(title, rows)
@@ -959,7 +953,7 @@ def _show_sweep(payload: dict, title: str) -> None:
 def _run_sweep_here(args) -> int:
     """Every point in turn: condense (skipped when finished), each evaluation seed (skipped
     when its part exists), gather; then OUT/sweep.json over the points."""
-    from engine.console import log
+    from data_prep.console import log
     from launch.sweep import finished_condense, finished_seed, gather_sweep, point_name
 
     plan = _sweep_plan(args)
@@ -998,7 +992,7 @@ def _submit_options(args):
     extra = dict(values.pop("sbatch", {}))
     for item in args.sbatch:
         if "=" not in item:
-            from engine.errors import ConfigError
+            from data_prep.errors import ConfigError
 
             raise ConfigError(f"--sbatch {item!r}: expected key=value")
         key, value = item.split("=", 1)
@@ -1009,8 +1003,8 @@ def _submit_options(args):
 
 
 def _run_submit(args) -> int:
+    from engine.tables import show_pairs
     from launch import submit
-    from launch.tables import show_pairs
     from launch.tasks import CommandTask, GatherSweepTask, SequenceTask, run_task
 
     opts = _submit_options(args)
@@ -1038,21 +1032,24 @@ def _run_submit(args) -> int:
         seeds = parsed.seeds or RunConfig.from_dict(load_condensed(parsed.run)["config"]).eval.seeds
         if "--seeds" not in rest:
             rest += ["--seeds", str(seeds)]
-        elements = [CommandTask(["evaluate", *rest, "--seed-index", str(i)]) for i in range(seeds)]
+        elements = [
+            CommandTask(["evaluate", *rest, "--seed-index", str(i)], main) for i in range(seeds)
+        ]
         jobs = ex.map_array(run_task, elements)
         gather = CommandTask(["evaluate", str(parsed.run), "--seeds", str(seeds), "--gather",
-                              "--data", str(parsed.data)])  # fmt: skip
+                              "--data", str(parsed.data)], main)  # fmt: skip
         after = [gather]
     elif args.what == "sweep":
         parsed.out.mkdir(parents=True, exist_ok=True)
         (parsed.out / "sweep_points.json").write_text(json.dumps(plan.points, indent=1) + "\n")
         tasks = [SequenceTask([plan.condense_argv(p), plan.evaluate_argv(p)],
-                              [plan.run_dir(p) / "condensed.pt", plan.run_dir(p) / "eval.json"])
+                              [plan.run_dir(p) / "condensed.pt", plan.run_dir(p) / "eval.json"],
+                              main)
                  for p in plan.points]  # fmt: skip
         jobs = ex.map_array(run_task, tasks)
         after = [GatherSweepTask(str(parsed.out))]
     else:
-        jobs = [ex.submit(CommandTask([args.what, *rest]))]
+        jobs = [ex.submit(CommandTask([args.what, *rest], main))]
     gather_jobs = []
     if after and opts.cluster == "slurm":  # runs when every array element succeeded
         array_id = str(jobs[0].job_id).split("_")[0]
@@ -1086,8 +1083,8 @@ def _run_submit(args) -> int:
 
 
 def _run_slurm_local(args) -> int:
+    from engine.tables import show_pairs
     from launch import slurm_local
-    from launch.tables import show_pairs
 
     result = getattr(slurm_local, args.action)()
     show_pairs(f"slurm-local {args.action}", [(k, str(v)) for k, v in result.items()])
@@ -1117,7 +1114,7 @@ DEBUG_ENV = "GENCOND_DEBUG"
 
 def _one_line(e: BaseException) -> tuple[str, int]:
     """(message, exit status) of an exception no gencond check turned into a GencondError."""
-    from engine.fsio import disk_error
+    from data_prep.fsio import disk_error
 
     mapped = disk_error(e, Path(getattr(e, "filename", None) or "?"))
     if mapped is not None:  # a full disk, permission denied, not a folder, ...

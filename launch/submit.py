@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from engine.errors import ConfigError, GencondError
+from data_prep.errors import ConfigError, GencondError
 
 _HOME_DEFAULTS = Path.home() / ".config" / "gencond" / "clusters.toml"
 DEFAULTS_FILE = Path(os.environ.get("GENCOND_CLUSTER_DEFAULTS", _HOME_DEFAULTS))
@@ -188,7 +188,7 @@ def wait(jobs: list, poll_s: float = 2.0) -> list[str]:
     from rich.live import Live
     from rich.table import Table
 
-    from engine.console import console
+    from data_prep.console import console
 
     _quiet_submitit()
 

@@ -15,42 +15,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import ConfigError
+from data_prep.errors import ConfigError
 
 VARIANT = "variant"
-
-
-def load_variants(path: str | Path | None) -> dict[str, list[str]]:
-    """{name: ["key=value", ...]} from a TOML file of one table per variant (order kept)."""
-    if path is None:
-        return {}
-    path = Path(path)
-    try:
-        tables = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--variants {path}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"--variants {path}: not valid TOML ({e})") from None
-    variants = {}
-    for name, table in tables.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"--variants {path}: {name!r} is not a [table] of key = value")
-        variants[name] = [f"{k}={_text(v)}" for k, v in table.items()]
-    if not variants:
-        raise ConfigError(f"--variants {path}: no [variant] tables")
-    return variants
-
-
-def _text(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return ",".join(_text(v) for v in value)
-    return str(value)
 
 
 def sweep_points(grid: list[str], variants: dict[str, list[str]] | None = None) -> list[dict]:
@@ -108,7 +78,7 @@ class SweepPlan:
         return preset, [s for s in sets if not s.startswith("preset=")]
 
     def config(self, point: dict):
-        from launch.presets import load_preset
+        from engine.presets import load_preset
 
         preset, sets = self.settings(point)
         cfg = load_preset(preset, sets)
@@ -194,7 +164,7 @@ def finished_seed(plan: SweepPlan, point: dict, seed_index: int) -> bool:
 
 def gather_sweep(root: Path, points: list[dict]) -> dict:
     """One JSON over the sweep's points: each point's overrides and eval.json results."""
-    from engine import fsio
+    from data_prep import fsio
 
     rows = []
     for point in points:

@@ -1,4 +1,6 @@
 """What a submitit job runs: a `gencond` command, in-process, on every task of the job.
+The command's entry (launch.cli.main) is handed in by the submitting side, so this module
+stays below the CLI.
 
 Kept apart from submission (launch/submit.py), as DINOv2's Trainer is from its run/submit.py:
 the callable sets the torch.distributed variables from submitit's SLURM environment, runs the
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 PREEMPTED_EXIT = 3  # launch.cli's exit status after a signal and a checkpoint
 
@@ -27,19 +30,18 @@ class CommandTask:
     """`gencond <argv>` on every task of a job. Multi-task jobs become one torch.distributed
     world (one task per GPU) through submitit's TorchDistributedEnvironment."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], entry: Callable[[list[str]], int]):
         self.argv = [str(a) for a in argv]
+        self.entry = entry  # a module-level function: submitit pickles it by reference
 
     def __call__(self) -> dict:
         import submitit
-
-        from launch import cli
 
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         os.environ.setdefault("COLUMNS", "160")
-        code = cli.main(self.argv)
+        code = self.entry(self.argv)
         if code == PREEMPTED_EXIT:  # checkpointed on a signal: leave no result, come back
             self._requeue_after_time_limit(env.global_rank)
             sys.exit(PREEMPTED_EXIT)  # SystemExit: submitit writes no result for this attempt
@@ -59,7 +61,7 @@ class CommandTask:
         command resumes from RUN/checkpoint.pt."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(CommandTask(self.argv))
+        return submitit.helpers.DelayedSubmission(CommandTask(self.argv, self.entry))
 
     def __repr__(self) -> str:
         return f"gencond {' '.join(self.argv)}"
@@ -69,10 +71,10 @@ class SequenceTask(CommandTask):
     """Several `gencond` commands one after the other (a sweep point: condense, then evaluate).
     A command whose `done` file exists is skipped, so a requeued job redoes only the rest."""
 
-    def __init__(self, argvs: list[list[str]], done: list[str]):
+    def __init__(self, argvs: list[list[str]], done: list[str], entry: Callable[[list[str]], int]):
         self.argvs = [[str(a) for a in argv] for argv in argvs]
         self.done = [str(d) for d in done]
-        super().__init__(self.argvs[-1])
+        super().__init__(self.argvs[-1], entry)
 
     def __call__(self) -> dict:
         from pathlib import Path
@@ -88,7 +90,7 @@ class SequenceTask(CommandTask):
     def checkpoint(self, *args, **kwargs):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(SequenceTask(self.argvs, self.done))
+        return submitit.helpers.DelayedSubmission(SequenceTask(self.argvs, self.done, self.entry))
 
     def __repr__(self) -> str:
         return " && ".join(f"gencond {' '.join(a)}" for a in self.argvs)

@@ -7,6 +7,7 @@ EXTRA_APT_PACKAGES="dataset-fashion-mnist" bash scripts/setup_env.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports  # pyproject.toml [tool.importlinter]: imports point down, no circles
 
 # A real single-node SLURM for tests/test_slurm.py (as root: apt, munged, slurmctld, slurmd).
 # Only what this starts is stopped at the end; elsewhere those tests skip with the reason.

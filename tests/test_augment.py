@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from data_prep.errors import ConfigError
 from engine.augment import DEFAULT_STRATEGY, OPS, DiffAugment, DSAParams, parse_strategy
-from engine.errors import ConfigError
 
 
 def gen(seed: int) -> torch.Generator:

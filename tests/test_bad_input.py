@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from formats import write_idx, write_imagefolder, write_imagenet64
+from helpers import ROOT
 
+from data_prep.errors import DataError
 from data_prep.meta import load_meta
-from engine.errors import DataError
 
 
 def assert_refused(result, out: Path, *needles: str) -> None:

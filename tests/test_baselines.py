@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import ROOT
+from helpers import ROOT
 
 from benchmarks.baselines.base import NoisePool, SetShape, TensorPool, keyed_generator
 from benchmarks.baselines.dm import DistributionMatching, DMConfig
@@ -21,7 +21,7 @@ from benchmarks.baselines.gradient_matching import (
 )
 from benchmarks.baselines.mtt import MTTConfig, TrajectoryMatching, random_trajectories
 from benchmarks.baselines.presets import load_baseline_preset
-from engine.errors import ConfigError
+from data_prep.errors import ConfigError
 
 SHAPE = SetShape(num_classes=3, ipc=2, channels=1, image_size=8)
 

@@ -5,8 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
-from test_method import toy
+from helpers import run_cli, toy
 
 from benchmarks import scaling_bench, throughput_bench
 from benchmarks.throughput_bench import Point, ThroughputConfig
@@ -105,7 +104,7 @@ def test_full_budget_gpu_script_runs_its_tiny_cpu_mode(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     r = subprocess.run([sys.executable, "-m", "benchmarks.gpu.full_budget", "--tiny", "--data",
                         f"mnist={data}", "--out", str(tmp_path / "out"), "--seeds", "2"],
@@ -124,7 +123,7 @@ def test_gpu_throughput_suite_runs_its_tiny_cpu_mode(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "benchmarks.gpu.throughput_suite", "--tiny",
@@ -145,7 +144,7 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
     note that it had none yet), the coresets as zero-cost rows, JSON + md + PNG; a rerun
     recomputes nothing."""
     data = toy(tmp_path / "mnist")
-    from test_method import TINY
+    from helpers import TINY
 
     tiny_baselines = ["dm.net_width=8", "dsa.net_width=8", "dsa.batch_real=16",
                       "mtt.net_width=8", "mtt.num_experts=1", "mtt.train_epochs=3",

@@ -6,8 +6,8 @@ import sys
 import textwrap
 
 import pytest
-from conftest import ROOT
 from formats import write_idx
+from helpers import ROOT
 
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare
@@ -78,7 +78,7 @@ def test_dead_writer_process_is_an_error_not_a_hang(tmp_path):
         from pathlib import Path
         from data_prep.beton import write_beton
         from data_prep.splits import Segment, Split
-        from engine.errors import DataError
+        from data_prep.errors import DataError
 
         class Dying(Split):
             def __getitem__(self, i):

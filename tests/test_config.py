@@ -2,9 +2,9 @@
 
 import pytest
 
+from data_prep.errors import ConfigError
 from engine.config import RunConfig
-from engine.errors import ConfigError
-from launch.presets import PRESETS, load_preset
+from engine.presets import PRESETS, load_preset
 
 
 def test_every_dataset_has_its_presets():

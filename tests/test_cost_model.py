@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.speed_bench import StepHarness
 from benchmarks.speed_bench import tiny_config as small
 from engine import cost_model
-from launch.presets import load_preset
+from engine.presets import load_preset
 
 CASES = {
     # 28 px, 1 channel: generated at 32 and cropped; head classifier, fine-tuned G

@@ -12,9 +12,7 @@ loss by the wrong rank share does) moves the parameters by more than 2.5e-3, che
 The same world size resumed from a checkpoint must match bit for bit."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,56 +20,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
-from test_method import TINY, sets, toy
+from helpers import (
+    ROOT,
+    TINY,
+    condense_args,
+    free_port,
+    params,
+    rank_env,
+    sets,
+    single_rank_cli,
+    torchrun,
+    toy,
+)
 
 RTOL, ATOL = 1e-3, 5e-4
 STEPS = 8  # 2 outer x 2 inner x 2 generator steps: two phi re-initialisations, four phi updates
-CONDENSE = [*TINY, "condense.finetune_generator=true", "condense.feature_match=image",
-            "condense.checkpoint_every=0", "condense.log_every=1",
-            "condense.intra_temperature=1.0",
-            # Adam turns rounding-level differences of D's gradients into lr-sized steps (as in
-            # GAN pretraining below); SGD keeps the cross-world difference at rounding level
-            "condense.disc_optimizer=sgd"]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict:
-    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(var, None)
-    return env
-
-
-def cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
-    """One process, one intra-op thread like each torchrun rank (fewer rounding differences)."""
-    return subprocess.run([sys.executable, "-m", "launch.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=_env())  # fmt: skip
-
-
-def torchrun(nproc: int, *args, extra: tuple = (), timeout: float = 600):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", *extra, "-m", "launch.cli", *map(str, args)]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=_env())  # fmt: skip
-
-
-def condense_args(data: Path, pre: Path, out: Path, *overrides: str) -> list:
-    return ["condense", "--preset", "mnist-smoke", "--data", data, "--out", out,
-            "--pretrained", pre, *sets(*CONDENSE, *overrides)]  # fmt: skip
-
-
-def params(run: Path) -> dict[str, torch.Tensor]:
-    payload = torch.load(run / "condensed.pt", weights_only=False)
-    out = {"codebook": payload["codebook"], "conditions": payload["class_embeddings"]}
-    out.update({f"G.{k}": v for k, v in payload["generator"].items() if v.is_floating_point()})
-    return out
 
 
 def max_gap(a: dict, b: dict) -> float:
@@ -84,22 +47,13 @@ def assert_close(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[k], b[k], rtol=RTOL, atol=ATOL, msg=lambda m, k=k: f"{k}: {m}")
 
 
-def toy_pretrained(root: Path) -> tuple[Path, Path]:
-    """8 classes of toy data and one (single-process) pretrain stage on them."""
-    data = toy(root / "data", classes=8)
-    pre = root / "pre"
-    r = cli("pretrain", "--preset", "mnist-smoke", "--data", data, "--out", pre, *sets(*TINY))
-    assert r.returncode == 0, r.stderr
-    return data, pre
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, toy_stage):
     """Toy data, one pretrain stage, one uninterrupted single-process run."""
     root = tmp_path_factory.mktemp("dist")
     data, pre = toy_stage
     one = root / "w1"
-    r = cli(*condense_args(data, pre, one, f"max_steps={STEPS}"))
+    r = single_rank_cli(*condense_args(data, pre, one, f"max_steps={STEPS}"))
     assert r.returncode == 0, r.stderr
     return root, data, pre, one
 
@@ -127,7 +81,9 @@ def test_wrongly_scaled_run_would_be_caught(setup):
     """The tolerance is meaningful: halving one loss (a rank-share scaling bug) is far outside."""
     root, data, pre, one = setup
     other = root / "half_intra"
-    r = cli(*condense_args(data, pre, other, f"max_steps={STEPS}", "condense.weight_intra=0.5"))
+    r = single_rank_cli(
+        *condense_args(data, pre, other, f"max_steps={STEPS}", "condense.weight_intra=0.5")
+    )
     assert r.returncode == 0, r.stderr
     assert max_gap(params(other), params(one)) > 5 * ATOL
 
@@ -147,7 +103,7 @@ def test_two_torchrun_nodes_match_one_node(setup):
     ]
     args = condense_args(data, pre, out, f"max_steps={STEPS}")
     nodes = [subprocess.Popen([*cmd, f"--node-rank={i}", "-m", "launch.cli", *map(str, args)],
-                              cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                              cwd=ROOT, env=rank_env(), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
              for i in range(2)]  # fmt: skip
     for node in nodes:
@@ -160,11 +116,11 @@ def test_resume_is_exact(setup):
     """Stop at step 5 (max_steps), resume to 8: bit-identical to the uninterrupted run."""
     root, data, pre, one = setup
     out = root / "resumed"
-    r = cli(*condense_args(data, pre, out, "max_steps=5"))
+    r = single_rank_cli(*condense_args(data, pre, out, "max_steps=5"))
     assert r.returncode == 0, r.stderr
     saved = torch.load(out / "checkpoint.pt", weights_only=False)
     assert saved["step"] == 5
-    r = cli(*condense_args(data, pre, out, f"max_steps={STEPS}"))
+    r = single_rank_cli(*condense_args(data, pre, out, f"max_steps={STEPS}"))
     assert r.returncode == 0, r.stderr
     assert "Resuming" in r.stderr and "step 5" in r.stderr
     mine, ref = params(out), params(one)
@@ -178,7 +134,7 @@ def test_resume_on_another_world_size(setup):
     """Stopped on 1 rank, resumed on 2: the same result within the cross-world tolerance."""
     root, data, pre, one = setup
     out = root / "resumed_2"
-    r = cli(*condense_args(data, pre, out, "max_steps=3"))
+    r = single_rank_cli(*condense_args(data, pre, out, "max_steps=3"))
     assert r.returncode == 0, r.stderr
     r = torchrun(2, *condense_args(data, pre, out, f"max_steps={STEPS}"))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -188,8 +144,8 @@ def test_resume_on_another_world_size(setup):
 def test_resume_refuses_another_config(setup):
     root, data, pre, one = setup
     out = root / "resumed_other"
-    assert cli(*condense_args(data, pre, out, "max_steps=3")).returncode == 0
-    r = cli(*condense_args(data, pre, out, "max_steps=6", "condense.lr_codebook=0.5"))
+    assert single_rank_cli(*condense_args(data, pre, out, "max_steps=3")).returncode == 0
+    r = single_rank_cli(*condense_args(data, pre, out, "max_steps=6", "condense.lr_codebook=0.5"))
     assert r.returncode == 2
     assert "another config" in r.stderr
     assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 3  # left as it was
@@ -212,12 +168,12 @@ def test_sigterm_checkpoints_and_resumes_exactly(setup):
     root, data, pre, one = setup
     long = root / "long"  # uninterrupted reference: 40 steps
     args40 = ["max_steps=40", "condense.outer_iterations=5", "condense.inner_iterations=4"]
-    assert cli(*condense_args(data, pre, long, *args40)).returncode == 0
+    assert single_rank_cli(*condense_args(data, pre, long, *args40)).returncode == 0
     out = root / "signalled"
     for sig in (signal.SIGTERM, signal.SIGUSR2):
         proc = subprocess.Popen([sys.executable, "-m", "launch.cli",
                                  *map(str, condense_args(data, pre, out, *args40))],
-                                cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                                cwd=ROOT, env=rank_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         done = len((out / "metrics.jsonl").read_text().splitlines()) if out.exists() else 0
         _wait_for_steps(out / "metrics.jsonl", done + 3, proc)
@@ -228,7 +184,7 @@ def test_sigterm_checkpoints_and_resumes_exactly(setup):
         assert proc.returncode == 3, err[-2000:]
         assert "stopped by" in err and "checkpoint" in err
         assert (out / "checkpoint.pt").exists() and not (out / "condensed.pt").exists()
-    r = cli(*condense_args(data, pre, out, *args40))
+    r = single_rank_cli(*condense_args(data, pre, out, *args40))
     assert r.returncode == 0, r.stderr
     assert not (out / "checkpoint.pt").exists()  # the schedule finished: nothing to resume
     mine, ref = params(out), params(long)
@@ -244,7 +200,7 @@ def test_dead_rank_stops_the_others(setup):
                          "collective_timeout_s=60")  # fmt: skip
     procs = []
     for rank in range(2):
-        env = {**_env(), "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+        env = {**rank_env(), "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
         procs.append(subprocess.Popen([sys.executable, "-m", "launch.cli", *map(str, args)],
                                       cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -297,7 +253,7 @@ def test_evaluation_spreads_seeds_over_ranks(setup):
     root, data, pre, one = setup
     args = ["evaluate", one, "--data", data, "--seeds", "3", "--epochs", "2",
             "--baselines", "random,plain"]  # fmt: skip
-    r = cli(*args)
+    r = single_rank_cli(*args)
     assert r.returncode == 0, r.stderr
     single = json.loads((one / "eval.json").read_text())
     r = torchrun(2, *args)
@@ -318,7 +274,7 @@ def test_step_cost_follows_classes_per_step_not_classes(tmp_path):
     for classes in (100, 1000):
         data = toy(tmp_path / f"data{classes}", classes=classes, size=16, per_class=3)
         out = tmp_path / f"run{classes}"
-        r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", out,
+        r = single_rank_cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", out,
                 *sets(*TINY, "condense.classes_per_step=10", "max_steps=6",
                       "condense.log_every=1", "teacher.batch_size=100"))  # fmt: skip
         assert r.returncode == 0, r.stderr[-2000:]
@@ -335,7 +291,7 @@ def test_coreset_start_is_world_size_invariant(setup):
     root, data, pre, _ = setup
     start = ("condense.coreset_init=herding", "condense.coreset_fit_steps=10", "max_steps=2")
     one, two = root / "coreset_w1", root / "coreset_w2"
-    r = cli(*condense_args(data, pre, one, *start))
+    r = single_rank_cli(*condense_args(data, pre, one, *start))
     assert r.returncode == 0, r.stderr
     assert "Fitted to the herding coreset" in r.stdout + r.stderr
     r = torchrun(2, *condense_args(data, pre, two, *start))

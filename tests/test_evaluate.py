@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from data_prep.errors import ConfigError
 from data_prep.loaders import read_all, read_indices
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare_arrays
 from data_prep.splits import RawDataset, Segment, Split
 from engine.config import EvalConfig
-from engine.errors import ConfigError
 from engine.evaluate import (
     diversity,
     evaluate_sets,

@@ -2,52 +2,17 @@
 evaluate; artifact round trip; bad input refused with one line."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-from data_prep.options import PrepOptions
-from data_prep.prepare import prepare_arrays
-from data_prep.splits import RawDataset, Segment, Split
-
-TINY = [
-    "teacher.width=8", "teacher.epochs=1", "teacher.batch_size=32",
-    "gan.steps=6", "gan.width=4", "gan.disc_width=4", "gan.batch_size=16", "gan.z_dim=8",
-    "gan.proj_dim=4", "condense.outer_iterations=2", "condense.inner_iterations=2",
-    "condense.gen_steps=2", "condense.phi_width=8", "condense.phi_batch=32",
-    "condense.assoc_per_image=2", "eval.width=8", "ipc=3", "condense.log_every=1",
-]  # fmt: skip
-
-
-def toy(
-    out: Path, classes: int = 4, name: str = "mnist", size: int = 28, per_class: int = 30
-) -> Path:
-    rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(classes), per_class)
-    base = rng.integers(0, 256, (classes, size, size, 1))
-    images = np.clip(base[labels] + rng.integers(-20, 20, (len(labels), size, size, 1)), 0, 255)
-    test_labels = np.repeat(np.arange(classes), max(1, per_class // 3))
-    test = np.clip(base[test_labels] + rng.integers(-20, 20, (len(test_labels), size, size, 1)),
-                   0, 255)  # fmt: skip
-    raw = RawDataset(
-        name, [str(c) for c in range(classes)],
-        Split([Segment(images.astype(np.uint8), labels, Path("<generated>"))]),
-        Split([Segment(test.astype(np.uint8), test_labels, Path("<generated>"))]), [],
-    )  # fmt: skip
-    prepare_arrays(raw, out, PrepOptions(workers=1))
-    return out
-
-
-def sets(*pairs: str) -> list[str]:
-    return [a for p in pairs for a in ("--set", p)]
+from helpers import TINY, assert_one_error, sets, toy
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """One tiny condensation shared by the tests below (pretrain runs inside condense)."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     root = tmp_path_factory.mktemp("method")
     data = toy(root / "data")
@@ -91,7 +56,7 @@ def test_condense_ends_with_loss_terms_and_set_spread(run):
 
 def test_truncated_codes_stay_fixed(run):
     root, data, _, _ = run
-    from conftest import run_cli
+    from helpers import run_cli
 
     out = root / "truncated"
     extra = sets(*TINY, "condense.codebook=truncated", "condense.finetune_generator=true")
@@ -118,13 +83,20 @@ def test_synthesize_round_trip(run, cli):
     assert labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
     again, _ = synthetic_set(load_condensed(out))  # the artifact regenerates the same set
     torch.testing.assert_close(again, images)
-    from data_prep.loaders import read_all
-
     assert (out / "synthetic" / "grid.png").is_file()
-    from ffcv.loader import Loader
+    from ffcv.loader import Loader, OrderOption
 
-    assert len(Loader(str(out / "synthetic" / "train.beton"), batch_size=12, seed=0)) == 1
-    assert read_all  # the beton is the same NDArrayField layout as prepared data
+    from data_prep.loaders import Normalizer
+    from data_prep.meta import DatasetMeta
+
+    beton = Loader(str(out / "synthetic" / "train.beton"), batch_size=12, seed=0,
+                   order=OrderOption.SEQUENTIAL)  # fmt: skip
+    (stored, stored_labels), *rest = list(beton)
+    assert not rest  # one batch: all 12 images
+    meta = DatasetMeta(**load_condensed(out)["meta"])
+    pixels = Normalizer(meta.mean, meta.std).denormalize(images).permute(0, 2, 3, 1)
+    assert torch.equal(torch.as_tensor(stored), pixels)  # the uint8 images, in class order
+    assert torch.as_tensor(stored_labels).flatten().tolist() == labels.tolist()
 
 
 def test_evaluate_writes_eval_json(run, cli):
@@ -141,14 +113,6 @@ def test_evaluate_writes_eval_json(run, cli):
     div = report["diagnostics"]["diversity_teacher_features"]["condensed"]
     assert div["within_class"] > 0  # not collapsed
     assert "condensed" in r.stdout and "random" in r.stdout
-
-
-def assert_one_error(r, *needles):
-    assert r.returncode != 0
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
 
 
 def test_ipc_zero_is_refused(run, cli, tmp_path):

@@ -2,7 +2,7 @@
 
 import json
 
-from test_method import toy
+from helpers import toy
 
 from benchmarks.protocol_calibration import CalibrationConfig, run
 from engine.config import EvalConfig, TeacherConfig

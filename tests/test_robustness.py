@@ -19,17 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
 from formats import write_idx, write_imagefolder, write_imagenet64, write_svhn
+from helpers import ROOT, TINY, sets, toy
 from PIL import Image
-from test_method import TINY, sets, toy
 
-from data_prep import beton
+from data_prep import beton, fsio, runlock
+from data_prep.errors import ConfigError, DataError, InUseError
 from data_prep.meta import load_meta
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare
-from engine import checkpoint, fsio, runlock
-from engine.errors import ConfigError, DataError, InUseError
+from engine import checkpoint
 from launch import cli
 
 OPTS = PrepOptions(workers=1)
@@ -178,7 +177,7 @@ def test_a_killed_folder_build_leaves_the_old_folder_whole(tmp_path):
     target.mkdir()
     (target / "images.pt").write_text("old")
     (target / "grid.png").write_text("old")
-    code = (f"from engine import fsio; import time\nwith fsio.build_dir({str(target)!r}) as d:\n"
+    code = (f"from data_prep import fsio; import time\nwith fsio.build_dir({str(target)!r}) as d:\n"
             "    (d / 'images.pt').write_text('new')\n"
             "    print('half', flush=True); time.sleep(60)")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
@@ -284,7 +283,7 @@ def test_ipc_and_memory_beyond_the_data_are_refused_before_any_work(run, capsys)
 
 
 def _holder(folder: Path, command: str) -> subprocess.Popen:
-    code = (f"import time; from engine.runlock import hold\nwith hold({str(folder)!r}, "
+    code = (f"import time; from data_prep.runlock import hold\nwith hold({str(folder)!r}, "
             f"{command!r}):\n    print('held', flush=True); time.sleep(120)")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
                             text=True)  # fmt: skip
@@ -312,7 +311,7 @@ def test_second_writer_is_refused_and_a_killed_holder_does_not_block(run, capsys
 def test_two_real_processes_race_for_one_folder(tmp_path):
     """Two processes started together: exactly one gets the lock, the other is refused."""
     folder = tmp_path / "run"
-    code = ("import sys, time; from engine.runlock import hold\ntry:\n"
+    code = ("import sys, time; from data_prep.runlock import hold\ntry:\n"
             f"    with hold({str(folder)!r}, 'condense'):\n        time.sleep(2)\n"
             "except Exception as e:\n    print(type(e).__name__, e); sys.exit(2)")  # fmt: skip
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FASHION_MNIST, SHARED
 from formats import (
     write_cifar,
     write_idx,
@@ -13,6 +12,7 @@ from formats import (
     write_svhn,
     write_tiny_imagenet,
 )
+from helpers import FASHION_MNIST, SHARED
 
 from data_prep.loaders import read_all
 from data_prep.meta import load_class_index, load_meta
@@ -91,7 +91,7 @@ def test_imagefolder(tmp_path, test_dir):
 
 @pytest.mark.parametrize("dataset", ["tiny-imagenet", "imagefolder"])
 def test_a_class_subset_keeps_only_those_classes(tmp_path, dataset):
-    from engine.errors import DataError
+    from data_prep.errors import DataError
 
     wnids = ["n03", "n01", "n02", "n04"]
     expected = write_tiny_imagenet(tmp_path / "src", wnids, per_class=4, val=12, seed=7)

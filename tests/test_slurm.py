@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
-from test_distributed import _env, cli, condense_args, params, torchrun
-from test_method import TINY, sets
+from helpers import ROOT, TINY, condense_args, params, rank_env, sets, single_rank_cli, torchrun
 
 GOLDEN = Path(__file__).parent / "golden" / "sbatch_2x8gpu.txt"
 
@@ -43,8 +41,9 @@ def toy_run(tmp_path_factory, toy_stage):
 
 def submit(root: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
     try:
-        return cli("submit", "--cluster", "slurm", "--cpus-per-task", "1", "--time", "30",
-                   "--log-dir", root / "jobs", *args, timeout=timeout)  # fmt: skip
+        return single_rank_cli("submit", "--cluster", "slurm", "--cpus-per-task", "1",
+                               "--time", "30", "--log-dir", root / "jobs", *args,
+                               timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired:
         queue = subprocess.run(["squeue", "-o", "%i %T %M %R %j"], capture_output=True,
                                text=True).stdout  # fmt: skip
@@ -52,7 +51,7 @@ def submit(root: Path, *args, timeout: float = 600) -> subprocess.CompletedProce
 
 
 def test_sbatch_script_for_two_nodes_of_eight_gpus(tmp_path):
-    r = cli("submit", "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "8",
+    r = single_rank_cli("submit", "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "8",
                 "--cpus-per-task", "10", "--mem-gb", "480", "--time", "720",
                 "--account", "myproject", "--qos", "high", "--sbatch", "constraint=h100",
                 "--log-dir", tmp_path / "LOGDIR", "--print-sbatch", "condense")  # fmt: skip
@@ -64,12 +63,12 @@ def test_sbatch_script_for_two_nodes_of_eight_gpus(tmp_path):
 def test_cluster_defaults_file(tmp_path):
     defaults = tmp_path / "clusters.toml"
     defaults.write_text('[slurm]\npartition = "a100"\naccount = "lab"\ntime_min = 90\n')
-    r = cli("submit", "--defaults", defaults, "--print-sbatch", "condense")
+    r = single_rank_cli("submit", "--defaults", defaults, "--print-sbatch", "condense")
     assert r.returncode == 0, r.stderr
     assert "#SBATCH --partition=a100" in r.stdout and "#SBATCH --account=lab" in r.stdout
     assert "#SBATCH --time=90" in r.stdout
     defaults.write_text('[slurm]\npartitoin = "a100"\n')
-    r = cli("submit", "--defaults", defaults, "--print-sbatch", "condense")
+    r = single_rank_cli("submit", "--defaults", defaults, "--print-sbatch", "condense")
     assert r.returncode == 2 and "unknown key(s) partitoin" in r.stderr
 
 
@@ -92,7 +91,7 @@ def test_two_task_job_equals_two_local_ranks(slurm, toy_run):
 def test_evaluation_array_is_gathered(slurm, toy_run):
     root, data, pre = toy_run
     run = root / "for_eval"
-    assert cli(*condense_args(data, pre, run, "max_steps=4")).returncode == 0
+    assert single_rank_cli(*condense_args(data, pre, run, "max_steps=4")).returncode == 0
     args = ["evaluate", run, "--data", data, "--seeds", "2", "--epochs", "2",
             "--baselines", "random"]  # fmt: skip
     r = submit(root, "--wait", *args)
@@ -100,7 +99,7 @@ def test_evaluation_array_is_gathered(slurm, toy_run):
     arrayed = json.loads((run / "eval.json").read_text())
     assert arrayed["array_elements"] == 2
     assert sorted(p.name for p in (run / "eval_parts").iterdir()) == ["seed_0.json", "seed_1.json"]
-    r = cli(*args)  # the same evaluation in one process
+    r = single_rank_cli(*args)  # the same evaluation in one process
     assert r.returncode == 0, r.stderr
     single = json.loads((run / "eval.json").read_text())
     for name in ("condensed", "random"):
@@ -134,7 +133,7 @@ def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run, interrupt):
     longer = ["max_steps=40", "condense.outer_iterations=10"]
     ref = root / "uninterrupted"
     if not (ref / "condensed.pt").exists():
-        assert cli(*condense_args(data, pre, ref, *longer)).returncode == 0
+        assert single_rank_cli(*condense_args(data, pre, ref, *longer)).returncode == 0
     out, logs = root / f"requeued-{interrupt}", root / f"jobs-{interrupt}"
     waiter, job = _submit_until_steps(condense_args(data, pre, out, *longer), out, logs, steps=5)
     if interrupt == "scontrol-requeue":
@@ -159,7 +158,7 @@ def _submit_until_steps(args: list, out: Path, logs: Path, steps: int):
     cmd = [sys.executable, "-m", "launch.cli", "submit", "--cluster", "slurm", "--cpus-per-task",
            "1", "--time", "30", "--log-dir", str(logs), "--wait", *map(str, args)]  # fmt: skip
     pipe = subprocess.PIPE
-    waiter = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=pipe, stderr=pipe, text=True)
+    waiter = subprocess.Popen(cmd, cwd=ROOT, env=rank_env(), stdout=pipe, stderr=pipe, text=True)
     deadline = time.time() + 300
     metrics = out / "metrics.jsonl"
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= steps):
@@ -212,7 +211,7 @@ def test_failed_job_exits_non_zero(slurm, toy_run):
 
 
 def test_sweep_refuses_an_impossible_point_before_submitting(tmp_path):
-    r = cli(
+    r = single_rank_cli(
         "submit",
         "--log-dir",
         tmp_path / "jobs",
@@ -233,7 +232,7 @@ def test_sweep_refuses_an_impossible_point_before_submitting(tmp_path):
 
 
 def test_submit_refuses_bad_options_before_submitting(tmp_path):
-    r = cli("submit", "--log-dir", tmp_path / "jobs", "condense", "--preset", "nope",
+    r = single_rank_cli("submit", "--log-dir", tmp_path / "jobs", "condense", "--preset", "nope",
                 "--data", tmp_path, "--out", tmp_path / "o")  # fmt: skip
     assert r.returncode == 2
     assert "unknown preset" in r.stderr or "nope" in r.stderr
@@ -244,8 +243,8 @@ def test_local_cluster_runs_the_same_command(toy_run):
     """--cluster local (a subprocess on this machine, no SLURM) gives the direct run's result."""
     root, data, pre = toy_run
     direct, submitted = root / "direct", root / "local_cluster"
-    assert cli(*condense_args(data, pre, direct, "max_steps=4")).returncode == 0
-    r = cli("submit", "--cluster", "local", "--log-dir", root / "local_jobs", "--wait",
+    assert single_rank_cli(*condense_args(data, pre, direct, "max_steps=4")).returncode == 0
+    r = single_rank_cli("submit", "--cluster", "local", "--log-dir", root / "local_jobs", "--wait",
                 *condense_args(data, pre, submitted, "max_steps=4"))  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "COMPLETED" in r.stderr

@@ -5,9 +5,10 @@ pixel-space adversary (Table 8's l_real) the ablation's variants use."""
 import json
 
 import pytest
-from test_method import TINY, assert_one_error, sets, toy
+from helpers import TINY, assert_one_error, sets, toy
 
-from launch.sweep import SweepPlan, load_variants, point_name, sweep_points
+from engine.config import load_variants
+from launch.sweep import SweepPlan, point_name, sweep_points
 
 VARIANTS = """
 [paper]
@@ -42,7 +43,7 @@ def test_variants_form_the_first_axis(tmp_path):
     [("[a]\nx = [", "not valid TOML"), ("x = 1\n", "not a [table]"), ("", "no [variant]")],
 )
 def test_bad_variants_file(tmp_path, text, needle):
-    from engine.errors import ConfigError
+    from data_prep.errors import ConfigError
 
     path = tmp_path / "v.toml"
     path.write_text(text)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from data_prep.errors import ConfigError
 from engine import distributed
-from engine.errors import ConfigError
 from engine.nets import ConvNet, reinit_
 
 

@@ -30,12 +30,25 @@ TINY = ["teacher.width=8", "teacher.epochs=1", "gan.steps=4", "gan.width=4", "ga
         "eval.epochs=2", "ipc=2"]  # fmt: skip
 
 
-def _cli(*argv) -> None:
-    from launch.cli import main
+def _condense(preset: str, overrides: list[str], data: str, out: Path) -> None:
+    from data_prep.runlock import hold
+    from engine.presets import load_preset_for
+    from engine.stages import run_condense
 
-    code = main([str(a) for a in argv])
-    if code != 0:
-        raise SystemExit(f"gencond {' '.join(map(str, argv))} exited {code}")
+    cfg = load_preset_for(preset, overrides, data)
+    with hold(out, "condense"):
+        run_condense(cfg, data, out)  # pretrains into OUT/pretrained first
+
+
+def _evaluate(run: Path, data: str, seeds: int, seed_index: int, device: str) -> None:
+    from data_prep.runlock import hold, run_lock_path
+    from engine.config import RunConfig
+    from engine.stages import load_condensed, run_evaluate
+
+    protocol = RunConfig.from_dict(load_condensed(run)["config"]).eval
+    protocol.seeds, protocol.baselines = seeds, ()
+    with hold(run, "evaluate", run_lock_path(run, f".gencond-eval-seed-{seed_index}.lock")):
+        run_evaluate(run, data, protocol, device, seed_index)
 
 
 def run(data: dict[str, str], out: Path, seeds: int, deadline_s: float, device: str,
@@ -52,12 +65,12 @@ def run(data: dict[str, str], out: Path, seeds: int, deadline_s: float, device: 
 
     for name, folder in data.items():
         preset = "mnist-smoke" if tiny else f"{name}-ipc10"
-        sets = [a for s in ([*TINY] if tiny else []) + [f"device={device}"] for a in ("--set", s)]
+        sets = [*(TINY if tiny else []), f"device={device}"]
         run_dir = out / name
         row = {"dataset": name, "preset": preset, "paper": PAPER_IPC10.get(name)}
         rows.append(row)
         t = time.perf_counter()
-        _cli("condense", "--preset", preset, "--data", folder, "--out", run_dir, *sets)
+        _condense(preset, sets, folder, run_dir)
         row["condense_s"] = round(time.perf_counter() - t, 1)  # pretraining included
         save()
         accs = []
@@ -65,8 +78,7 @@ def run(data: dict[str, str], out: Path, seeds: int, deadline_s: float, device: 
             if time.perf_counter() - began > deadline_s:
                 row["stopped"] = f"deadline after {len(accs)} seeds"
                 break
-            _cli("evaluate", run_dir, "--data", folder, "--seeds", seeds, "--seed-index", i,
-                 "--baselines", "", "--device", device)  # fmt: skip
+            _evaluate(run_dir, folder, seeds, i, device)
             part = json.loads((run_dir / "eval_parts" / f"seed_{i}.json").read_text())
             accs.append(part["results"]["condensed"]["convnet"]["accs"][0])
             row.update(accs=accs, mean=float(np.mean(accs)), std=float(np.std(accs)),

@@ -19,7 +19,7 @@ import torch
 from benchmarks import peak, profile_bench, speed_bench
 from benchmarks.results import write_result
 from engine import cost_model
-from launch.presets import load_preset
+from engine.presets import load_preset
 
 # the targets
 LOADER_RATIO, MFU, SWEEP_RATIO, MEM_RATIO = 3.0, 0.35, 1.0, 0.1

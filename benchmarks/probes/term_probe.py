@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import RESULTS_DIR, write_result
-from launch.presets import load_preset
-from launch.sweep import load_variants
+from engine.config import load_variants
+from engine.presets import load_preset
 
 
 def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[str, list[str]],
@@ -29,7 +29,10 @@ def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[s
     """Condense every variant (skipping finished ones), then, with eval_seeds > 0, evaluate its
     condensed set alone for that many seeds (finished seeds skipped), rewriting the result
     file after each step."""
-    from launch.cli import main
+    from data_prep.runlock import hold, run_lock_path
+    from engine.config import RunConfig
+    from engine.presets import load_preset_for
+    from engine.stages import load_condensed, run_condense, run_evaluate
 
     def evaluated(run: Path) -> list[float]:
         accs = []
@@ -47,12 +50,8 @@ def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[s
         run = out / variant
         overrides = [*sets, *extra]
         if not (run / "condensed.pt").is_file():
-            argv = ["condense", "--preset", preset, "--data", str(data), "--out", str(run),
-                    "--pretrained", str(pretrained)]  # fmt: skip
-            for item in overrides:
-                argv += ["--set", item]
-            if (code := main(argv)) != 0:
-                raise SystemExit(code)
+            with hold(run, "condense"):
+                run_condense(load_preset_for(preset, overrides, data), data, run, pretrained)
         d = json.loads((run / "diagnostics.json").read_text())
         terms = {t["term"]: t for t in d["terms"]}
         row = {"variant": variant, "sets": extra, "teacher_agreement": d["teacher_agreement"],
@@ -74,10 +73,10 @@ def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[s
         run = out / row["variant"]
         for i in range(eval_seeds):
             if not (run / "eval_parts" / f"seed_{i}.json").is_file():
-                argv = ["evaluate", str(run), "--data", str(data), "--seeds", str(eval_seeds),
-                        "--seed-index", str(i), "--baselines", ""]  # fmt: skip
-                if (code := main(argv)) != 0:
-                    raise SystemExit(code)
+                protocol = RunConfig.from_dict(load_condensed(run)["config"]).eval
+                protocol.seeds, protocol.baselines = eval_seeds, ()
+                with hold(run, "evaluate", run_lock_path(run, f".gencond-eval-seed-{i}.lock")):
+                    run_evaluate(run, data, protocol, "cpu", i)
             accs = evaluated(run)
             row.update(accs=accs, mean=float(np.mean(accs)), std=float(np.std(accs)))
             result = write_result(RESULTS_DIR / f"{name}.json", result["config"], rows, tiny=tiny,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from data_prep.errors import DataError
 from data_prep.options import PrepOptions
 from data_prep.splits import RawDataset, Segment, Split, integer_labels
-from engine.errors import DataError
 
 
 def _lenient(cls: type) -> type:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from data_prep import staging
+from data_prep.errors import DataError
 from data_prep.options import PrepOptions
 from data_prep.splits import RawDataset, Segment, Split, integer_labels
-from engine.errors import DataError
 
 NUM_CLASSES = 1000
 ROWS_PER_CHUNK = 8192

@@ -12,8 +12,9 @@ THROUGHPUT_METHODS = ("ours", "dm", "dsa", "mtt", "tesla")
 THROUGHPUT_SHAPES = ("cifar10", "tiny-imagenet", "imagenet64")
 
 
-def add_baseline_benches(bench, positive) -> None:
-    """Add the throughput, scaling and accuracy parsers to the `bench` subparsers."""
+def add_baseline_benches(bench, positive, entry) -> None:
+    """Add the throughput, scaling and accuracy parsers to the `bench` subparsers; `entry`
+    (launch.cli.main) is what an accuracy job array's elements run."""
     b = bench.add_parser(
         "throughput",
         help="ours vs DM / DSA / MTT / TESLA: parameters, bytes, step and sweep time, memory",
@@ -88,7 +89,7 @@ def add_baseline_benches(bench, positive) -> None:
                    help="minutes per point's job (default: 120)")  # fmt: skip
     b.add_argument("--only", action="append", default=[], metavar="METHOD:DATASET:IPC",
                    help="run only these points (what each array element is given)")  # fmt: skip
-    b.set_defaults(handler=run_accuracy)
+    b.set_defaults(handler=run_accuracy, entry=entry)
 
     b = bench.add_parser(
         "budget",
@@ -136,11 +137,11 @@ def run_budget(args) -> int:
     import ast
 
     from benchmarks.budget_bench import BudgetConfig, run
+    from data_prep.console import log
+    from data_prep.errors import ConfigError
     from data_prep.meta import load_meta
     from engine.config import RunConfig
-    from engine.console import log
-    from engine.errors import ConfigError
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     if not (Path(args.data) / "meta.json").is_file():
         raise ConfigError(f"{args.data}: not a prepared dataset (no meta.json)")
@@ -214,7 +215,7 @@ def _fits(row: dict) -> str:
 
 def run_throughput(args) -> int:
     from benchmarks.throughput_bench import run
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     cfg = _timing_config(args, shapes=tuple(args.shapes), ipcs=tuple(args.ipcs))
     result = run(cfg, args.out)
@@ -230,7 +231,7 @@ def run_throughput(args) -> int:
 
 def run_scaling(args) -> int:
     from benchmarks.scaling_bench import ScalingConfig, run
-    from launch.tables import show_rows
+    from engine.tables import show_rows
 
     cfg = ScalingConfig(classes=tuple(args.classes), resolutions=tuple(args.resolutions),
                         ipc=args.ipc, timing=_timing_config(args))  # fmt: skip
@@ -244,7 +245,7 @@ def run_scaling(args) -> int:
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
-    from engine.errors import ConfigError
+    from data_prep.errors import ConfigError
 
     out = {}
     for item in items:
@@ -257,8 +258,8 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 
 def run_accuracy(args) -> int:
     from benchmarks.accuracy_bench import DEFAULT_DATA, AccuracyConfig, run
-    from engine.errors import ConfigError
-    from launch.tables import show_rows
+    from data_prep.errors import ConfigError
+    from engine.tables import show_rows
 
     if args.budget not in ("cpu", "paper"):
         raise ConfigError(f"--budget must be cpu or paper, not {args.budget!r}")
@@ -303,7 +304,7 @@ def _accuracy_array(args, cfg) -> dict:
         part = parts_dir / f"{method}_{dataset}_ipc{ipc}.json"
         parts.append(part)
         only = ["--only", point_name(dataset, ipc, method), "--out", part]
-        tasks.append(CommandTask([*common, "--ipcs", ipc, "--methods", method, *only]))
+        tasks.append(CommandTask([*common, "--ipcs", ipc, "--methods", method, *only], args.entry))
     jobs = submit.executor(opts).map_array(run_task, tasks)
     submit.wait(jobs)
     submit.check_results(jobs)

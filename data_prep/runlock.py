@@ -11,13 +11,13 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from engine import fsio
-from engine.errors import InUseError
+from data_prep import fsio
+from data_prep.errors import InUseError
 
 RUN_LOCK = ".gencond.lock"
 
@@ -68,27 +68,3 @@ def hold(folder: Path, command: str, lock: Path | None = None) -> Iterator[None]
     finally:
         _owner_path(lock).unlink(missing_ok=True)
         flock.release()
-
-
-@contextmanager
-def hold_on_rank0(folder: Path, command: str, lock: Path | None = None) -> Iterator[None]:
-    """hold() by global rank 0 of a distributed run; every rank learns whether it got it, so
-    all of them refuse together instead of the others waiting for rank 0."""
-    from engine import distributed
-
-    rank, world = distributed.world()
-    if world == 1:
-        with hold(folder, command, lock):
-            yield
-        return
-    error = None
-    with ExitStack() as stack:
-        if rank == 0:
-            try:
-                stack.enter_context(hold(folder, command, lock))
-            except InUseError as e:
-                error = str(e)
-        error = distributed.broadcast_object(error)
-        if error:
-            raise InUseError(error)
-        yield

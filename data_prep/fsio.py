@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from engine.errors import DataError
+from data_prep.errors import DataError
 
 FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 TMP_TAG = ".gencond-tmp-"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from engine.console import is_rank_zero, stdout_console
+from data_prep.console import is_rank_zero, stdout_console
 
 
 def _fmt(value) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
+from data_prep.errors import ConfigError
+from data_prep.meta import load_meta
 from engine.config import RunConfig
-from engine.errors import ConfigError
 
 IPCS = {
     "mnist": (1, 10, 50),
@@ -99,4 +101,15 @@ def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
     for assignment in overrides or []:
         cfg.override(assignment)
     cfg.validate()
+    return cfg
+
+
+def load_preset_for(name: str, overrides: list[str] | None, data_dir: str | Path) -> RunConfig:
+    """load_preset, refused when the prepared dataset in data_dir is not the preset's."""
+    cfg = load_preset(name, overrides)
+    meta = load_meta(data_dir)
+    if cfg.dataset != meta.dataset:
+        raise ConfigError(
+            f"preset {name} is for {cfg.dataset}, but {data_dir} holds {meta.dataset}"
+        )
     return cfg
