@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -10,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+
+from data_prep import fsio
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -53,9 +54,5 @@ def provenance() -> dict:
 
 def write_result(path: str | Path, config: dict, rows: list[dict], **extra) -> dict:
     payload = {**provenance(), "config": config, "rows": rows, **extra}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
+    fsio.write_json(Path(path), payload)  # a unique temp name, fsync, rename
     return payload

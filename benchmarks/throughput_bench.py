@@ -283,17 +283,17 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
         m.opt_phi.step()
 
     phi_s = _median_time(phi_update, cfg)
-    per_step = c.classes_per_step if 0 < c.classes_per_step < p.classes else p.classes
-    steps = math.ceil(p.classes / per_step)
+    steps = c.sweep_steps(p.classes)  # the engine's schedule: every class once
     sweep = step_s / len(timed) * p.classes + steps / c.gen_steps * phi_s
     learned = [m.codebook] + (list(m.G.parameters()) if c.finetune_generator else [])
-    from engine.cost_model import condense_step_cost, steps_per_sweep  # issue 7
+    from engine.cost_model import condense_step_cost, steps_per_sweep
 
     modelled = condense_step_cost(run, p.channels, p.image_size, p.classes).flops
     step_flops, phi_flops = _count_flops(one_step, 0), _count_flops(phi_update, 0)
     stored = sum(t.numel() for t in [m.codebook, *m.G.parameters(), conditions])
     return {"params": sum(t.numel() for t in learned), "bytes": stored * 4, "step_s": step_s,
-            "sweep_s": sweep, "step_covers": f"{len(timed)} of {per_step} classes of a step",
+            "sweep_s": sweep,
+            "step_covers": f"{len(timed)} of {c.step_classes(p.classes)[0]} classes of a step",
             "flops_per_step": step_flops,
             "flops_per_sweep": (step_flops / len(timed) * p.classes
                                 + steps / c.gen_steps * phi_flops),

@@ -55,12 +55,6 @@ class DatasetMeta:
         return asdict(self)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    from data_prep import fsio
-
-    fsio.write_json(path, payload)
-
-
 def load_meta(data_dir: str | Path) -> DatasetMeta:
     """Read DIR/meta.json and check the betons it describes are there."""
     data_dir = Path(data_dir)

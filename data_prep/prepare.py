@@ -175,7 +175,7 @@ def write_prepared(
     for name in (meta.TRAIN_BETON, meta.TEST_BETON, meta.CLASS_INDEX_FILE):
         os.replace(workdir / name, out / name)
         info.files[name] = (out / name).stat().st_size
-    meta.write_json_atomic(out / meta.META_FILE, info.to_dict())
+    fsio.write_json(out / meta.META_FILE, info.to_dict())
     return info
 
 

@@ -19,10 +19,6 @@ CONDENSED_FILE = "condensed.pt"
 CONDENSED_WHAT = "condensed artifact (condensed.pt)"
 
 
-def save_atomic(payload: dict, path: Path) -> None:
-    fsio.save_torch(payload, path)
-
-
 def require(path: str | Path, what: str) -> Path:
     """The path, or one DataError line when no file is there."""
     path = Path(path)

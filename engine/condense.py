@@ -68,19 +68,19 @@ class ImageDiscriminator(nn.Module):
         return self.mlp(self.body(images).flatten(1), condition)
 
 
-def class_schedule(num_classes: int, per_step: int, seed: int):
-    """Classes of each step: all of them, or consecutive blocks of a permutation of the classes
-    redrawn every sweep (keyed by (seed, sweep)), so every class is visited once per sweep."""
-    if per_step <= 0 or per_step >= num_classes:
+def class_schedule(num_classes: int, steps: int, seed: int):
+    """Classes of each step: all of them (steps == 1), or `steps` near-equal blocks of a
+    permutation of the classes redrawn every sweep (keyed by (seed, sweep)), so that every
+    class is visited once per sweep of `steps` steps."""
+    if steps <= 1:
         everything = list(range(num_classes))
         return lambda step: everything
-    blocks = num_classes // per_step
 
     def schedule(step: int) -> list[int]:
-        sweep, block = divmod(step, blocks)
+        sweep, block = divmod(step, steps)
         perm = torch.randperm(num_classes, generator=torch.Generator().manual_seed(
             seed * 1_000_003 + sweep))  # fmt: skip
-        return sorted(perm[block * per_step : (block + 1) * per_step].tolist())
+        return sorted(torch.tensor_split(perm, steps)[block].tolist())
 
     return schedule
 
@@ -233,8 +233,7 @@ def condense(
         raise ConfigError(
             "condense.soft_labels / classifier=teacher need the pretrain stage's teacher"
         )
-    per_step = c.classes_per_step if 0 < c.classes_per_step < meta.num_classes else meta.num_classes
-    distributed.check_split(per_step, env.world_size)
+    distributed.check_split(c.step_classes(meta.num_classes)[1], env.world_size)
     if c.phi_batch % env.world_size:
         raise ConfigError(f"condense.phi_batch={c.phi_batch} does not split evenly over "
                           f"{env.world_size} ranks")  # fmt: skip
@@ -260,7 +259,7 @@ def condense(
                        distributed.my_share(all_classes, env.rank, env.world_size),
                        meta.num_classes, cfg)  # fmt: skip
 
-    schedule = class_schedule(meta.num_classes, c.classes_per_step, cfg.seed)
+    schedule = class_schedule(meta.num_classes, c.sweep_steps(meta.num_classes), cfg.seed)
 
     def my_classes(step: int) -> list[int]:
         return distributed.my_share(schedule(step), env.rank, env.world_size)

@@ -115,6 +115,18 @@ class CondenseConfig:
     def total_steps(self) -> int:
         return self.outer_iterations * self.inner_iterations * self.gen_steps
 
+    def sweep_steps(self, num_classes: int) -> int:
+        """Steps that visit every class once: classes_per_step of 0 or >= num_classes means
+        every class in every step; otherwise ceil(num_classes / classes_per_step) steps."""
+        k = self.classes_per_step
+        return 1 if k <= 0 or k >= num_classes else -(-num_classes // k)
+
+    def step_classes(self, num_classes: int) -> tuple[int, int]:
+        """(largest, smallest) class count of a step: a sweep's classes are split into
+        sweep_steps near-equal blocks, each at most classes_per_step."""
+        steps = self.sweep_steps(num_classes)
+        return -(-num_classes // steps), num_classes // steps
+
 
 BASELINES = ("random", "herding", "plain")
 

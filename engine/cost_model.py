@@ -204,15 +204,15 @@ def _resamples(strategy: str) -> int:
 
 
 def step_sizes(cfg: RunConfig, num_classes: int) -> tuple[int, int, int]:
-    """(classes per step, synthetic images, real association images) of one step."""
+    """(classes, synthetic images, real association images) of the largest step."""
     c = cfg.condense
-    classes = c.classes_per_step if 0 < c.classes_per_step < num_classes else num_classes
+    classes = c.step_classes(num_classes)[0]
     return classes, classes * c.ipc, classes * c.ipc * c.assoc_per_image
 
 
 def steps_per_sweep(cfg: RunConfig, num_classes: int) -> int:
     """Steps that visit every class once."""
-    return num_classes // step_sizes(cfg, num_classes)[0]
+    return cfg.condense.sweep_steps(num_classes)
 
 
 def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,

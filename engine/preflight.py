@@ -28,7 +28,7 @@ def step_memory_floor(cfg: RunConfig, meta: DatasetMeta, world_size: int = 1) ->
     activations of the synthetic images (kept for the backward pass) and the real association
     batch itself. The true peak is several times this."""
     c = cfg.condense
-    per_step = c.classes_per_step if 0 < c.classes_per_step < meta.num_classes else meta.num_classes
+    per_step = c.step_classes(meta.num_classes)[0]
     classes = -(-per_step // max(1, world_size))
     pixels = meta.image_size * meta.image_size
     synthetic = classes * c.ipc * c.phi_width * pixels * FLOAT_BYTES

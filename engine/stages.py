@@ -63,7 +63,7 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
         "path": str(out / artifact.PRETRAINED_FILE),
     }
     if distributed.world()[0] == 0:
-        artifact.save_atomic(payload, out / artifact.PRETRAINED_FILE)
+        fsio.save_torch(payload, out / artifact.PRETRAINED_FILE)
         (out / "pretrain.json").write_text(json.dumps(summary, indent=1) + "\n")
     distributed.barrier()
     return summary
@@ -118,9 +118,7 @@ def run_condense(
     cfg.validate()
     env = env or DistEnv(device=torch.device(cfg.device))
     meta = load_meta(data_dir)
-    per_step = cfg.condense.classes_per_step
-    distributed.check_split(per_step if 0 < per_step < meta.num_classes else meta.num_classes,
-                            env.world_size)  # fmt: skip
+    distributed.check_split(cfg.condense.step_classes(meta.num_classes)[1], env.world_size)
     preflight.check_condense(cfg, meta, env.world_size)
     out.mkdir(parents=True, exist_ok=True)
     provenance = {"dataset": meta.dataset, "data_identity": artifact.data_identity(meta.to_dict())}
@@ -161,7 +159,7 @@ def run_condense(
     }
     path = out / artifact.CONDENSED_FILE
     if env.is_main:
-        artifact.save_atomic(payload, path)
+        fsio.save_torch(payload, path)
         if state["steps"] == cfg.condense.total_steps:  # finished: nothing left to resume
             (out / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
     distributed.barrier()

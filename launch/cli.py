@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -166,7 +167,7 @@ def _add_bench(sub) -> None:
     bench = p.add_subparsers(dest="bench", required=True, metavar=f"<{names}>")
     from launch.bench_baselines import add_baseline_benches
 
-    add_baseline_benches(bench, _positive, main)  # throughput, scaling, accuracy
+    add_baseline_benches(bench, _positive, job_entry())  # throughput, scaling, accuracy
     b = bench.add_parser(
         "loader",
         help="images/s of the FFCV loaders vs a plain torch DataLoader",
@@ -1024,6 +1025,7 @@ def _run_submit(args) -> int:
         if args.what == "condense":
             _config(parsed)
     ex = submit.executor(opts)
+    entry = job_entry()
     after = []
     if args.what == "evaluate":
         from engine.config import RunConfig
@@ -1033,23 +1035,23 @@ def _run_submit(args) -> int:
         if "--seeds" not in rest:
             rest += ["--seeds", str(seeds)]
         elements = [
-            CommandTask(["evaluate", *rest, "--seed-index", str(i)], main) for i in range(seeds)
+            CommandTask(["evaluate", *rest, "--seed-index", str(i)], entry) for i in range(seeds)
         ]
         jobs = ex.map_array(run_task, elements)
         gather = CommandTask(["evaluate", str(parsed.run), "--seeds", str(seeds), "--gather",
-                              "--data", str(parsed.data)], main)  # fmt: skip
+                              "--data", str(parsed.data)], entry)  # fmt: skip
         after = [gather]
     elif args.what == "sweep":
         parsed.out.mkdir(parents=True, exist_ok=True)
         (parsed.out / "sweep_points.json").write_text(json.dumps(plan.points, indent=1) + "\n")
         tasks = [SequenceTask([plan.condense_argv(p), plan.evaluate_argv(p)],
                               [plan.run_dir(p) / "condensed.pt", plan.run_dir(p) / "eval.json"],
-                              main)
+                              entry)
                  for p in plan.points]  # fmt: skip
         jobs = ex.map_array(run_task, tasks)
         after = [GatherSweepTask(str(parsed.out))]
     else:
-        jobs = [ex.submit(CommandTask([args.what, *rest], main))]
+        jobs = [ex.submit(CommandTask([args.what, *rest], entry))]
     gather_jobs = []
     if after and opts.cluster == "slurm":  # runs when every array element succeeded
         array_id = str(jobs[0].job_id).split("_")[0]
@@ -1142,6 +1144,12 @@ def _raised_in(e: BaseException, package: str) -> bool:
 
 def _error(message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+def job_entry():
+    """`main` under its importable name, for jobs. Run as `python -m launch.cli` it is
+    `__main__.main`, which cloudpickle would pickle by value, console lock and all."""
+    return importlib.import_module("launch.cli").main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,3 +84,25 @@ def test_smoke_presets_run_the_papers_method():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset 'mnist-ipc3'"):
         load_preset("mnist-ipc3")
+
+
+@pytest.mark.parametrize("num_classes,per_step", [(10, 4), (10, 3), (1000, 100), (7, 7), (7, 0)])
+def test_every_class_is_visited_once_per_sweep(num_classes, per_step):
+    """The engine's schedule, the cost model and the throughput bench share one rule; a class
+    count that does not divide leaves no class out (10 classes, 4 a step: blocks of 4, 3, 3)."""
+    from engine.condense import class_schedule
+    from engine.cost_model import steps_per_sweep
+
+    cfg = RunConfig()
+    cfg.condense.classes_per_step = per_step
+    c = cfg.condense
+    steps = c.sweep_steps(num_classes)
+    assert steps == steps_per_sweep(cfg, num_classes)
+    schedule = class_schedule(num_classes, steps, seed=3)
+    largest, smallest = c.step_classes(num_classes)
+    for sweep in range(2):
+        blocks = [schedule(sweep * steps + i) for i in range(steps)]
+        assert sorted(k for b in blocks for k in b) == list(range(num_classes))
+        assert {len(b) for b in blocks} <= {largest, smallest}
+        assert largest <= (per_step if 0 < per_step < num_classes else num_classes)
+    assert schedule(0) != schedule(steps) or steps == 1  # a fresh permutation every sweep

@@ -18,7 +18,8 @@ from benchmarks.results import RESULTS_DIR, write_result
 from engine.condense_diagnostics import loss_terms, term_warnings
 
 
-def record(run: Path, name: str, seeds: int) -> dict:
+def record(run: Path, name: str, seeds: int, **extra) -> dict:
+    """Write RESULTS_DIR/NAME.json; `extra` fields go in beside the rows."""
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     last = metrics[len(metrics) // 2 :]
     keys = ("cls", "adv", "disc_acc", "head_real_acc", "feature", "intra", "inter")
@@ -58,6 +59,7 @@ def record(run: Path, name: str, seeds: int) -> dict:
         diagnostics=diagnostics,
         steps=metrics[-1]["step"],
         condense_seconds=metrics[-1]["seconds"],
+        **extra,
     )
 
 
