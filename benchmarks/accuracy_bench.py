@@ -41,7 +41,7 @@ PUBLISHED = {
     ("herding", "fashion-mnist"): (
         {1: 67.0, 10: 71.1, 50: 71.9},
         "DC (Zhao et al. 2021) Table 1",
-    ),  # fmt: skip
+    ),
 }
 NOT_PUBLISHED = "not reported (DM and MTT/TESLA report no MNIST / Fashion-MNIST results)"
 
@@ -67,8 +67,10 @@ class AccuracyConfig:
         check_choices("ipc", self.ipcs)
         for name, folder in {**self.datasets}.items():
             if not (Path(folder) / "meta.json").is_file():
-                raise ConfigError(f"{name}: {folder} is not a prepared dataset (no meta.json; "
-                                  f"see `gencond prep {name} --help`)")  # fmt: skip
+                raise ConfigError(
+                    f"{name}: {folder} is not a prepared dataset (no meta.json; "
+                    f"see `gencond prep {name} --help`)"
+                )
         for name, run in self.ours.items():
             if not (Path(run) / "eval.json").is_file():
                 raise ConfigError(f"--ours {name}={run}: no eval.json there")
@@ -117,8 +119,9 @@ class Datasets:
             pool, meta = self.pool(name)
             shape = SetShape(meta.num_classes, 1, meta.channels, meta.image_size)
             log(f"{name}: training {c.num_experts} experts x {c.train_epochs} epochs")
-            self.experts[name] = train_experts(pool, shape, c, self.cfg.condense_seed,
-                                               self.cfg.device)  # fmt: skip
+            self.experts[name] = train_experts(
+                pool, shape, c, self.cfg.condense_seed, self.cfg.device
+            )
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(self.experts[name], path)
         return self.experts[name]
@@ -146,8 +149,12 @@ def condense_point(method: str, dataset: str, ipc: int, cfg: AccuracyConfig, dat
     pool, meta = data.pool(dataset)
     if method == "herding":
         trajectory = data.trajectories(dataset, ipc)[0]
-        net = ConvNet(meta.channels, meta.num_classes, meta.image_size,
-                      width=_preset("mtt", dataset, ipc, cfg).config.net_width)  # fmt: skip
+        net = ConvNet(
+            meta.channels,
+            meta.num_classes,
+            meta.image_size,
+            width=_preset("mtt", dataset, ipc, cfg).config.net_width,
+        )
         flat = FlatNet(net)
         with torch.no_grad():
             for p, v in zip(net.parameters(), trajectory[-1].split(flat.sizes), strict=True):
@@ -164,9 +171,13 @@ def condense_point(method: str, dataset: str, ipc: int, cfg: AccuracyConfig, dat
         iterations *= condenser.outer_loop
     began = time.perf_counter()
     losses = [condenser.step(i, pool)["loss"] for i in range(iterations)]
-    info = {"updates": iterations, "condense_s": round(time.perf_counter() - began, 1),
-            "first_loss": losses[0], "last_loss": losses[-1],
-            "preset": preset.to_dict()}  # fmt: skip
+    info = {
+        "updates": iterations,
+        "condense_s": round(time.perf_counter() - began, 1),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "preset": preset.to_dict(),
+    }
     return condenser.images.detach().cpu(), condenser.labels.cpu(), info
 
 
@@ -174,10 +185,12 @@ def evaluate_point(images, labels, dataset: str, cfg: AccuracyConfig) -> dict:
     from engine.config import EvalConfig
     from engine.evaluate import evaluate_sets
 
-    ecfg = EvalConfig(models=("convnet",), seeds=cfg.seeds, epochs=cfg.eval_epochs,
-                      width=cfg.eval_width)  # fmt: skip
-    result = evaluate_sets({"set": (images, labels)}, cfg.datasets[dataset], ecfg,
-                           device=cfg.device)  # fmt: skip
+    ecfg = EvalConfig(
+        models=("convnet",), seeds=cfg.seeds, epochs=cfg.eval_epochs, width=cfg.eval_width
+    )
+    result = evaluate_sets(
+        {"set": (images, labels)}, cfg.datasets[dataset], ecfg, device=cfg.device
+    )
     return result["set"]["convnet"]
 
 
@@ -192,10 +205,20 @@ def ours_rows(cfg: AccuracyConfig) -> list[dict]:
         report = json.loads((Path(run) / "eval.json").read_text())
         result = report["results"]["condensed"]["convnet"]
         value, source = published("ours", dataset, report["ipc"])
-        rows.append({"method": "ours", "dataset": dataset, "ipc": report["ipc"],
-                     "mean": result["mean"], "std": result["std"], "seeds": len(result["accs"]),
-                     "accs": result["accs"], "published": value, "published_source": source,
-                     "note": f"from {run}/eval.json: {report['protocol']}"})  # fmt: skip
+        rows.append(
+            {
+                "method": "ours",
+                "dataset": dataset,
+                "ipc": report["ipc"],
+                "mean": result["mean"],
+                "std": result["std"],
+                "seeds": len(result["accs"]),
+                "accs": result["accs"],
+                "published": value,
+                "published_source": source,
+                "note": f"from {run}/eval.json: {report['protocol']}",
+            }
+        )
     return rows
 
 
@@ -216,14 +239,25 @@ def run(cfg: AccuracyConfig, out: str | Path | None = None) -> dict:
         images, labels, info = condense_point(method, dataset, ipc, cfg, data)
         result = evaluate_point(images, labels, dataset, cfg)
         value, source = published(method, dataset, ipc)
-        rows.append({"method": method, "dataset": dataset, "ipc": ipc, "mean": result["mean"],
-                     "std": result["std"], "seeds": len(result["accs"]), "accs": result["accs"],
-                     "published": value, "published_source": source,
-                     "point_s": round(time.perf_counter() - t0, 1),
-                     **{k: v for k, v in info.items() if k != "preset"},
-                     "preset_source": info.get("preset", {}).get("source")})  # fmt: skip
-        payload = _write(path, cfg, rows, complete=n == len(todo),
-                         wall_s=time.perf_counter() - began)  # fmt: skip
+        rows.append(
+            {
+                "method": method,
+                "dataset": dataset,
+                "ipc": ipc,
+                "mean": result["mean"],
+                "std": result["std"],
+                "seeds": len(result["accs"]),
+                "accs": result["accs"],
+                "published": value,
+                "published_source": source,
+                "point_s": round(time.perf_counter() - t0, 1),
+                **{k: v for k, v in info.items() if k != "preset"},
+                "preset_source": info.get("preset", {}).get("source"),
+            }
+        )
+        payload = _write(
+            path, cfg, rows, complete=n == len(todo), wall_s=time.perf_counter() - began
+        )
     return payload or _write(path, cfg, rows, True, time.perf_counter() - began)
 
 
@@ -236,8 +270,9 @@ def all_points(cfg: AccuracyConfig) -> list[tuple[str, int, str]]:
     return [(d, k, m) for d in cfg.datasets for k in cfg.ipcs for m in cfg.methods]
 
 
-def merge_parts(cfg: AccuracyConfig, parts: list[Path], out: str | Path | None,
-                wall_s: float) -> dict:  # fmt: skip
+def merge_parts(
+    cfg: AccuracyConfig, parts: list[Path], out: str | Path | None, wall_s: float
+) -> dict:
     """One result file from the job array's per-point files (plus ours)."""
     rows = ours_rows(cfg)
     for part in parts:
@@ -247,31 +282,47 @@ def merge_parts(cfg: AccuracyConfig, parts: list[Path], out: str | Path | None,
 
 
 def _write(path: Path, cfg: AccuracyConfig, rows: list[dict], complete: bool, wall_s: float):
-    protocol = (f"ConvNet width {cfg.eval_width}, {cfg.eval_epochs} epochs with DSA, SGD lr 0.01 "
-                f"momentum 0.9 wd 5e-4, lr x0.1 at half, final epoch; mean and population std "
-                f"over {cfg.seeds} training seeds of one condensed set (seed "
-                f"{cfg.condense_seed}); condensation budget '{cfg.budget}'")  # fmt: skip
-    payload = write_result(path, asdict(cfg), rows, benchmark="accuracy", complete=complete,
-                           protocol=protocol, wall_s=round(wall_s, 1))  # fmt: skip
+    protocol = (
+        f"ConvNet width {cfg.eval_width}, {cfg.eval_epochs} epochs with DSA, SGD lr 0.01 "
+        f"momentum 0.9 wd 5e-4, lr x0.1 at half, final epoch; mean and population std "
+        f"over {cfg.seeds} training seeds of one condensed set (seed "
+        f"{cfg.condense_seed}); condensation budget '{cfg.budget}'"
+    )
+    payload = write_result(
+        path,
+        asdict(cfg),
+        rows,
+        benchmark="accuracy",
+        complete=complete,
+        protocol=protocol,
+        wall_s=round(wall_s, 1),
+    )
     path.with_suffix(".md").write_text(markdown(payload))
     return payload
 
 
 def markdown(payload: dict) -> str:
-    lines = [f"# Accuracy: condensed sets on MNIST / Fashion-MNIST ({payload['machine']}, torch "
-             f"{payload['torch']}, commit {payload['commit']})", "",
-             f"Created {payload['created']}. Protocol: {payload['protocol']}."
-             + ("" if payload.get("complete") else " **Partial: the run did not finish.**"), "",
-             "Published numbers are the papers' (ConvNet width 128, their own loops and "
-             "evaluation epochs: 300 or 1000), not comparable point for point with a CPU budget.",
-             "", "| dataset | IPC | method | measured (%) | published (%) | published source |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"# Accuracy: condensed sets on MNIST / Fashion-MNIST ({payload['machine']}, torch "
+        f"{payload['torch']}, commit {payload['commit']})",
+        "",
+        f"Created {payload['created']}. Protocol: {payload['protocol']}."
+        + ("" if payload.get("complete") else " **Partial: the run did not finish.**"),
+        "",
+        "Published numbers are the papers' (ConvNet width 128, their own loops and "
+        "evaluation epochs: 300 or 1000), not comparable point for point with a CPU budget.",
+        "",
+        "| dataset | IPC | method | measured (%) | published (%) | published source |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     order = {m: i for i, m in enumerate(("ours", *METHODS))}
     for r in sorted(payload["rows"], key=lambda r: (r["dataset"], r["ipc"], order[r["method"]])):
         pub = "-" if r["published"] is None else f"{r['published']:.1f}"
         measured = f"{r['mean']:.2f} ± {r['std']:.2f} (n={r['seeds']})"
-        lines.append(f"| {r['dataset']} | {r['ipc']} | {r['method']} | {measured} | {pub} | "
-                     f"{r['published_source']} |")  # fmt: skip
+        lines.append(
+            f"| {r['dataset']} | {r['ipc']} | {r['method']} | {measured} | {pub} | "
+            f"{r['published_source']} |"
+        )
     notes = [r for r in payload["rows"] if r.get("note")]
     lines += [""] + [f"- {r['method']} {r['dataset']}: {r['note']}" for r in notes]
     return "\n".join(lines) + "\n"

@@ -50,9 +50,16 @@ class BudgetConfig:
     baseline_budget: str = "paper"  # the baselines' presets: paper | cpu
     # method -> {setting: value}; MTT's 100 experts x 50 epochs would outlast any CPU budget,
     # so the CPU run trains 2 experts x 5 epochs on 6000-image epochs (its CPU preset's)
-    baseline_overrides: dict = field(default_factory=lambda: {
-        "mtt": {"num_experts": 2, "train_epochs": 5, "expert_images": 6000, "max_start_epoch": 3}
-    })  # fmt: skip
+    baseline_overrides: dict = field(
+        default_factory=lambda: {
+            "mtt": {
+                "num_experts": 2,
+                "train_epochs": 5,
+                "expert_images": 6000,
+                "max_start_epoch": 3,
+            }
+        }
+    )
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(seeds=3, baselines=()))
     coresets: tuple[str, ...] = ("random", "herding")
     seed: int = 0
@@ -79,9 +86,14 @@ def _snap_path(cfg: BudgetConfig, method: str, mark: float) -> Path:
 def _save_snapshot(cfg, method, mark, images, labels, elapsed, info, state=None) -> None:
     from data_prep import fsio
 
-    payload = {"images": None if images is None else images.detach().cpu(),
-               "labels": None if labels is None else labels.cpu(), "elapsed_s": elapsed,
-               "mark_min": mark, "info": info, "state": state}  # fmt: skip
+    payload = {
+        "images": None if images is None else images.detach().cpu(),
+        "labels": None if labels is None else labels.cpu(),
+        "elapsed_s": elapsed,
+        "mark_min": mark,
+        "info": info,
+        "state": state,
+    }
     fsio.save_torch(payload, _snap_path(cfg, method, mark))
 
 
@@ -126,7 +138,7 @@ def run_ours(cfg: BudgetConfig, log) -> None:
         if elapsed >= todo[0] * 60 or step >= total:
             payload = load_condensed(work / "run")
             images, labels = synthetic_set(payload)
-            info = {"steps": payload["steps"], "finished_s": clock.get("finished_s")}
+            info = {"steps": payload.steps, "finished_s": clock.get("finished_s")}
             _save_snapshot(cfg, "ours", todo[0], images, labels, elapsed, info)
             log(f"ours: snapshot at {todo.pop(0):g} min ({elapsed:.0f} s, step {step})")
             continue
@@ -154,9 +166,14 @@ def run_baseline(cfg: BudgetConfig, method: str, log) -> None:
             todo = list(cfg.marks_min)  # only no-set marks were saved: start over
     if not todo:
         return
-    acfg = AccuracyConfig(datasets={cfg.dataset: cfg.data}, ipcs=(cfg.ipc,),
-                          budget=cfg.baseline_budget, condense_seed=cfg.seed,
-                          device=cfg.device, workdir=str(Path(cfg.workdir) / method))  # fmt: skip
+    acfg = AccuracyConfig(
+        datasets={cfg.dataset: cfg.data},
+        ipcs=(cfg.ipc,),
+        budget=cfg.baseline_budget,
+        condense_seed=cfg.seed,
+        device=cfg.device,
+        workdir=str(Path(cfg.workdir) / method),
+    )
     data = Datasets(acfg)
     pool, meta = data.pool(cfg.dataset)
     done = [m for m in cfg.marks_min if m not in todo]
@@ -189,8 +206,16 @@ def run_baseline(cfg: BudgetConfig, method: str, log) -> None:
         elapsed = time.perf_counter() - began
         while todo and elapsed >= todo[0] * 60:
             info = {"updates": iteration}
-            _save_snapshot(cfg, method, todo[0], condenser.images, condenser.labels, elapsed,
-                           info, state=(condenser, iteration, elapsed))  # fmt: skip
+            _save_snapshot(
+                cfg,
+                method,
+                todo[0],
+                condenser.images,
+                condenser.labels,
+                elapsed,
+                info,
+                state=(condenser, iteration, elapsed),
+            )
             log(f"{method}: snapshot at {todo.pop(0):g} min ({elapsed:.0f} s, {iteration} updates)")
 
 
@@ -234,8 +259,9 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
 
     def save() -> dict:
         summary = summarise(rows, cfg)
-        payload = write_result(out, config, rows, summary=summary, protocol=_protocol(cfg),
-                               no_set=notes)  # fmt: skip
+        payload = write_result(
+            out, config, rows, summary=summary, protocol=_protocol(cfg), no_set=notes
+        )
         out.with_suffix(".md").write_text(markdown(payload))
         plot(payload, out.with_suffix(".png"))
         return payload
@@ -245,10 +271,19 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
             if (method, mark, seed) in done:
                 continue
             began = time.perf_counter()
-            acc = train_and_test("convnet", images, labels, cfg.data, cfg.eval, seed,
-                                 device=cfg.device)  # fmt: skip
-            rows.append({"method": method, "mark_min": mark, "seed": seed, "acc": acc,
-                         "eval_s": round(time.perf_counter() - began, 1), **extra})  # fmt: skip
+            acc = train_and_test(
+                "convnet", images, labels, cfg.data, cfg.eval, seed, device=cfg.device
+            )
+            rows.append(
+                {
+                    "method": method,
+                    "mark_min": mark,
+                    "seed": seed,
+                    "acc": acc,
+                    "eval_s": round(time.perf_counter() - began, 1),
+                    **extra,
+                }
+            )
             done.add((method, mark, seed))
             log(f"{method} @ {mark} min, seed {seed}: {acc:.2f} %")
             save()
@@ -267,15 +302,22 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
             if snap["images"] is None:
                 notes[f"{method}@{mark:g}"] = snap["info"]["note"]
                 continue
-            evaluate(method, mark, snap["images"], snap["labels"],
-                     {"elapsed_s": round(snap["elapsed_s"], 1), **snap["info"]})  # fmt: skip
+            evaluate(
+                method,
+                mark,
+                snap["images"],
+                snap["labels"],
+                {"elapsed_s": round(snap["elapsed_s"], 1), **snap["info"]},
+            )
     return save()
 
 
 def _protocol(cfg: BudgetConfig) -> str:
     e = cfg.eval
-    return (f"ConvNet-3 width {e.width}, {e.epochs} epochs, DSA {e.dsa_strategy} "
-            f"({e.dsa_mode}-op), final-epoch test accuracy, {e.seeds} seeds")  # fmt: skip
+    return (
+        f"ConvNet-3 width {e.width}, {e.epochs} epochs, DSA {e.dsa_strategy} "
+        f"({e.dsa_mode}-op), final-epoch test accuracy, {e.seeds} seeds"
+    )
 
 
 def summarise(rows: list[dict], cfg: BudgetConfig) -> list[dict]:
@@ -284,9 +326,16 @@ def summarise(rows: list[dict], cfg: BudgetConfig) -> list[dict]:
         for mark in sorted({r["mark_min"] for r in rows if r["method"] == method}):
             mine = [r for r in rows if (r["method"], r["mark_min"]) == (method, mark)]
             accs = [r["acc"] for r in mine]
-            out.append({"method": method, "mark_min": mark, "elapsed_s": mine[0]["elapsed_s"],
-                        "mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                        "seeds": len(accs)})  # fmt: skip
+            out.append(
+                {
+                    "method": method,
+                    "mark_min": mark,
+                    "elapsed_s": mine[0]["elapsed_s"],
+                    "mean": float(np.mean(accs)),
+                    "std": float(np.std(accs)),
+                    "seeds": len(accs),
+                }
+            )
     return out
 
 
@@ -294,13 +343,17 @@ def markdown(payload: dict) -> str:
     cfg = payload["config"]
     marks = cfg["marks_min"]
     by = {(r["method"], r["mark_min"]): r for r in payload["summary"]}
-    lines = [f"# Accuracy against wall-clock: {cfg['dataset']} IPC {cfg['ipc']} "
-             f"({payload['device']}, {payload['machine']}, commit {payload['commit']})", "",
-             f"Protocol: {payload['protocol']}. Each method ran alone from zero (ours: "
-             "pretraining counted; MTT: its experts counted). Accuracy (%) of the set each "
-             "had when the clock passed the mark; random real and herding cost nothing.", "",
-             "| method | " + " | ".join(f"{m:g} min" for m in marks) + " |",
-             "| --- |" + " ---: |" * len(marks)]  # fmt: skip
+    lines = [
+        f"# Accuracy against wall-clock: {cfg['dataset']} IPC {cfg['ipc']} "
+        f"({payload['device']}, {payload['machine']}, commit {payload['commit']})",
+        "",
+        f"Protocol: {payload['protocol']}. Each method ran alone from zero (ours: "
+        "pretraining counted; MTT: its experts counted). Accuracy (%) of the set each "
+        "had when the clock passed the mark; random real and herding cost nothing.",
+        "",
+        "| method | " + " | ".join(f"{m:g} min" for m in marks) + " |",
+        "| --- |" + " ---: |" * len(marks),
+    ]
     for method in (*cfg["coresets"], *cfg["methods"]):
         cells = []
         for m in marks:
@@ -320,8 +373,13 @@ def plot(payload: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in payload["summary"]:
         if r["method"] in cfg["coresets"]:
-            ax.axhline(r["mean"], ls="--", lw=1, color="gray" if r["method"] == "random"
-                       else "black", label=f"{r['method']} (no cost)")  # fmt: skip
+            ax.axhline(
+                r["mean"],
+                ls="--",
+                lw=1,
+                color="gray" if r["method"] == "random" else "black",
+                label=f"{r['method']} (no cost)",
+            )
     for method in cfg["methods"]:
         pts = [r for r in payload["summary"] if r["method"] == method]
         if pts:

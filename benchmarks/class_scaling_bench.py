@@ -27,11 +27,23 @@ from data_prep.options import PrepOptions
 from data_prep.prepare import prepare_arrays
 from data_prep.splits import RawDataset, Segment, Split
 
-SMALL = ["teacher.width=16", "teacher.epochs=1", "gan.steps=20", "gan.width=8",
-         "gan.disc_width=8", "gan.z_dim=32", "gan.proj_dim=16", "condense.phi_width=32",
-         "condense.phi_batch=64", "condense.assoc_per_image=2", "condense.log_every=1",
-         "condense.checkpoint_every=0", "condense.outer_iterations=1",
-         "condense.inner_iterations=20", "condense.gen_steps=2"]  # fmt: skip
+SMALL = [
+    "teacher.width=16",
+    "teacher.epochs=1",
+    "gan.steps=20",
+    "gan.width=8",
+    "gan.disc_width=8",
+    "gan.z_dim=32",
+    "gan.proj_dim=16",
+    "condense.phi_width=32",
+    "condense.phi_batch=64",
+    "condense.assoc_per_image=2",
+    "condense.log_every=1",
+    "condense.checkpoint_every=0",
+    "condense.outer_iterations=1",
+    "condense.inner_iterations=20",
+    "condense.gen_steps=2",
+]
 
 
 @dataclass
@@ -55,8 +67,9 @@ def _dataset(folder: Path, classes: int, cfg: ClassScalingConfig) -> Path:
         images = rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8)
         return Split([Segment(images, labels, Path("<generated>"))])
 
-    raw = RawDataset("imagenet64", [str(c) for c in range(classes)], split(cfg.per_class),
-                     split(1), [])  # fmt: skip
+    raw = RawDataset(
+        "imagenet64", [str(c) for c in range(classes)], split(cfg.per_class), split(1), []
+    )
     prepare_arrays(raw, folder, PrepOptions(workers=1))
     return folder
 
@@ -77,12 +90,30 @@ def measure(classes: int, cfg: ClassScalingConfig) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     log(f"{classes} classes: preparing data and a small pretrain stage")
     data = _dataset(work / "data", classes, cfg)
-    sets = [a for s in [*SMALL, f"ipc={cfg.ipc}", f"max_steps={cfg.steps}",
-                        f"condense.classes_per_step={cfg.classes_per_step}"]
-            for a in ("--set", s)]  # fmt: skip
+    sets = [
+        a
+        for s in [
+            *SMALL,
+            f"ipc={cfg.ipc}",
+            f"max_steps={cfg.steps}",
+            f"condense.classes_per_step={cfg.classes_per_step}",
+        ]
+        for a in ("--set", s)
+    ]
     base = [sys.executable, "-m", "launch.cli"]
-    _monitored([*base, "pretrain", "--preset", "imagenet64-ipc10", "--data", str(data),
-                "--out", str(work / "pre"), *sets])  # fmt: skip
+    _monitored(
+        [
+            *base,
+            "pretrain",
+            "--preset",
+            "imagenet64-ipc10",
+            "--data",
+            str(data),
+            "--out",
+            str(work / "pre"),
+            *sets,
+        ]
+    )
     log(f"{classes} classes: {cfg.steps} condensation steps, {cfg.classes_per_step} per step")
     peak = _monitored(
         [
@@ -101,8 +132,9 @@ def measure(classes: int, cfg: ClassScalingConfig) -> dict:
     )
     records = [json.loads(x) for x in (work / "run" / "metrics.jsonl").read_text().splitlines()]
     seconds = np.diff([r["seconds"] for r in records])[cfg.warmup :]
-    payload = __import__("torch").load(work / "run" / "condensed.pt", weights_only=False)
-    cond = payload["class_embeddings"]
+    from engine.stages import load_condensed
+
+    cond = load_condensed(work / "run").class_embeddings
     row = {
         "classes": classes,
         "classes_per_step": cfg.classes_per_step,

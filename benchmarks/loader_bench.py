@@ -82,8 +82,12 @@ def _timed(name: str, batches, total: int | None, warmup: bool = True) -> dict:
         if x.device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
-    return {"loader": name, "images": seen, "seconds": round(elapsed, 4),
-            "images_per_s": round(seen / elapsed, 1)}  # fmt: skip
+    return {
+        "loader": name,
+        "images": seen,
+        "seconds": round(elapsed, 4),
+        "images_per_s": round(seen / elapsed, 1),
+    }
 
 
 def run(cfg: LoaderBenchConfig, out: str | Path | None = None) -> dict:

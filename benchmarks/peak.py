@@ -63,10 +63,12 @@ def measure_peak(cfg: PeakConfig) -> list[dict]:
             continue
         dtype = DTYPES[name]
         sets = [
-            (torch.randn(n, n, generator=gen).to(cfg.device, dtype),
-             torch.randn(n, n, generator=gen).to(cfg.device, dtype))
+            (
+                torch.randn(n, n, generator=gen).to(cfg.device, dtype),
+                torch.randn(n, n, generator=gen).to(cfg.device, dtype),
+            )
             for _ in range(cfg.operand_sets)
-        ]  # fmt: skip
+        ]
         i = 0
 
         def product(sets=sets) -> None:
@@ -84,8 +86,16 @@ def measure_peak(cfg: PeakConfig) -> list[dict]:
             if cuda:
                 torch.backends.cuda.matmul.allow_tf32 = previous
         median = statistics.median(times)
-        rows.append({"dtype": name, "size": n, "repeats": repeats, "median_s": median,
-                     "min_s": min(times), "tflops": 2 * n**3 / median / 1e12})  # fmt: skip
+        rows.append(
+            {
+                "dtype": name,
+                "size": n,
+                "repeats": repeats,
+                "median_s": median,
+                "min_s": min(times),
+                "tflops": 2 * n**3 / median / 1e12,
+            }
+        )
         del sets
     return rows
 
@@ -105,8 +115,10 @@ def run(cfg: PeakConfig, out: Path | None = None) -> dict:
     threads = torch.get_num_threads()
     rows = measure_peak(cfg)
     for r in rows:
-        log(f"peak {r['dtype']}: {r['tflops']:.3f} TFLOP/s ({r['size']}^3, median of "
-            f"{r['repeats']})")  # fmt: skip
+        log(
+            f"peak {r['dtype']}: {r['tflops']:.3f} TFLOP/s ({r['size']}^3, median of "
+            f"{r['repeats']})"
+        )
     kind = "cuda" if cfg.device.startswith("cuda") else "cpu"
     path = out or RESULTS_DIR / f"peak_{kind}.json"
     return write_result(path, asdict(cfg), rows, torch_threads=threads)

@@ -81,8 +81,19 @@ def convert(cfg: PrepBenchConfig, batches: int) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     log(f"Writing {batches} npz batches of {cfg.images_per_batch} images + val")
     raw_bytes = write_npz_set(src, cfg, batches)
-    cmd = [sys.executable, "-m", "launch.cli", "prep", "imagenet64", "--source", str(src),
-           "--out", str(dst), "--workers", str(cfg.workers)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.cli",
+        "prep",
+        "imagenet64",
+        "--source",
+        str(src),
+        "--out",
+        str(dst),
+        "--workers",
+        str(cfg.workers),
+    ]
     log(f"Converting ({' '.join(cmd[3:6])} ...)")
     start = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -17,5 +17,9 @@ PRESETS = [
 ]
 
 if __name__ == "__main__":
-    write_result(RESULTS_DIR / "cost_model.json", {"presets": PRESETS}, preset_costs(PRESETS),
-                 note="analytic (engine/cost_model.py), not a measurement")  # fmt: skip
+    write_result(
+        RESULTS_DIR / "cost_model.json",
+        {"presets": PRESETS},
+        preset_costs(PRESETS),
+        note="analytic (engine/cost_model.py), not a measurement",
+    )

@@ -73,28 +73,51 @@ def profile_steps(cfg: ProfileConfig) -> dict:
             per_call = _total_time(evt, cuda) / 1e6 / evt.count
             calls_per_step = 1 / M if evt.key == "phi_update" else 1
             regions[evt.key] = per_call * calls_per_step
-    ops = sorted((e for e in events if e.key not in REGIONS and not e.key.startswith("Profiler")),
-                 key=lambda e: _self_time(e, cuda), reverse=True)  # fmt: skip
+    ops = sorted(
+        (e for e in events if e.key not in REGIONS and not e.key.startswith("Profiler")),
+        key=lambda e: _self_time(e, cuda),
+        reverse=True,
+    )
     total_self = sum(_self_time(e, cuda) for e in events if e.key not in REGIONS) or 1.0
-    top = [{"op": e.key, "calls_per_step": e.count / cfg.steps,
+    top = [
+        {
+            "op": e.key,
+            "calls_per_step": e.count / cfg.steps,
             "self_s_per_step": _self_time(e, cuda) / 1e6 / cfg.steps,
-            "self_share": _self_time(e, cuda) / total_self} for e in ops[: cfg.top]]  # fmt: skip
+            "self_share": _self_time(e, cuda) / total_self,
+        }
+        for e in ops[: cfg.top]
+    ]
     by_region = cost.by_region()
     region_total = sum(regions.values()) or 1.0
-    parts = [{"region": r, "s_per_step": regions.get(r, 0.0),
-              "share": regions.get(r, 0.0) / region_total, "flops": by_region.get(r, 0.0),
-              "gflops_per_s": by_region.get(r, 0.0) / regions[r] / 1e9 if regions.get(r)
-              else None} for r in REGIONS]  # fmt: skip
+    parts = [
+        {
+            "region": r,
+            "s_per_step": regions.get(r, 0.0),
+            "share": regions.get(r, 0.0) / region_total,
+            "flops": by_region.get(r, 0.0),
+            "gflops_per_s": by_region.get(r, 0.0) / regions[r] / 1e9 if regions.get(r) else None,
+        }
+        for r in REGIONS
+    ]
     step_s = timing["step_s"]
     achieved = cost.flops / step_s
-    result = {"preset": cfg.preset, "step_s": step_s, "zg_dh_s_all": times,
-              "phi_update_s": timing["phi_update_s"],
-              "flops_per_step": cost.flops, "other_flops_per_step": cost.other_flops,
-              "bytes_per_step": cost.bytes, "achieved_gflops_per_s": achieved / 1e9,
-              "mfu": achieved / (cfg.peak_tflops * 1e12) if cfg.peak_tflops else None,
-              "parts": parts, "top_ops": top, "cost": cost.as_dict(),
-              "torch_threads": torch.get_num_threads(),
-              "load_average": os.getloadavg()}  # fmt: skip
+    result = {
+        "preset": cfg.preset,
+        "step_s": step_s,
+        "zg_dh_s_all": times,
+        "phi_update_s": timing["phi_update_s"],
+        "flops_per_step": cost.flops,
+        "other_flops_per_step": cost.other_flops,
+        "bytes_per_step": cost.bytes,
+        "achieved_gflops_per_s": achieved / 1e9,
+        "mfu": achieved / (cfg.peak_tflops * 1e12) if cfg.peak_tflops else None,
+        "parts": parts,
+        "top_ops": top,
+        "cost": cost.as_dict(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+    }
     return result
 
 
@@ -106,8 +129,11 @@ def run(cfg: ProfileConfig, out: Path | None = None) -> dict:
         rate = f"{p['gflops_per_s']:.1f} GFLOP/s" if p["gflops_per_s"] else "-"
         log(f"{p['region']:>12}: {p['s_per_step']:.3f} s/step ({p['share']:.0%}), {rate}")
     mfu = f", MFU {result['mfu']:.1%}" if result["mfu"] is not None else ""
-    log(f"step {result['step_s']:.3f} s, {result['flops_per_step'] / 1e9:.1f} GFLOP/step, "
-        f"{result['achieved_gflops_per_s']:.1f} GFLOP/s{mfu}")  # fmt: skip
+    log(
+        f"step {result['step_s']:.3f} s, {result['flops_per_step'] / 1e9:.1f} GFLOP/step, "
+        f"{result['achieved_gflops_per_s']:.1f} GFLOP/s{mfu}"
+    )
     config = asdict(cfg)
-    return write_result(out or RESULTS_DIR / f"profile_{shape}_{kind}.json", config,
-                        result.pop("parts"), **result)  # fmt: skip
+    return write_result(
+        out or RESULTS_DIR / f"profile_{shape}_{kind}.json", config, result.pop("parts"), **result
+    )

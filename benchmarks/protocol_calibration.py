@@ -65,8 +65,11 @@ def _feature_net(cfg: CalibrationConfig, name: str, data: str, log: dict):
         return net.eval()
     began = time.perf_counter()
     net, acc = train_teacher(data, meta, cfg.teacher, 0, torch.device(cfg.device))
-    info = {"test_accuracy": acc, "seconds": round(time.perf_counter() - began, 1),
-            **dataclasses.asdict(cfg.teacher)}  # fmt: skip
+    info = {
+        "test_accuracy": acc,
+        "seconds": round(time.perf_counter() - began, 1),
+        **dataclasses.asdict(cfg.teacher),
+    }
     fsio.save_torch({"state": net.cpu().state_dict(), "info": info}, path)
     log[name] = info
     return net.eval()
@@ -77,16 +80,27 @@ def summarise(rows: list[dict], cfg: CalibrationConfig) -> list[dict]:
     for name in cfg.datasets:
         for ipc in cfg.ipcs:
             for kind in cfg.sets:
-                accs = [r["acc"] for r in rows
-                        if (r["dataset"], r["set"], r["ipc"]) == (name, kind, ipc)]  # fmt: skip
+                accs = [
+                    r["acc"]
+                    for r in rows
+                    if (r["dataset"], r["set"], r["ipc"]) == (name, kind, ipc)
+                ]
                 if not accs:
                     continue
                 paper = PUBLISHED.get((name, kind), {}).get(ipc)
                 mean = float(np.mean(accs))
-                out.append({"dataset": name, "set": kind, "ipc": ipc, "mean": round(mean, 2),
-                            "std": round(float(np.std(accs)), 2), "seeds": len(accs),
-                            "paper": paper,
-                            "gap": None if paper is None else round(mean - paper, 2)})  # fmt: skip
+                out.append(
+                    {
+                        "dataset": name,
+                        "set": kind,
+                        "ipc": ipc,
+                        "mean": round(mean, 2),
+                        "std": round(float(np.std(accs)), 2),
+                        "seeds": len(accs),
+                        "paper": paper,
+                        "gap": None if paper is None else round(mean - paper, 2),
+                    }
+                )
     return out
 
 
@@ -104,8 +118,10 @@ def markdown(summary: list[dict], cfg: CalibrationConfig) -> str:
     for r in summary:
         paper = "-" if r["paper"] is None else f"{r['paper']:.1f}"
         gap = "-" if r["gap"] is None else f"{r['gap']:+.2f}"
-        lines.append(f"| {r['dataset']} | {r['set']} | {r['ipc']} | {r['mean']:.2f} ± "
-                     f"{r['std']:.2f} | {r['seeds']} | {paper} | {gap} |")  # fmt: skip
+        lines.append(
+            f"| {r['dataset']} | {r['set']} | {r['ipc']} | {r['mean']:.2f} ± "
+            f"{r['std']:.2f} | {r['seeds']} | {paper} | {gap} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -144,11 +160,19 @@ def run(cfg: CalibrationConfig, out: str | Path | None = None) -> dict:
                         draw = cfg.coreset_seed + (seed if cfg.redraw_random else 0)
                         images, labels = random_real(data, ipc, draw)
                     began = time.perf_counter()
-                    acc = train_and_test("convnet", images, labels, data, cfg.eval, seed,
-                                         device=cfg.device)  # fmt: skip
-                    rows.append({"dataset": name, "set": kind, "ipc": ipc, "seed": seed,
-                                 "acc": acc,
-                                 "seconds": round(time.perf_counter() - began, 1)})  # fmt: skip
+                    acc = train_and_test(
+                        "convnet", images, labels, data, cfg.eval, seed, device=cfg.device
+                    )
+                    rows.append(
+                        {
+                            "dataset": name,
+                            "set": kind,
+                            "ipc": ipc,
+                            "seed": seed,
+                            "acc": acc,
+                            "seconds": round(time.perf_counter() - began, 1),
+                        }
+                    )
                     log(f"{name} {kind} IPC {ipc} seed {seed}: {acc:.2f} %")
                     save()
     return save()

@@ -7,34 +7,48 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from benchmarks.results import RESULTS_DIR, write_result
+from engine.stages import load_condensed
 
 
 def record(run: Path, name: str, wall_seconds: dict | None = None) -> dict:
     report = json.loads((run / "eval.json").read_text())
-    payload = torch.load(run / "condensed.pt", map_location="cpu", weights_only=False)
-    pre = json.loads((Path(payload["pretrained"]) / "pretrain.json").read_text())
+    payload = load_condensed(run)
+    pre = json.loads((payload.pretrained_dir(run) / "pretrain.json").read_text())
     rows = []
     for set_name, models in report["results"].items():
         for model, r in models.items():
             div = report["diagnostics"]["diversity_teacher_features"].get(set_name, {})
-            rows.append({"set": set_name, "model": model, "mean": round(r["mean"], 2),
-                         "std": round(r["std"], 2), "seeds": len(r["accs"]), "accs": r["accs"],
-                         "within_class": div.get("within_class"),
-                         "between_class": div.get("between_class")})  # fmt: skip
+            rows.append(
+                {
+                    "set": set_name,
+                    "model": model,
+                    "mean": round(r["mean"], 2),
+                    "std": round(r["std"], 2),
+                    "seeds": len(r["accs"]),
+                    "accs": r["accs"],
+                    "within_class": div.get("within_class"),
+                    "between_class": div.get("between_class"),
+                }
+            )
     timing = {
         "pretrain_seconds": round(pre["seconds"], 1),
         "teacher_accuracy": pre["teacher_accuracy"],
-        "condense_seconds": round(payload["seconds"], 1),
-        "condense_steps": payload["steps"],
+        "condense_seconds": round(payload.seconds, 1),
+        "condense_steps": payload.steps,
         **(wall_seconds or {}),
     }
-    return write_result(RESULTS_DIR / f"{name}.json", payload["config"], rows,
-                        benchmark="method", dataset=report["dataset"], ipc=report["ipc"],
-                        epochs=report["epochs"], protocol=report["protocol"],
-                        timing=timing)  # fmt: skip
+    return write_result(
+        RESULTS_DIR / f"{name}.json",
+        payload.config,
+        rows,
+        benchmark="method",
+        dataset=report["dataset"],
+        ipc=report["ipc"],
+        epochs=report["epochs"],
+        protocol=report["protocol"],
+        timing=timing,
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,13 @@ from data_prep.console import log
 from data_prep.errors import ConfigError
 
 FITS = {True: "yes", False: "no", None: "?"}
-COLORS = {"ours": (214, 39, 40), "dm": (31, 119, 180), "dsa": (44, 160, 44),
-          "mtt": (148, 103, 189), "tesla": (255, 127, 14)}  # fmt: skip
+COLORS = {
+    "ours": (214, 39, 40),
+    "dm": (31, 119, 180),
+    "dsa": (44, 160, 44),
+    "mtt": (148, 103, 189),
+    "tesla": (255, 127, 14),
+}
 
 
 @dataclass
@@ -46,8 +51,9 @@ def scaling_points(cfg: ScalingConfig) -> list[Point]:
         for classes in cfg.classes:
             for method in cfg.timing.methods:
                 width = cfg.timing.shrink.get("width", 128)
-                out.append(Point(method, f"{classes}c-{res}px", cfg.ipc, 3, res, classes, width,
-                                 dataset))  # fmt: skip
+                out.append(
+                    Point(method, f"{classes}c-{res}px", cfg.ipc, 3, res, classes, width, dataset)
+                )
     return out
 
 
@@ -59,9 +65,15 @@ def run(cfg: ScalingConfig, out: str | Path | None = None) -> dict:
     path = Path(out) if out else RESULTS_DIR / f"scaling_{cfg.timing.device.split(':')[0]}.json"
 
     def save(rows: list[dict], complete: bool) -> dict:
-        payload = write_result(path, config, rows, benchmark="scaling", complete=complete,
-                               load_average_end=os.getloadavg(),
-                               wall_s=round(time.perf_counter() - began, 1))  # fmt: skip
+        payload = write_result(
+            path,
+            config,
+            rows,
+            benchmark="scaling",
+            complete=complete,
+            load_average_end=os.getloadavg(),
+            wall_s=round(time.perf_counter() - began, 1),
+        )
         path.with_suffix(".md").write_text(markdown(payload))
         plot(payload, path.with_suffix(".png"))
         return payload
@@ -73,19 +85,32 @@ def run(cfg: ScalingConfig, out: str | Path | None = None) -> dict:
 
 
 def markdown(payload: dict) -> str:
-    lines = [f"# Scaling with classes and resolution ({payload['machine']}, torch "
-             f"{payload['torch']}, commit {payload['commit']})", "",
-             f"IPC {payload['config']['ipc']}; created {payload['created']}; steps timed on "
-             f"{payload['config']['timing']['timed_classes']} class(es), sweeps extrapolated.", "",
-             "| px | classes | method | params | bytes (MiB) | peak mem (GiB) | step (s) | "
-             "sweep (s) | fits |", "|" + " --- |" * 9]  # fmt: skip
+    lines = [
+        f"# Scaling with classes and resolution ({payload['machine']}, torch "
+        f"{payload['torch']}, commit {payload['commit']})",
+        "",
+        f"IPC {payload['config']['ipc']}; created {payload['created']}; steps timed on "
+        f"{payload['config']['timing']['timed_classes']} class(es), sweeps extrapolated.",
+        "",
+        "| px | classes | method | params | bytes (MiB) | peak mem (GiB) | step (s) | "
+        "sweep (s) | fits |",
+        "|" + " --- |" * 9,
+    ]
     for r in payload["rows"]:
-        cells = [r["image_size"], r["classes"], r["method"], r["params"],
-                 None if r["bytes"] is None else r["bytes"] / (1 << 20),
-                 None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / GIB,
-                 r["step_s"], r["sweep_s"], FITS[r["fits"]]]  # fmt: skip
-        text = [("-" if c is None else f"{c:.3g}" if isinstance(c, float) else str(c))
-                for c in cells]  # fmt: skip
+        cells = [
+            r["image_size"],
+            r["classes"],
+            r["method"],
+            r["params"],
+            None if r["bytes"] is None else r["bytes"] / (1 << 20),
+            None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / GIB,
+            r["step_s"],
+            r["sweep_s"],
+            FITS[r["fits"]],
+        ]
+        text = [
+            ("-" if c is None else f"{c:.3g}" if isinstance(c, float) else str(c)) for c in cells
+        ]
         lines.append("| " + " | ".join(text) + " |")
     reasons = [r for r in payload["rows"] if r.get("reason")]
     lines += ["", *[f"- {r['method']} {r['shape']}: {r['reason']}" for r in reasons]]
@@ -99,15 +124,23 @@ def plot(payload: dict, path: Path) -> None:
 
     rows = payload["rows"]
     resolutions = sorted({r["image_size"] for r in rows})
-    quantities = [("params", "learnable parameters"), ("peak_mem_bytes", "peak memory (bytes)"),
-                  ("sweep_s", "time per sweep (s)")]  # fmt: skip
+    quantities = [
+        ("params", "learnable parameters"),
+        ("peak_mem_bytes", "peak memory (bytes)"),
+        ("sweep_s", "time per sweep (s)"),
+    ]
     pw, ph, margin = 360, 240, 60
     legend = 100
-    img = Image.new("RGB", (margin + len(resolutions) * (pw + margin) + legend,
-                            40 + 3 * (ph + margin)), "white")  # fmt: skip
+    img = Image.new(
+        "RGB", (margin + len(resolutions) * (pw + margin) + legend, 40 + 3 * (ph + margin)), "white"
+    )
     draw = ImageDraw.Draw(img)
-    draw.text((margin, 10), f"ours vs pixel baselines, IPC {payload['config']['ipc']}, "
-              f"{payload['machine']} (x: classes, log-log)", fill="black")  # fmt: skip
+    draw.text(
+        (margin, 10),
+        f"ours vs pixel baselines, IPC {payload['config']['ipc']}, "
+        f"{payload['machine']} (x: classes, log-log)",
+        fill="black",
+    )
     xs = sorted({r["classes"] for r in rows})
     for qi, (key, label) in enumerate(quantities):
         values = [r[key] for r in rows if r.get(key)]
@@ -123,7 +156,8 @@ def plot(payload: dict, path: Path) -> None:
 
             def at(classes, value, x0=x0, y0=y0, lo=lo, hi=hi):
                 fx = (math.log10(classes) - math.log10(xs[0])) / max(
-                    1e-9, math.log10(xs[-1]) - math.log10(xs[0]))  # fmt: skip
+                    1e-9, math.log10(xs[-1]) - math.log10(xs[0])
+                )
                 fy = (math.log10(value) - lo) / max(1e-9, hi - lo)
                 return x0 + 10 + fx * (pw - 20), y0 + ph - 10 - fy * (ph - 30)
 

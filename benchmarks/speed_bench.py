@@ -1,4 +1,4 @@
-"""`gencond bench speed`: the speed switches of issue 7 (condense.precision, channels_last,
+"""`gencond bench speed`: the speed switches (condense.precision, channels_last,
 compile, fused_optimizer), each timed against the reference step on the same shape, in-process,
 on generated data (no dataset needed: real images are random tensors of the right shape).
 
@@ -29,10 +29,19 @@ from engine.nets import ConvNet, reinit_
 
 def fake_meta(channels: int, image_size: int, num_classes: int) -> DatasetMeta:
     return DatasetMeta(
-        dataset="generated", num_classes=num_classes, image_size=image_size, channels=channels,
-        train_count=0, test_count=0, train_class_counts=[], test_class_counts=[],
-        mean=[0.5] * channels, std=[0.25] * channels, class_names=[], sources=[],
-    )  # fmt: skip
+        dataset="generated",
+        num_classes=num_classes,
+        image_size=image_size,
+        channels=channels,
+        train_count=0,
+        test_count=0,
+        train_class_counts=[],
+        test_class_counts=[],
+        mean=[0.5] * channels,
+        std=[0.25] * channels,
+        class_names=[],
+        sources=[],
+    )
 
 
 def tiny_config(**condense) -> RunConfig:
@@ -70,8 +79,9 @@ class StepHarness:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             G = build_generator(meta, cfg.gan, cond_dim).eval()
-            teacher = ConvNet(self.channels, self.num_classes, self.image_size,
-                              width=cfg.teacher.width)  # fmt: skip
+            teacher = ConvNet(
+                self.channels, self.num_classes, self.image_size, width=cfg.teacher.width
+            )
         self.teacher = teacher.to(dev).eval().requires_grad_(False)
         self.m = StepModules(cfg, meta, G, conditions, dev)
         reinit_(self.m.phi, _seeded(cfg.seed, PHI_STREAM, 0))  # as the loop's first step does
@@ -87,8 +97,17 @@ class StepHarness:
 
     def step(self, i: int, phi: bool | None = None) -> dict:
         """Step i; phi's update follows when i closes a group of gen_steps (or when `phi`)."""
-        record = condense_step(self.cfg, self.m, self.teacher, self.augment, self.real,
-                               self.real_labels, self.classes, self.classes, i)  # fmt: skip
+        record = condense_step(
+            self.cfg,
+            self.m,
+            self.teacher,
+            self.augment,
+            self.real,
+            self.real_labels,
+            self.classes,
+            self.classes,
+            i,
+        )
         M = self.cfg.condense.gen_steps
         if phi if phi is not None else i % M == M - 1:
             phi_update(self.cfg, self.m, self.phi_x, self.phi_y)
@@ -111,13 +130,13 @@ VARIANTS: dict[str, list[str]] = {
         "condense.precision=bf16",
         "condense.channels_last=true",
         "condense.fused_optimizer=true",
-    ],  # fmt: skip
+    ],
     "all": [
         "condense.precision=bf16",
         "condense.channels_last=true",
         "condense.fused_optimizer=true",
         "condense.compile=true",
-    ],  # fmt: skip
+    ],
 }
 
 
@@ -173,11 +192,15 @@ def time_step(h: StepHarness, repeats: int, warmup: int, start: int = 0) -> dict
         losses.append(record["loss"])
         i += 1
     step_s, phi_s = statistics.median(steps), statistics.median(phis)
-    return {"step_s": step_s + phi_s / h.cfg.condense.gen_steps, "zg_dh_s": step_s,
-            "min_step_s": min(steps) + min(phis) / h.cfg.condense.gen_steps,
-            "phi_update_s": phi_s, "step_s_all": steps,
-            "peak_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None,
-            "losses": losses}  # fmt: skip
+    return {
+        "step_s": step_s + phi_s / h.cfg.condense.gen_steps,
+        "zg_dh_s": step_s,
+        "min_step_s": min(steps) + min(phis) / h.cfg.condense.gen_steps,
+        "phi_update_s": phi_s,
+        "step_s_all": steps,
+        "peak_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "losses": losses,
+    }
 
 
 def _peak_rows(path: str) -> list[dict]:
@@ -192,8 +215,9 @@ def run(cfg: SpeedConfig, out: Path | None = None) -> dict:
 
     peaks = _peak_rows(cfg.peak_json)
     kind = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    note = ("CPU measurement: the issue-7 targets are GPU ones" if kind == "cpu"
-            else "GPU measurement")  # fmt: skip
+    note = (
+        "CPU measurement: the issue-7 targets are GPU ones" if kind == "cpu" else "GPU measurement"
+    )
     path = out or RESULTS_DIR / f"speed_switches_{kind}.json"
     rows, reference, payload = [], None, {}
     # the reference once more at the end: the spread of one version timed twice
@@ -204,23 +228,37 @@ def run(cfg: SpeedConfig, out: Path | None = None) -> dict:
         with torch.random.fork_rng(devices=[]):
             h = StepHarness(run_cfg, cfg.channels, cfg.image_size, cfg.num_classes, cfg.device)
             timing = time_step(h, cfg.repeats, cfg.warmup)
-        cost = cost_model.condense_step_cost(run_cfg, cfg.channels, cfg.image_size,
-                                             cfg.num_classes)  # fmt: skip
+        cost = cost_model.condense_step_cost(run_cfg, cfg.channels, cfg.image_size, cfg.num_classes)
         peak = peak_tflops(peaks, run_cfg.condense.precision, cfg.device) if peaks else None
         achieved = cost.flops / timing["step_s"]
         reference = reference or timing["step_s"]
         label = name if k < len(cfg.variants) else "reference (again)"
-        row = {"variant": label, "overrides": VARIANTS[name], **timing,
-               "speedup": reference / timing["step_s"], "flops_per_step": cost.flops,
-               "bytes_per_step": cost.bytes, "tflops": achieved / 1e12,
-               "mfu": achieved / (peak * 1e12) if peak else None, "peak_tflops": peak}  # fmt: skip
+        row = {
+            "variant": label,
+            "overrides": VARIANTS[name],
+            **timing,
+            "speedup": reference / timing["step_s"],
+            "flops_per_step": cost.flops,
+            "bytes_per_step": cost.bytes,
+            "tflops": achieved / 1e12,
+            "mfu": achieved / (peak * 1e12) if peak else None,
+            "peak_tflops": peak,
+        }
         rows.append(row)
         mfu = f", MFU {row['mfu']:.1%}" if row["mfu"] is not None else ""
-        log(f"{label:>26}: {row['step_s']:.3f} s/step (x{row['speedup']:.2f}), "
-            f"{achieved / 1e9:.1f} GFLOP/s{mfu}")  # fmt: skip
+        log(
+            f"{label:>26}: {row['step_s']:.3f} s/step (x{row['speedup']:.2f}), "
+            f"{achieved / 1e9:.1f} GFLOP/s{mfu}"
+        )
         del h
         # after every variant, so that a run stopped by a time limit keeps what it measured
-        payload = write_result(path, asdict(cfg), rows, note=note, complete=k == len(order) - 1,
-                               torch_threads=torch.get_num_threads(),
-                               load_average=os.getloadavg())  # fmt: skip
+        payload = write_result(
+            path,
+            asdict(cfg),
+            rows,
+            note=note,
+            complete=k == len(order) - 1,
+            torch_threads=torch.get_num_threads(),
+            load_average=os.getloadavg(),
+        )
     return payload

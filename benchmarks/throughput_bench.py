@@ -130,13 +130,23 @@ def points(cfg: ThroughputConfig) -> list[Point]:
 
 
 def throughput_row(point: Point, measured: dict) -> dict:
-    """The one place a result row is built (issue 7 adds flops / mfu here)."""
-    row = {"method": point.method, "shape": point.shape, "classes": point.classes,
-           "ipc": point.ipc, "image_size": point.image_size, "params": measured.get("params"),
-           "bytes": measured.get("bytes"), "fits": measured.get("fits", True),
-           "step_s": measured.get("step_s"), "sweep_s": measured.get("sweep_s"),
-           "images_per_s": None, "peak_mem_bytes": measured.get("peak_mem_bytes"),
-           "base_rss_bytes": measured.get("base_rss_bytes"), "mfu": None}  # fmt: skip
+    """The one place a result row is built."""
+    row = {
+        "method": point.method,
+        "shape": point.shape,
+        "classes": point.classes,
+        "ipc": point.ipc,
+        "image_size": point.image_size,
+        "params": measured.get("params"),
+        "bytes": measured.get("bytes"),
+        "fits": measured.get("fits", True),
+        "step_s": measured.get("step_s"),
+        "sweep_s": measured.get("sweep_s"),
+        "images_per_s": None,
+        "peak_mem_bytes": measured.get("peak_mem_bytes"),
+        "base_rss_bytes": measured.get("base_rss_bytes"),
+        "mfu": None,
+    }
     if row["sweep_s"]:
         row["images_per_s"] = point.classes * point.ipc / row["sweep_s"]
     # counted FLOPs over the measured sweep, against the peak `gencond bench peak` recorded on
@@ -239,7 +249,7 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     import torch
 
     from engine.augment import DiffAugment
-    from engine.condense import StepModules, condense_step
+    from engine.condense import StepModules, condense_step, phi_update
     from engine.generator import Generator
     from engine.nets import ConvNet
     from engine.presets import PRESETS, load_preset
@@ -254,8 +264,16 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     device = torch.device(cfg.device)
     meta = _Meta(p.channels, p.classes, p.image_size)
     torch.manual_seed(cfg.seed)
-    gen = Generator(run.gan.z_dim, run.teacher.width, run.gan.proj_dim, p.channels, p.image_size,
-                    run.gan.width, [0.5] * p.channels, [0.25] * p.channels)  # fmt: skip
+    gen = Generator(
+        run.gan.z_dim,
+        run.teacher.width,
+        run.gan.proj_dim,
+        p.channels,
+        p.image_size,
+        run.gan.width,
+        [0.5] * p.channels,
+        [0.25] * p.channels,
+    )
     conditions = torch.randn(p.classes, run.teacher.width)
     teacher = None
     if c.soft_labels or c.classifier == "teacher":
@@ -275,34 +293,33 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     x_phi = torch.randn(c.phi_batch, p.channels, p.image_size, p.image_size, device=device)
     y_phi = torch.randint(p.classes, (c.phi_batch,), device=device)
 
-    def phi_update(i: int) -> None:
-        m.phi.requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(m.phi(x_phi), y_phi)
-        m.opt_phi.zero_grad(set_to_none=True)
-        loss.backward()
-        m.opt_phi.step()
+    def one_phi_update(i: int) -> None:  # the engine's own phi step
+        phi_update(run, m, x_phi, y_phi)
 
-    phi_s = _median_time(phi_update, cfg)
+    phi_s = _median_time(one_phi_update, cfg)
     steps = c.sweep_steps(p.classes)  # the engine's schedule: every class once
     sweep = step_s / len(timed) * p.classes + steps / c.gen_steps * phi_s
     learned = [m.codebook] + (list(m.G.parameters()) if c.finetune_generator else [])
     from engine.cost_model import condense_step_cost, steps_per_sweep
 
     modelled = condense_step_cost(run, p.channels, p.image_size, p.classes).flops
-    step_flops, phi_flops = _count_flops(one_step, 0), _count_flops(phi_update, 0)
+    step_flops, phi_flops = _count_flops(one_step, 0), _count_flops(one_phi_update, 0)
     stored = sum(t.numel() for t in [m.codebook, *m.G.parameters(), conditions])
-    return {"params": sum(t.numel() for t in learned), "bytes": stored * 4, "step_s": step_s,
-            "sweep_s": sweep,
-            "step_covers": f"{len(timed)} of {c.step_classes(p.classes)[0]} classes of a step",
-            "flops_per_step": step_flops,
-            "flops_per_sweep": (step_flops / len(timed) * p.classes
-                                + steps / c.gen_steps * phi_flops),
-            "cost_model_flops_per_sweep": modelled * steps_per_sweep(run, p.classes),
-            "sweep_from": f"whole {len(timed)}-class steps (per-step part included: an upper "
-                          f"bound) x {p.classes} classes + {steps}/"
-                          f"{c.gen_steps} phi updates ({phi_s:.3g} s each)",
-            "note": f"preset {run.preset}; generator G, codebook and class conditions stored; "
-                    f"learned: codebook{' + G' if c.finetune_generator else ''}"}  # fmt: skip
+    return {
+        "params": sum(t.numel() for t in learned),
+        "bytes": stored * 4,
+        "step_s": step_s,
+        "sweep_s": sweep,
+        "step_covers": f"{len(timed)} of {c.step_classes(p.classes)[0]} classes of a step",
+        "flops_per_step": step_flops,
+        "flops_per_sweep": (step_flops / len(timed) * p.classes + steps / c.gen_steps * phi_flops),
+        "cost_model_flops_per_sweep": modelled * steps_per_sweep(run, p.classes),
+        "sweep_from": f"whole {len(timed)}-class steps (per-step part included: an upper "
+        f"bound) x {p.classes} classes + {steps}/"
+        f"{c.gen_steps} phi updates ({phi_s:.3g} s each)",
+        "note": f"preset {run.preset}; generator G, codebook and class conditions stored; "
+        f"learned: codebook{' + G' if c.finetune_generator else ''}",
+    }
 
 
 class _Meta:
@@ -315,11 +332,15 @@ def _build_baseline(p: Point, cfg: ThroughputConfig, overrides: dict | None = No
     from benchmarks.baselines.mtt import random_trajectories
     from benchmarks.baselines.presets import build_condenser, load_baseline_preset
 
-    preset = load_baseline_preset(p.method, p.dataset, p.ipc, "paper",
-                                  {"net_width": p.width, **(overrides or {})})  # fmt: skip
+    preset = load_baseline_preset(
+        p.method, p.dataset, p.ipc, "paper", {"net_width": p.width, **(overrides or {})}
+    )
     shape = SetShape(p.classes, p.ipc, p.channels, p.image_size)
-    trajectories = random_trajectories(shape, preset.config, cfg.seed) if p.method in (
-        "mtt", "tesla") else None  # fmt: skip
+    trajectories = (
+        random_trajectories(shape, preset.config, cfg.seed)
+        if p.method in ("mtt", "tesla")
+        else None
+    )
     condenser = build_condenser(preset, shape, cfg.seed, cfg.device, trajectories)
     pool = NoisePool(p.channels, p.image_size, cfg.device)
     condenser.init_from(pool, "noise")
@@ -349,8 +370,9 @@ def _measure_baseline(p: Point, cfg: ThroughputConfig) -> dict:
     fixed_flops = min(out["flops_per_step"], _count_flops(lambda i: update(i, []), 0))
     per_class_flops = (out["flops_per_step"] - fixed_flops) / len(timed)
     out["flops_per_sweep"] = fixed_flops + per_class_flops * p.classes
-    out["sweep_from"] = (f"per-step part {fixed_s:.3g} s + {len(timed)}-class part scaled to "
-                         f"{p.classes} classes")  # fmt: skip
+    out["sweep_from"] = (
+        f"per-step part {fixed_s:.3g} s + {len(timed)}-class part scaled to {p.classes} classes"
+    )
     if p.method != "dm":  # DSA: plus the network's training on the synthetic set
         batch_s = _median_time(lambda i: condenser.train_net(i, 1, max_batches=1), cfg)
         batches = math.ceil(n_syn / preset.config.batch_train)
@@ -358,8 +380,9 @@ def _measure_baseline(p: Point, cfg: ThroughputConfig) -> dict:
         out["sweep_s"] += batch_s * batches * inner * (outer - 1) / outer
         batch_flops = _count_flops(lambda i: condenser.train_net(i, 1, max_batches=1), 0)
         out["flops_per_sweep"] += batch_flops * batches * inner * (outer - 1) / outer
-        out["sweep_from"] += (f" + {inner} x {batches} net batches x {outer - 1}/{outer} "
-                              f"({batch_s:.3g} s each)")  # fmt: skip
+        out["sweep_from"] += (
+            f" + {inner} x {batches} net batches x {outer - 1}/{outer} ({batch_s:.3g} s each)"
+        )
     out["step_covers"] = f"{len(timed)} classes"
     out["peak_mem_bytes"] = _peak_bytes(cfg.device)
     return out
@@ -392,19 +415,27 @@ def _measure_mtt(p: Point, cfg: ThroughputConfig, n_syn: int) -> dict:
     per_iteration = step_s / s2 * full.syn_steps
     gib1, gib2 = m1 / GIB, m2 / GIB
     flops_per_iteration = flops_timed / s2 * full.syn_steps
-    out = {"params": params, "bytes": nbytes, "step_s": per_iteration,
-           "sweep_s": per_iteration * iterations, "peak_mem_bytes": peak,
-           "flops_per_step": flops_per_iteration,
-           "flops_per_sweep": flops_per_iteration * iterations,
-           "step_covers": f"one iteration: {full.syn_steps} student steps of {batch} images",
-           "sweep_from": f"{s2} timed student steps scaled to {full.syn_steps}, x {iterations} "
-                         f"iterations",
-           "peak_mem_from": f"extrapolated from {s1} and {s2} student steps ("
-                            f"{gib1:.2f}, {gib2:.2f} GiB) to {full.syn_steps}"}  # fmt: skip
+    out = {
+        "params": params,
+        "bytes": nbytes,
+        "step_s": per_iteration,
+        "sweep_s": per_iteration * iterations,
+        "peak_mem_bytes": peak,
+        "flops_per_step": flops_per_iteration,
+        "flops_per_sweep": flops_per_iteration * iterations,
+        "step_covers": f"one iteration: {full.syn_steps} student steps of {batch} images",
+        "sweep_from": f"{s2} timed student steps scaled to {full.syn_steps}, x {iterations} "
+        f"iterations",
+        "peak_mem_from": f"extrapolated from {s1} and {s2} student steps ("
+        f"{gib1:.2f}, {gib2:.2f} GiB) to {full.syn_steps}",
+    }
     limit = cfg.mem_limit_gb * GIB
     if peak > limit:
-        out.update(fits=False, reason=f"extrapolated peak {peak / GIB:.1f} GiB over the "
-                   f"{cfg.mem_limit_gb:.1f} GiB limit at syn_steps={full.syn_steps}")  # fmt: skip
+        out.update(
+            fits=False,
+            reason=f"extrapolated peak {peak / GIB:.1f} GiB over the "
+            f"{cfg.mem_limit_gb:.1f} GiB limit at syn_steps={full.syn_steps}",
+        )
     return out
 
 
@@ -421,8 +452,11 @@ def _child(p: Point, cfg: ThroughputConfig, results) -> None:
         if "memory" not in text.lower() and not isinstance(e, MemoryError):
             out.update(fits=None, reason=f"error: {text}")
         else:
-            out.update(fits=False, reason=f"out of memory under the {cfg.mem_limit_gb:.1f} GiB "
-                       f"limit: {text}", peak_mem_bytes=_peak_bytes(cfg.device))  # fmt: skip
+            out.update(
+                fits=False,
+                reason=f"out of memory under the {cfg.mem_limit_gb:.1f} GiB limit: {text}",
+                peak_mem_bytes=_peak_bytes(cfg.device),
+            )
     except Exception as e:  # any other failure is a row, never a crash of the bench
         out.update(fits=None, reason=f"error: {type(e).__name__}: {str(e)[:300]}")
     _unlimit_memory(cfg.device)
@@ -452,9 +486,12 @@ def _measure_in_child(p: Point, cfg: ThroughputConfig) -> dict:
     state = predicted_state_bytes(p)
     limit = cfg.mem_limit_gb * GIB
     if state > limit:
-        return {"fits": False, "peak_mem_from": "predicted",
-                "reason": f"pixels + gradient + momentum alone need {state / GIB:.1f} GiB, over "
-                          f"the {cfg.mem_limit_gb:.1f} GiB limit (not attempted)"}  # fmt: skip
+        return {
+            "fits": False,
+            "peak_mem_from": "predicted",
+            "reason": f"pixels + gradient + momentum alone need {state / GIB:.1f} GiB, over "
+            f"the {cfg.mem_limit_gb:.1f} GiB limit (not attempted)",
+        }
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     child = ctx.Process(target=_child, args=(p, cfg, results), daemon=True)
@@ -476,14 +513,20 @@ def _measure_in_child(p: Point, cfg: ThroughputConfig) -> dict:
             out = results.get(timeout=1.0)
         except queue.Empty:
             if not child.is_alive() and child.exitcode == -9:
-                out = {"fits": False, "reason": "child killed (SIGKILL: the kernel's "
-                       "out-of-memory killer, most likely)"}  # fmt: skip
+                out = {
+                    "fits": False,
+                    "reason": "child killed (SIGKILL: the kernel's "
+                    "out-of-memory killer, most likely)",
+                }
             elif not child.is_alive():
                 out = {"fits": None, "reason": f"child exited with status {child.exitcode}"}
             elif time.monotonic() > deadline:
                 child.kill()
-                out = {"fits": None, "reason": f"over the {cfg.point_timeout_s:.0f} s limit "
-                       "per point (not measured)"}  # fmt: skip
+                out = {
+                    "fits": None,
+                    "reason": f"over the {cfg.point_timeout_s:.0f} s limit "
+                    "per point (not measured)",
+                }
     child.join(timeout=10)
     return out
 
@@ -495,8 +538,9 @@ def measure_all(todo: list[Point], cfg: ThroughputConfig, title: str, on_row=Non
     with progress_bar() as bar:
         task = bar.add_task(title, total=len(todo))
         for p in todo:
-            bar.update(task, description=f"{p.method} {p.classes} classes {p.image_size} px "
-                       f"IPC {p.ipc}")  # fmt: skip
+            bar.update(
+                task, description=f"{p.method} {p.classes} classes {p.image_size} px IPC {p.ipc}"
+            )
             rows.append(throughput_row(p, measure(p, cfg)))
             bar.advance(task)
             if on_row:
@@ -513,9 +557,15 @@ def run(cfg: ThroughputConfig, out: str | Path | None = None) -> dict:
     path = Path(out) if out else RESULTS_DIR / f"throughput_{cfg.device.split(':')[0]}.json"
 
     def save(rows: list[dict], complete: bool) -> dict:
-        payload = write_result(path, config, rows, benchmark="throughput", complete=complete,
-                               load_average_end=os.getloadavg(),
-                               wall_s=round(time.perf_counter() - began, 1))  # fmt: skip
+        payload = write_result(
+            path,
+            config,
+            rows,
+            benchmark="throughput",
+            complete=complete,
+            load_average_end=os.getloadavg(),
+            wall_s=round(time.perf_counter() - began, 1),
+        )
         path.with_suffix(".md").write_text(markdown(payload))
         return payload
 
@@ -551,18 +601,23 @@ def _human(value, kind: str) -> str:
 
 def markdown(payload: dict) -> str:
     partial = "" if payload.get("complete", True) else " **Partial: the run has not finished.**"
-    lines = [f"# Throughput: ours vs pixel baselines ({payload['machine']}, torch "
-             f"{payload['torch']}, commit {payload['commit']})", "",
-             f"Created {payload['created']}; load average at start "
-             f"{payload['config'].get('load_average_start')}. Steps timed on "
-             f"{payload['config']['timed_classes']} class(es); sweeps extrapolated (see "
-             "`sweep_from` in the JSON). Ratios: baseline / ours." + partial, "",
-             f"The same work for every method: {SWEEP}. images/s = classes x IPC / sweep; "
-             "GFLOP: counted (torch FlopCounterMode) over the same calls; MFU against the "
-             "recorded fp32 peak.", "",
-             "| shape | IPC | method | params | bytes | step | sweep | images/s | GFLOP/sweep | "
-             "MFU | peak mem | params x | mem x | sweep x | fits |",
-             "|" + " --- |" * 15]  # fmt: skip
+    lines = [
+        f"# Throughput: ours vs pixel baselines ({payload['machine']}, torch "
+        f"{payload['torch']}, commit {payload['commit']})",
+        "",
+        f"Created {payload['created']}; load average at start "
+        f"{payload['config'].get('load_average_start')}. Steps timed on "
+        f"{payload['config']['timed_classes']} class(es); sweeps extrapolated (see "
+        "`sweep_from` in the JSON). Ratios: baseline / ours." + partial,
+        "",
+        f"The same work for every method: {SWEEP}. images/s = classes x IPC / sweep; "
+        "GFLOP: counted (torch FlopCounterMode) over the same calls; MFU against the "
+        "recorded fp32 peak.",
+        "",
+        "| shape | IPC | method | params | bytes | step | sweep | images/s | GFLOP/sweep | "
+        "MFU | peak mem | params x | mem x | sweep x | fits |",
+        "|" + " --- |" * 15,
+    ]
     for r in payload["rows"]:
         fits = {True: "yes", False: "no", None: "?"}[r.get("fits")]
         gflop = r["flops_per_sweep"] / 1e9 if r.get("flops_per_sweep") else None
@@ -583,8 +638,9 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge_results(paths: list[str | Path], out: str | Path,
-                  drop: dict[str, set] | None = None) -> dict:  # fmt: skip
+def merge_results(
+    paths: list[str | Path], out: str | Path, drop: dict[str, set] | None = None
+) -> dict:
     """One result file from several runs' files (rows concatenated, ratios recomputed); rows
     of file f whose (method, shape, ipc) are in drop[f] are left out (superseded by a later
     run), and each source's provenance is kept under `merged_from`."""
@@ -595,14 +651,17 @@ def merge_results(paths: list[str | Path], out: str | Path,
     for path in paths:
         payload = json.loads(Path(path).read_text())
         keys = ("machine", "torch", "commit", "created", "complete", "config")
-        sources.append({k: payload.get(k) for k in keys} | {"file": str(path),
-                       "dropped": sorted(map(list, drop.get(str(path), set())))})  # fmt: skip
+        sources.append(
+            {k: payload.get(k) for k in keys}
+            | {"file": str(path), "dropped": sorted(map(list, drop.get(str(path), set())))}
+        )
         for r in payload["rows"]:
             if (r["method"], r["shape"], r["ipc"]) not in drop.get(str(path), set()):
                 rows.append({k: v for k, v in r.items() if not k.endswith("_vs_ours")})
     add_ratios(rows)
     out = Path(out)
-    merged = write_result(out, {"merged": [str(p) for p in paths]}, rows, benchmark="throughput",
-                          merged_from=sources)  # fmt: skip
+    merged = write_result(
+        out, {"merged": [str(p) for p in paths]}, rows, benchmark="throughput", merged_from=sources
+    )
     out.with_suffix(".md").write_text(markdown({**merged, "config": sources[0]["config"]}))
     return merged

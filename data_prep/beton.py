@@ -97,10 +97,19 @@ class _Writer(DatasetWriter):
         errors: Queue = Queue()
         done = Value(ctypes.c_uint64, 0)
         allocator = MemoryAllocator(self.fname, self.data_region_start, self.page_size)
-        args = (work, self.metadata_sm, self.metadata_type, self.fields, allocator, done,
-                allocations, *extra_worker_args)  # fmt: skip
-        workers = [Process(target=_guarded, args=(work_fn, errors, *args))
-                   for _ in range(self.num_workers)]  # fmt: skip
+        args = (
+            work,
+            self.metadata_sm,
+            self.metadata_type,
+            self.fields,
+            allocator,
+            done,
+            allocations,
+            *extra_worker_args,
+        )
+        workers = [
+            Process(target=_guarded, args=(work_fn, errors, *args)) for _ in range(self.num_workers)
+        ]
         for p in workers:
             p.start()
         finished = False
@@ -127,8 +136,10 @@ class _Writer(DatasetWriter):
                 if all(p.exitcode is not None for p in workers):
                     deadline = deadline or time.monotonic() + REPORT_GRACE_S
                     if time.monotonic() > deadline:
-                        raise DataError(f"{fsio.shown(self.fname)}: a writer process ended without "
-                                        "reporting its allocations")  # fmt: skip
+                        raise DataError(
+                            f"{fsio.shown(self.fname)}: a writer process ended without "
+                            "reporting its allocations"
+                        )
             self.finalize(allocation_list)
             finished = True
         finally:

@@ -82,8 +82,10 @@ def disk_error(error: BaseException, path: Path, need: int | None = None) -> Dat
     if full is not None:
         free = free_bytes(Path(path).parent)
         needs = f"needs about {human(need)}, " if need else ""
-        return DataError(f"{shown(path)}: {full.strerror or 'no space left on device'} while "
-                         f"writing ({needs}{human(free)} free)")  # fmt: skip
+        return DataError(
+            f"{shown(path)}: {full.strerror or 'no space left on device'} while "
+            f"writing ({needs}{human(free)} free)"
+        )
     if isinstance(error, OSError):
         where = error.filename or path
         return DataError(f"{shown(where)}: {error.strerror or error}")
@@ -109,8 +111,9 @@ def make_dir(path: Path) -> Path:
     return path
 
 
-def write_file(path: Path, write: Callable[[IO[bytes]], Any], need: int | None = None,
-               what: str = "") -> None:  # fmt: skip
+def write_file(
+    path: Path, write: Callable[[IO[bytes]], Any], need: int | None = None, what: str = ""
+) -> None:
     """write(f) into a temporary file beside path, fsync, rename over path. `need` (bytes, an
     estimate) is checked against the free space first. Nothing is left behind on failure."""
     path = Path(path)
@@ -179,8 +182,13 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                          ctypes.c_uint]  # fmt: skip
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
     if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
     code = ctypes.get_errno()

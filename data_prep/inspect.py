@@ -69,8 +69,13 @@ def loader_pass(
 
 
 def _row(loader: str, images: int, seconds: float, check: str) -> dict:
-    return {"loader": loader, "images": images, "seconds": seconds,
-            "images_per_s": images / max(seconds, 1e-9), "check": check}  # fmt: skip
+    return {
+        "loader": loader,
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / max(seconds, 1e-9),
+        "check": check,
+    }
 
 
 def class_grid(data_dir: str | Path, path: str | Path, classes: int = 10, per_class: int = 10):

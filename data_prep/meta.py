@@ -73,8 +73,10 @@ def load_meta(data_dir: str | Path) -> DatasetMeta:
             raise DataError(f"{data_dir / name}: missing (the folder is incomplete; re-run prep)")
         size, expected = (data_dir / name).stat().st_size, meta.files.get(name)
         if expected is not None and size != expected:
-            raise DataError(f"{data_dir / name}: {size} bytes, but meta.json says {expected} "
-                            "(truncated or replaced; re-run prep)")  # fmt: skip
+            raise DataError(
+                f"{data_dir / name}: {size} bytes, but meta.json says {expected} "
+                "(truncated or replaced; re-run prep)"
+            )
     return meta
 
 

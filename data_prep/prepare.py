@@ -68,8 +68,12 @@ def _sha256(path: Path) -> dict:
         for f in files:
             digest.update(str(f.relative_to(path)).encode())
             digest.update(_sha256(f)["sha256"].encode())
-        return {"path": str(path), "bytes": sum(f.stat().st_size for f in files),
-                "files": len(files), "sha256": digest.hexdigest()}  # fmt: skip
+        return {
+            "path": str(path),
+            "bytes": sum(f.stat().st_size for f in files),
+            "files": len(files),
+            "sha256": digest.hexdigest(),
+        }
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
             digest.update(block)

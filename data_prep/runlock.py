@@ -40,8 +40,10 @@ def _owner_path(lock: Path) -> Path:
 def _holder(lock: Path) -> str:
     try:
         owner = json.loads(_owner_path(lock).read_text())
-        return (f"`gencond {owner['command']}` (pid {owner['pid']} on {owner['host']}, "
-                f"since {owner['started']})")  # fmt: skip
+        return (
+            f"`gencond {owner['command']}` (pid {owner['pid']} on {owner['host']}, "
+            f"since {owner['started']})"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return "another gencond process"
 
@@ -61,8 +63,13 @@ def hold(folder: Path, command: str, lock: Path | None = None) -> Iterator[None]
             f"or use another folder"
         ) from None
     try:
-        owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                 "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command,
+            "argv": sys.argv[1:],
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         fsio.write_json(_owner_path(lock), owner)
         yield
     finally:

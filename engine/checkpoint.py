@@ -5,9 +5,12 @@ the model, optimiser and scheduler states plus the step are all that resuming ne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -15,7 +18,7 @@ from data_prep import fsio
 from data_prep.errors import DataError, GencondError
 
 CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_KEYS = ("step", "seconds", "world_size", "config", "modules")
+CHECKPOINT_FORMAT = 1  # files without the key are version 0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
@@ -56,22 +59,42 @@ class StopFlag:
         self._previous = {}
 
 
-def save(state: dict, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then an atomic rename."""
-    fsio.save_torch(state, path, "the checkpoint")
+@dataclass
+class Checkpoint:
+    """RUN/checkpoint.pt: the step reached, the wall time so far, the world size and config that
+    wrote it, and the state of every module, optimiser and scheduler (Algorithm 1's loop)."""
 
+    step: int
+    seconds: float
+    world_size: int
+    config: dict[str, Any]
+    modules: dict[str, Any]
 
-def load(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise DataError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, dict) else [""]
-    if missing:
-        what = f" (no {missing[0]!r} key)" if missing[0] else ""
-        raise DataError(f"{path}: not a gencond condensation checkpoint{what}; delete it to "
-                        "start over")  # fmt: skip
-    return state
+    def save(self, path: Path) -> None:
+        """torch.save to a temporary file beside `path`, then an atomic rename."""
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fsio.save_torch({**state, "format_version": CHECKPOINT_FORMAT}, path, "the checkpoint")
+
+    @classmethod
+    def read(cls, path: Path) -> Checkpoint:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise DataError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+        keys = [f.name for f in dataclasses.fields(cls)]
+        missing = [k for k in keys if k not in state] if isinstance(state, dict) else [""]
+        if missing:
+            what = f" (no {missing[0]!r} key)" if missing[0] else ""
+            raise DataError(
+                f"{path}: not a gencond condensation checkpoint{what}; delete it to start over"
+            )
+        version = state.get("format_version", 0)
+        if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
+            raise DataError(
+                f"{path}: checkpoint format version {version}; this gencond reads up to "
+                f"{CHECKPOINT_FORMAT} (upgrade gencond, or delete it to start over)"
+            )
+        return cls(**{k: state[k] for k in keys})
 
 
 def open_metrics(path: Path, start: int):

@@ -43,9 +43,12 @@ class FeatureDiscriminator(nn.Module):
     def __init__(self, feat_dim: int, cond_dim: int, hidden: int = 256):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(feat_dim + cond_dim, hidden), nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1),
-        )  # fmt: skip
+            nn.Linear(feat_dim + cond_dim, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 1),
+        )
 
     def forward(self, features: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([features, condition], 1)).squeeze(1)
@@ -78,8 +81,9 @@ def class_schedule(num_classes: int, steps: int, seed: int):
 
     def schedule(step: int) -> list[int]:
         sweep, block = divmod(step, steps)
-        perm = torch.randperm(num_classes, generator=torch.Generator().manual_seed(
-            seed * 1_000_003 + sweep))  # fmt: skip
+        perm = torch.randperm(
+            num_classes, generator=torch.Generator().manual_seed(seed * 1_000_003 + sweep)
+        )
         return sorted(torch.tensor_split(perm, steps)[block].tolist())
 
     return schedule
@@ -138,8 +142,14 @@ def reset_disc(m: StepModules, seed: int, outer: int) -> None:
 class StepModules:
     """Everything the loop trains, with one place to save and restore it."""
 
-    def __init__(self, cfg: RunConfig, meta: DatasetMeta, generator: Generator,
-                 conditions: torch.Tensor, device: torch.device):  # fmt: skip
+    def __init__(
+        self,
+        cfg: RunConfig,
+        meta: DatasetMeta,
+        generator: Generator,
+        conditions: torch.Tensor,
+        device: torch.device,
+    ):
         c = cfg.condense
         self.G = copy.deepcopy(generator).to(device).eval()  # BN on running statistics
         self.G.requires_grad_(c.finetune_generator)
@@ -148,19 +158,21 @@ class StepModules:
             requires_grad=c.codebook == "learned",
         )
         self.conditions = conditions.clone().to(device)
-        self.phi = ConvNet(meta.channels, meta.num_classes, meta.image_size,
-                           width=c.phi_width).to(device)  # fmt: skip
+        self.phi = ConvNet(meta.channels, meta.num_classes, meta.image_size, width=c.phi_width).to(
+            device
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             dim = phi_feature_dim(self.phi, c.phi_feature)
             if c.adversary == "pixel":
-                self.D = ImageDiscriminator(meta.channels, meta.image_size, cfg.gan.disc_width,
-                                            conditions.shape[1])  # fmt: skip
+                self.D = ImageDiscriminator(
+                    meta.channels, meta.image_size, cfg.gan.disc_width, conditions.shape[1]
+                )
             else:
                 self.D = FeatureDiscriminator(dim, conditions.shape[1])
             self.head = nn.Linear(dim, meta.num_classes)
         self.D, self.head = self.D.to(device), self.head.to(device)
-        # speed switches (issue 7); the defaults leave every module and optimizer as it was
+        # speed switches; the defaults leave every module and optimizer as it was
         if c.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.phi.to(memory_format=torch.channels_last)
@@ -175,25 +187,40 @@ class StepModules:
         if c.finetune_generator:
             trainable.append({"params": list(self.G.parameters()), "lr": c.lr_generator})
         if not trainable:
-            raise ConfigError(f"nothing to learn: codebook={c.codebook} (codes not trained) and "
-                              "finetune_generator=false")  # fmt: skip
+            raise ConfigError(
+                f"nothing to learn: codebook={c.codebook} (codes not trained) and "
+                "finetune_generator=false"
+            )
         self.zg_params = [p for group in trainable for p in group["params"]]
         self.dh_params = [*self.D.parameters(), *self.head.parameters()]
         self.opt_zg = torch.optim.SGD(trainable, momentum=c.momentum, **self.opt_kwargs)
         if c.disc_optimizer == "adam":
             self.opt_dh = torch.optim.Adam(self.dh_params, c.lr_disc, **self.opt_kwargs)
         else:
-            self.opt_dh = torch.optim.SGD(self.dh_params, c.lr_disc, momentum=c.momentum,
-                                          **self.opt_kwargs)  # fmt: skip
+            self.opt_dh = torch.optim.SGD(
+                self.dh_params, c.lr_disc, momentum=c.momentum, **self.opt_kwargs
+            )
         decay = _linear_decay(c.total_steps)
         self.sched_zg = torch.optim.lr_scheduler.LambdaLR(self.opt_zg, decay)
         dh_decay = decay if c.disc_lr_decay else _constant
         self.sched_dh = torch.optim.lr_scheduler.LambdaLR(self.opt_dh, dh_decay)
-        self.opt_phi = torch.optim.SGD(self.phi.parameters(), c.lr_phi, momentum=0.9,
-                                       **self.opt_kwargs)  # fmt: skip
+        self.opt_phi = torch.optim.SGD(
+            self.phi.parameters(), c.lr_phi, momentum=0.9, **self.opt_kwargs
+        )
 
-    NAMES = ("G", "codebook", "conditions", "phi", "D", "head",
-             "opt_zg", "opt_dh", "sched_zg", "sched_dh", "opt_phi")  # fmt: skip
+    NAMES = (
+        "G",
+        "codebook",
+        "conditions",
+        "phi",
+        "D",
+        "head",
+        "opt_zg",
+        "opt_dh",
+        "sched_zg",
+        "sched_dh",
+        "opt_phi",
+    )
 
     def state_dict(self) -> dict:
         out = {}
@@ -235,8 +262,9 @@ def condense(
         )
     distributed.check_split(c.step_classes(meta.num_classes)[1], env.world_size)
     if c.phi_batch % env.world_size:
-        raise ConfigError(f"condense.phi_batch={c.phi_batch} does not split evenly over "
-                          f"{env.world_size} ranks")  # fmt: skip
+        raise ConfigError(
+            f"condense.phi_batch={c.phi_batch} does not split evenly over {env.world_size} ranks"
+        )
     m = StepModules(cfg, meta, generator, conditions, device)
     if cfg.gan.condition == "online_feature" and m.conditions.shape[1] != m.phi.feature_channels:
         raise ConfigError(
@@ -247,17 +275,23 @@ def condense(
     ckpt_path = out_dir / checkpoint.CHECKPOINT_FILE
     start, seconds = 0, 0.0
     if ckpt_path.is_file():
-        saved = checkpoint.load(ckpt_path)
+        saved = checkpoint.Checkpoint.read(ckpt_path)
         _check_resumable(saved, cfg, ckpt_path)
-        m.load_state_dict(saved["modules"])
-        start, seconds = saved["step"], saved["seconds"]
-        log(f"Resuming from {ckpt_path} at step {start} (saved by {saved['world_size']} rank(s))")
+        m.load_state_dict(saved.modules)
+        start, seconds = saved.step, saved.seconds
+        log(f"Resuming from {ckpt_path} at step {start} (saved by {saved.world_size} rank(s))")
     elif c.coreset_init != "none":
         images, _ = coreset(cfg, data_dir, teacher)
         all_classes = list(range(meta.num_classes))
-        fit_to_coreset(m.G, m.codebook, m.conditions, images.to(device),
-                       distributed.my_share(all_classes, env.rank, env.world_size),
-                       meta.num_classes, cfg)  # fmt: skip
+        fit_to_coreset(
+            m.G,
+            m.codebook,
+            m.conditions,
+            images.to(device),
+            distributed.my_share(all_classes, env.rank, env.world_size),
+            meta.num_classes,
+            cfg,
+        )
 
     schedule = class_schedule(meta.num_classes, c.sweep_steps(meta.num_classes), cfg.seed)
 
@@ -267,8 +301,14 @@ def condense(
     associations = ClassGroupedLoader(
         data_dir, c.ipc * c.assoc_per_image, cfg.seed, device
     ).iterate(my_classes, start)
-    real_loader = TrainLoader(data_dir, c.phi_batch // env.world_size, seed=cfg.seed + 1,
-                              device=device, rank=env.rank, world_size=env.world_size)  # fmt: skip
+    real_loader = TrainLoader(
+        data_dir,
+        c.phi_batch // env.world_size,
+        seed=cfg.seed + 1,
+        device=device,
+        rank=env.rank,
+        world_size=env.world_size,
+    )
     real_batches = _real_batches(real_loader, start // M)
     augment = DiffAugment(c.dsa_strategy, batch_mode=True, mode=c.dsa_mode)
     decay = _linear_decay(c.total_steps)
@@ -278,9 +318,13 @@ def condense(
 
     def save_checkpoint(step: int) -> None:
         if env.is_main:
-            checkpoint.save({"step": step, "seconds": time.perf_counter() - began,
-                             "world_size": env.world_size, "config": cfg.to_dict(),
-                             "modules": m.state_dict()}, ckpt_path)  # fmt: skip
+            checkpoint.Checkpoint(
+                step=step,
+                seconds=time.perf_counter() - began,
+                world_size=env.world_size,
+                config=cfg.to_dict(),
+                modules=m.state_dict(),
+            ).save(ckpt_path)
         distributed.barrier()
 
     try:
@@ -290,27 +334,39 @@ def condense(
                 outer, within = divmod(step, per_outer)
                 if within == 0:  # Algorithm 1: a fresh phi every outer iteration
                     reinit_(m.phi, _seeded(cfg.seed, PHI_STREAM, outer))
-                    m.opt_phi = torch.optim.SGD(m.phi.parameters(), c.lr_phi * decay(step),
-                                                momentum=0.9, **m.opt_kwargs)  # fmt: skip
+                    m.opt_phi = torch.optim.SGD(
+                        m.phi.parameters(), c.lr_phi * decay(step), momentum=0.9, **m.opt_kwargs
+                    )
                     if c.disc_reinit:
                         reset_disc(m, cfg.seed, outer)
                 _, real, real_labels = next(associations)
-                record = condense_step(cfg, m, teacher, augment, real, real_labels, schedule(step),
-                               my_classes(step), step)  # fmt: skip
+                record = condense_step(
+                    cfg,
+                    m,
+                    teacher,
+                    augment,
+                    real,
+                    real_labels,
+                    schedule(step),
+                    my_classes(step),
+                    step,
+                )
                 if within % M == M - 1:  # after M generator steps, one phi step on real data
                     x, y = next(real_batches)
                     phi_update(cfg, m, x, y, env.world_size)
                 # one small all-reduce a step: global losses, a NaN anywhere, a stop signal
-                summary = distributed.all_sum(torch.tensor(
-                    [*record.values(), float(stop.raised)], dtype=torch.float64))  # fmt: skip
+                summary = distributed.all_sum(
+                    torch.tensor([*record.values(), float(stop.raised)], dtype=torch.float64)
+                )
                 record = dict(zip(record, summary[:-1].tolist(), strict=True))
                 bar.advance(task)
                 done = step + 1
                 if not math.isfinite(record["loss"]):
                     raise FloatingPointError(f"condensation loss {record['loss']} at step {step}")
                 if metrics and (done % c.log_every == 0 or done == total):
-                    record.update(step=done, outer=outer,
-                                  seconds=round(time.perf_counter() - began, 3))  # fmt: skip
+                    record.update(
+                        step=done, outer=outer, seconds=round(time.perf_counter() - began, 3)
+                    )
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                 if summary[-1] > 0:
@@ -324,25 +380,30 @@ def condense(
         stop.close()
         if metrics:
             metrics.close()
-    return {"generator": m.G.cpu(), "codebook": m.codebook.detach().cpu(),
-            "conditions": m.conditions.cpu(), "steps": total,
-            "seconds": time.perf_counter() - began}  # fmt: skip
+    return {
+        "generator": m.G.cpu(),
+        "codebook": m.codebook.detach().cpu(),
+        "conditions": m.conditions.cpu(),
+        "steps": total,
+        "seconds": time.perf_counter() - began,
+    }
 
 
-def _check_resumable(saved: dict, cfg: RunConfig, path: Path) -> None:
+def _check_resumable(saved: checkpoint.Checkpoint, cfg: RunConfig, path: Path) -> None:
     """Only the stopping point (max_steps) and the device may differ from the saved run, and
     max_steps cannot go back before the checkpoint's step."""
-    if cfg.max_steps and cfg.max_steps < saved["step"]:
+    if cfg.max_steps and cfg.max_steps < saved.step:
         raise ConfigError(
-            f"max_steps={cfg.max_steps} is below the step of {path} ({saved['step']}): a run "
-            f"cannot go back; use a new --out folder (or max_steps >= {saved['step']})"
+            f"max_steps={cfg.max_steps} is below the step of {path} ({saved.step}): a run "
+            f"cannot go back; use a new --out folder (or max_steps >= {saved.step})"
         )
-    mine, theirs = cfg.to_dict(), dict(saved["config"])
+    mine, theirs = cfg.to_dict(), dict(saved.config)
     for key in ("max_steps", "device"):
         mine.pop(key, None)
         theirs.pop(key, None)
-    if json.dumps(mine, sort_keys=True, default=str) != json.dumps(theirs, sort_keys=True,
-                                                                   default=str):  # fmt: skip
+    if json.dumps(mine, sort_keys=True, default=str) != json.dumps(
+        theirs, sort_keys=True, default=str
+    ):
         raise ConfigError(
             f"{path} was written by a run with another config; use a new --out folder "
             f"(or delete the checkpoint to start over)"
@@ -360,8 +421,9 @@ def _layout(cfg: RunConfig, x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if cfg.condense.channels_last else x
 
 
-def phi_update(cfg: RunConfig, m: StepModules, x: torch.Tensor, y: torch.Tensor,
-               world_size: int = 1) -> None:  # fmt: skip
+def phi_update(
+    cfg: RunConfig, m: StepModules, x: torch.Tensor, y: torch.Tensor, world_size: int = 1
+) -> None:
     """phi's classification step on a real batch (the loop runs it every gen_steps steps)."""
     with record_function("phi_update"):
         m.phi.requires_grad_(True)
@@ -374,8 +436,17 @@ def phi_update(cfg: RunConfig, m: StepModules, x: torch.Tensor, y: torch.Tensor,
         m.opt_phi.step()
 
 
-def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step_classes: list[int],
-          mine: list[int], step: int) -> dict:  # fmt: skip
+def condense_step(
+    cfg,
+    m: StepModules,
+    teacher,
+    augment,
+    real,
+    real_labels,
+    step_classes: list[int],
+    mine: list[int],
+    step: int,
+) -> dict:
     """One (Z, G) update, then one D / head update, on this rank's classes `mine` of the
     step's `step_classes`. Per-class losses are scaled by this rank's share of the step, so the
     sum of the ranks' gradients is the single-process gradient; the inter-class loss sees the
@@ -400,8 +471,9 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
         centers_all = distributed.gather_rows(centers_mine, rows, n_all)
         if cfg.gan.condition == "online_feature":  # the class means of pooled phi features
             pooled = real_feats[-1].mean(dim=(2, 3))
-            online = distributed.gather_rows(pooled.view(n_mine, -1, pooled.shape[1]).mean(1),
-                                             rows, n_all)  # fmt: skip
+            online = distributed.gather_rows(
+                pooled.view(n_mine, -1, pooled.shape[1]).mean(1), rows, n_all
+            )
             m.conditions[torch.as_tensor(step_classes, device=m.conditions.device)] = online
 
     with record_function("generate"), amp():
@@ -413,8 +485,10 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
             syn_feats = [f.float() for f in m.phi_features(x)]
     with record_function("losses"):
         if c.feature_match == "image":  # each image: the mean of its own association subset
-            targets = [f.view(n_mine, K, c.assoc_per_image, *f.shape[1:]).mean(2).flatten(0, 1)
-                       for f in real_feats]  # fmt: skip
+            targets = [
+                f.view(n_mine, K, c.assoc_per_image, *f.shape[1:]).mean(2).flatten(0, 1)
+                for f in real_feats
+            ]
         else:  # each image (class) or the class's mean image feature (mean, as DM) vs real mean
             targets = [f.view(n_mine, -1, *f.shape[1:]).mean(1) for f in real_feats]
             if c.feature_match == "class":
@@ -430,8 +504,9 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
         loss_intra = losses.intra_class_diversity(
             syn_pooled, centers_mine, K, c.intra_temperature, origin
         )
-        syn_centers = distributed.gather_rows(losses.class_centers(syn_pooled, K, origin), rows,
-                                              n_all)  # fmt: skip
+        syn_centers = distributed.gather_rows(
+            losses.class_centers(syn_pooled, K, origin), rows, n_all
+        )
         loss_inter = losses.inter_class_discrimination(syn_centers, c.inter_margin)
         cond = m.conditions[labels]
         pixel = c.adversary == "pixel"  # l_real: D on the images, and no L_c
@@ -448,8 +523,11 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
             loss_cls = losses.soft_cross_entropy(logits, target)
         else:
             loss_cls = F.cross_entropy(logits, labels)
-        per_class = (c.weight_gan * (loss_adv + c.weight_cls * loss_cls) + c.weight_feature * loss_f
-                     + c.weight_intra * loss_intra)  # fmt: skip
+        per_class = (
+            c.weight_gan * (loss_adv + c.weight_cls * loss_cls)
+            + c.weight_feature * loss_f
+            + c.weight_intra * loss_intra
+        )
         loss = share * per_class + c.weight_inter * loss_inter  # inter: the same on every rank
     with record_function("backward_zg"):
         m.opt_zg.zero_grad(set_to_none=True)
@@ -470,10 +548,12 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
                 d_fake = m.D(d_fake_in, cond).float()
                 head_real = m.head(real_pooled).float()
                 head_syn = m.head(syn_detached).float()
-            loss_d = (F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                      + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-                      + F.cross_entropy(head_real, real_labels)
-                      + F.cross_entropy(head_syn, labels))  # fmt: skip
+            loss_d = (
+                F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+                + F.cross_entropy(head_real, real_labels)
+                + F.cross_entropy(head_syn, labels)
+            )
             if i == 0:
                 first_loss_d = loss_d.item()
                 with torch.no_grad():
@@ -485,9 +565,16 @@ def condense_step(cfg, m: StepModules, teacher, augment, real, real_labels, step
             m.opt_dh.step()
         m.sched_dh.step()
     # shares of the global values: summed over ranks they give the single-process numbers
-    return {"loss": loss.item() - c.weight_inter * loss_inter.item() * (1 - 1 / world),
-            "feature": share * loss_f.item(), "intra": share * loss_intra.item(),
-            "inter": loss_inter.item() / world, "adv": share * loss_adv.item(),
-            "cls": share * loss_cls.item(), "disc": share * first_loss_d,
-            "disc_acc": share * d_acc.item(), "head_real_acc": share * head_acc.item(),
-            "synthetic_images": len(syn), "real_images": len(real)}  # fmt: skip
+    return {
+        "loss": loss.item() - c.weight_inter * loss_inter.item() * (1 - 1 / world),
+        "feature": share * loss_f.item(),
+        "intra": share * loss_intra.item(),
+        "inter": loss_inter.item() / world,
+        "adv": share * loss_adv.item(),
+        "cls": share * loss_cls.item(),
+        "disc": share * first_loss_d,
+        "disc_acc": share * d_acc.item(),
+        "head_real_acc": share * head_acc.item(),
+        "synthetic_images": len(syn),
+        "real_images": len(real),
+    }

@@ -88,9 +88,17 @@ def loss_terms(records: list[dict], num_classes: int, ipc: int) -> list[dict]:
         if level is not None and abs(half - level) <= MOVED * max(abs(level), 1e-8):
             live = per_phi is not None and abs(per_phi) > MOVED * max(abs(level), 1e-8)
             status = "moved" if live else "at chance"
-        rows.append({"term": term, "first": first, "last_half": half,
-                     "last": float(records[-1][term]), "chance": level,
-                     "per_phi": per_phi, "status": status})  # fmt: skip
+        rows.append(
+            {
+                "term": term,
+                "first": first,
+                "last_half": half,
+                "last": float(records[-1][term]),
+                "chance": level,
+                "per_phi": per_phi,
+                "status": status,
+            }
+        )
     return rows
 
 
@@ -161,12 +169,19 @@ def pixel_extremes(images: Tensor, real_images: Tensor) -> dict:
 
     def shares(x: Tensor) -> tuple[float, float]:
         x = x.float()
-        return (float((x >= 255 * (1 - EXTREME)).float().mean()),
-                float((x <= 255 * EXTREME).float().mean()))  # fmt: skip
+        return (
+            float((x >= 255 * (1 - EXTREME)).float().mean()),
+            float((x <= 255 * EXTREME).float().mean()),
+        )
 
     (top, bottom), (real_top, real_bottom) = shares(images), shares(real_images)
-    out = {"top": top, "top_real": real_top, "bottom": bottom, "bottom_real": real_bottom,
-           "warnings": []}  # fmt: skip
+    out = {
+        "top": top,
+        "top_real": real_top,
+        "bottom": bottom,
+        "bottom_real": real_bottom,
+        "warnings": [],
+    }
     if top - real_top > BLOWN_OUT:
         out["warnings"].append(
             f"images blown out: {top:.0%} of pixels at the top of the range (real images "

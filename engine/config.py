@@ -7,12 +7,14 @@ linear decay, loss weights 1) and documented choices elsewhere (docs/config_refe
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_prep import fsio
 from data_prep.errors import ConfigError
 
 
@@ -20,11 +22,17 @@ from data_prep.errors import ConfigError
 class TeacherConfig:
     """ConvNet trained on the real data: class embeddings and (where asked) soft labels."""
 
+    #: ConvNet width of the teacher
     width: int = 128
+    #: epochs over the real training set
     epochs: int = 2
+    #: real images per SGD step
     batch_size: int = 256
+    #: SGD learning rate, cosine schedule over the epochs
     lr: float = 0.01
+    #: SGD momentum
     momentum: float = 0.9
+    #: SGD weight decay
     weight_decay: float = 5e-4
 
 
@@ -33,83 +41,162 @@ class GanConfig:
     """Class-conditional GAN pretraining in pixel space: hinge loss, projection discriminator
     with spectral norm, plus an auxiliary classifier and a mode-seeking term against collapse."""
 
+    #: generator updates of the pretraining
     steps: int = 20000
+    #: images per GAN step (real and fake each)
     batch_size: int = 64
-    z_dim: int = 128  # C, the codebook's latent dimension
-    proj_dim: int = 64  # projected class condition concatenated to z
-    width: int = 64  # generator channels in its last block (x2 per block towards the input)
+    #: C, the codebook's latent dimension
+    z_dim: int = 128
+    #: projected class condition concatenated to z
+    proj_dim: int = 64
+    #: generator channels in its last block (x2 per block towards the input)
+    width: int = 64
+    #: discriminator channels in its first block (x2 per block)
     disc_width: int = 64
+    #: Adam learning rate of G
     lr_g: float = 2e-4
+    #: Adam learning rate of D
     lr_d: float = 2e-4
+    #: Adam betas of G and D (BigGAN / SNGAN practice)
     betas: tuple[float, float] = (0.0, 0.9)
-    aux_weight: float = 0.5  # AC-GAN classification term on real and fake
-    mode_seeking_weight: float = 1.0  # Mao et al. 2019: distinct codes -> distinct images
-    condition: str = "class_feature"  # class_feature | one_hot | online_feature
+    #: AC-GAN classification term on real and fake
+    aux_weight: float = 0.5
+    #: Mao et al. 2019: distinct codes -> distinct images
+    mode_seeking_weight: float = 1.0
+    #: class_feature | one_hot | online_feature
+    condition: str = "class_feature"
 
 
 @dataclass
 class CondenseConfig:
     """Algorithm 1. Step = one (Z, G) update; the loop counts are outer x inner x gen_steps."""
 
+    #: K: synthetic images per class (the codebook has K codes)
     ipc: int = 10
+    #: phi re-initialisations (the paper's outer loop)
     outer_iterations: int = 100
-    inner_iterations: int = 10  # N: phi updates per outer iteration
-    gen_steps: int = 5  # M: (Z, G) updates per phi update
-    classes_per_step: int = 0  # 0: every class each step
-    assoc_per_image: int = 8  # real images in each synthetic image's association
+    #: N: phi updates per outer iteration
+    inner_iterations: int = 10
+    #: M: (Z, G) updates per phi update
+    gen_steps: int = 5
+    #: 0: every class each step
+    classes_per_step: int = 0
+    #: real images in each synthetic image's association
+    assoc_per_image: int = 8
+    #: ConvNet width of the feature net phi
     phi_width: int = 128
-    phi_batch: int = 256  # global real batch for phi's classification update
+    #: global real batch for phi's classification update
+    phi_batch: int = 256
+    #: SGD learning rate of the codebook Z (the paper: 0.01), linear decay to 0
     lr_codebook: float = 0.01
+    #: SGD learning rate of G (the paper: 0.001), linear decay to 0
     lr_generator: float = 0.001
+    #: SGD learning rate of phi's classification updates (the paper: 0.01), linear decay
     lr_phi: float = 0.01
+    #: learning rate of D and the classifier head (Adam by default, constant)
     lr_disc: float = 0.001
     # D and the classifier head (the paper is silent on their training; our choices): a fresh
     # D / head with every fresh phi, `disc_steps` updates a step on its detached features, Adam
     # at a constant rate, so that L_adv and L_c measure the current phi's features
+    #: D / head updates per step, on that step's detached phi features (accuracies are logged before
+    #: the first, on images D has not seen)
     disc_steps: int = 5
     # phi's feature f for L_adv, L_c, L_intra and L_inter: flat (the flattened last block, the
     # ConvNet's embedding) | pooled (its spatial mean; near-constant under instance norm)
+    #: phi's feature f in L_adv, L_c, L_intra and L_inter: `flat`, the flattened last block (the
+    #: ConvNet's embedding, what its classifier sees) or `pooled`, its spatial mean. Instance norm
+    #: gives each channel of a map mean 0 and variance 1, so the pooled ReLU feature is nearly the
+    #: same for every image: on the tests' toy data D and the head stayed at chance on it and
+    #: learned at once on `flat`
     phi_feature: str = "flat"
+    #: a fresh D and head (and optimizer state) with every fresh phi, seeded by (seed, outer); built
+    #: once and never following phi, they sat at chance (cls = ln C, adv = ln 2 for a whole run)
     disc_reinit: bool = True
     # L_adv's discriminator: feature (the paper's l_feature: D and the head's L_c on phi's
     # features) | pixel (Table 8's l_real: D on the augmented images, no L_c; an ablation)
+    #: L_adv's discriminator: `feature`, the paper's l_feature (D and the head's L_c on phi's
+    #: features), or `pixel`, Table 8's l_real (a real/fake D with its own small conv encoder on the
+    #: augmented images, re-initialised with phi like the feature D; no L_c); an ablation
     adversary: str = "feature"
-    disc_optimizer: str = "adam"  # adam | sgd (with condense.momentum)
-    disc_lr_decay: bool = False  # True: the linear decay of Z and G
+    #: `adam` or `sgd` (with `condense.momentum`); the paper gives no optimizer for D
+    disc_optimizer: str = "adam"
+    #: True: D and the head follow the linear decay of Z and G (it took their rate to 0)
+    disc_lr_decay: bool = False
+    #: SGD momentum of Z and G (and of D with disc_optimizer=sgd)
     momentum: float = 0.9
+    #: weight of L_GAN (L_adv + weight_cls * L_c) in the total loss
     weight_gan: float = 1.0
+    #: weight of L_c inside L_GAN
     weight_cls: float = 1.0
+    #: weight of L_f (feature matching)
     weight_feature: float = 1.0
+    #: weight of L_intra (intra-class diversity; Table 8)
     weight_intra: float = 1.0
+    #: weight of L_inter (inter-class discrimination; Table 8)
     weight_inter: float = 1.0
+    #: L_intra's contrastive temperature (the paper gives none)
     intra_temperature: float = 0.1
+    #: L_inter's cosine margin between class centres (the paper gives none)
     inter_margin: float = 0.5
-    # image (Eq. 2: each image vs its association's mean) | class (each image vs the class mean)
-    # | mean (the class's mean synthetic feature vs the class mean, as DM does)
+    #: `image` (Eq. 2: each synthetic image's features vs the mean of its own association), `class`
+    #: (each synthetic image vs its class's real mean), `mean` (the class's mean synthetic feature
+    #: vs the class's real mean, DM's objective, layer-wise)
     feature_match: str = "image"
-    # learned (Gaussian start) | fixed (Gaussian, not trained) | truncated (the paper's "random
-    # with threshold": Gaussian redrawn beyond +-truncation, not trained)
+    #: `learned` (Gaussian start, trained), `fixed` (Gaussian, not trained) or `truncated` (the
+    #: paper's "random with threshold": Gaussian entries beyond ±`truncation` redrawn, not trained)
     codebook: str = "learned"
+    #: threshold of codebook=truncated
     truncation: float = 0.5
-    finetune_generator: bool = True  # False: the IT-GAN-style frozen generator
-    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"  # siamese on real and synthetic
-    dsa_mode: str = "single"  # single: one op per call, the field's ('S') | all: every op ('M')
-    soft_labels: bool = False  # teacher soft labels as L_c targets of synthetic images
-    classifier: str = "head"  # L_c's classifier: head (the paper's, on phi) | teacher (frozen)
+    #: False: the IT-GAN-style frozen generator
+    finetune_generator: bool = True
+    #: siamese on real and synthetic
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    #: `single`: the field's DSA (`ParamDiffAug.aug_mode='S'`): one op of the strategy per step, its
+    #: parameters drawn once and shared by the real and the synthetic batch; `all`: every op in a
+    #: row (`'M'`)
+    dsa_mode: str = "single"
+    #: teacher soft labels as L_c targets of synthetic images
+    soft_labels: bool = False
+    #: L_c's classifier: `head` (the paper's linear head on phi's features, trained alongside D) or
+    #: `teacher` (the frozen pretrained teacher, on the synthetic images)
+    classifier: str = "head"
     # start: none (the paper's: pretrained G, Gaussian codes) | herding | random, i.e. first fit
     # (Z, G) so that G(z_k, c_y) reproduces the k-th image of class y of that real coreset
+    #: the start of Algorithm 1: `none` (the paper's: the pretrained G and Gaussian codes),
+    #: `herding` or `random`: first fit the codebook (and G, see `coreset_fit_generator`) so that
+    #: G(z_k, c_y) reproduces the k-th image of class y of that real coreset (herding uses the
+    #: teacher's embeddings)
     coreset_init: str = "none"
-    coreset_fit_steps: int = 600  # Adam steps of that fit (pixel MSE)
-    coreset_fit_lr: float = 0.001  # Adam lr for G; the codebook's is 10x
-    coreset_fit_warmup: int = 100  # steps of linear lr warm-up before the cosine decay
-    coreset_fit_generator: bool = True  # the fit trains G too (even if Algorithm 1 freezes it)
+    #: Adam steps of that fit (pixel MSE), split over ranks like a step
+    coreset_fit_steps: int = 600
+    #: Adam learning rate of G in that fit (warmed up, then cosine-decayed); the codebook's is 10x.
+    #: `fashion-mnist-smoke` uses 0.002 on its 2,500-step GAN; on a weaker GAN (600 steps, measured
+    #: for the demo) 0.002 stalled near the starting MSE while 0.001 converged, so the fit warns
+    #: when its MSE ends above half its start
+    coreset_fit_lr: float = 0.001
+    #: steps over which that fit's learning rates rise linearly to `coreset_fit_lr` before the
+    #: cosine decay (0: none). Without it, full-rate Adam steps from the pretrained G could saturate
+    #: it at once: on `fashion-mnist-smoke` with one CPU thread the MSE went 0.90 -> 1.27 on the
+    #: first step and stuck at 1.64 for good, while two threads happened to escape
+    coreset_fit_warmup: int = 100
+    #: that fit trains G as well as the codebook, even when Algorithm 1 then keeps G frozen
+    #: (`finetune_generator=false`); the codebook alone cannot reproduce a coreset
+    coreset_fit_generator: bool = True
+    #: steps between metrics.jsonl lines
     log_every: int = 10
-    checkpoint_every: int = 100  # steps between checkpoints (0: only on SIGTERM / SIGUSR2)
-    # speed switches (issue 7; defaults are the reference behaviour)
-    precision: str = "fp32"  # fp32 | bf16 (autocast around the forward passes)
-    channels_last: bool = False  # NHWC memory format for phi, G and their inputs
-    compile: bool = False  # torch.compile phi's and G's forward (no double backward here)
-    fused_optimizer: bool = False  # fused SGD kernels (where the device has them)
+    #: steps between checkpoints (0: only on a signal or max_steps)
+    checkpoint_every: int = 100
+    # speed switches (the defaults are the reference behaviour)
+    #: `fp32` or `bf16`: bf16 autocast around the forward passes of the step and of phi's update
+    #: (losses, parameters, gradients and optimizer state stay fp32)
+    precision: str = "fp32"
+    #: NHWC memory format for phi, G and their inputs (with instance norm it may be slower; measure)
+    channels_last: bool = False
+    #: `torch.compile` phi's and G's forward (the step has no double backward); needs a C++ compiler
+    #: on CPU, Triton on CUDA; first steps pay the compilation
+    compile: bool = False
+    #: fused SGD kernels (`fused=True`) for Z/G, D/head and phi; the same update within rounding
+    fused_optimizer: bool = False
 
     @property
     def total_steps(self) -> int:
@@ -137,20 +224,34 @@ class EvalConfig:
     paper's and the field's): fresh nets, SGD, lr x0.1 at half, DSA in single-op mode with
     per-image parameters, final-epoch accuracy over `seeds` seeds."""
 
+    #: networks `evaluate` trains (its `--models` overrides)
     models: tuple[str, ...] = ("convnet",)
+    #: evaluation seeds (20 in the full presets)
     seeds: int = 5
-    epochs: int = 300  # the paper's protocol; DM/DSA use 1000
+    #: the paper's 300 (DM/DSA use 1000)
+    epochs: int = 300
     # sets every evaluation adds beside the condensed one: random (random real images), herding
     # (herding coreset), plain (the pretrained G's samples from fixed Gaussian codes)
+    #: sets of the same IPC evaluated beside the condensed one: random real, herding, and the
+    #: pretrained G's plain samples (`--baselines` overrides; empty: none)
     baselines: tuple[str, ...] = ("random", "herding", "plain")
-    width: int = 128  # ConvNet width
+    #: ConvNet width in evaluation
+    width: int = 128
+    #: SGD learning rate, x0.1 from epoch `epochs // 2`
     lr: float = 0.01
+    #: SGD momentum of the evaluation nets
     momentum: float = 0.9
+    #: SGD weight decay of the evaluation nets
     weight_decay: float = 5e-4
+    #: minibatch of the set (near-equal splits)
     batch_size: int = 256
+    #: test images per forward pass (no effect on accuracy)
     test_batch_size: int = 512
+    #: DSA ops while training on a set
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    dsa_mode: str = "single"  # single (the field's 'S') | all (every op in a row, 'M')
+    #: `single`: the field's protocol, one op per minibatch with parameters drawn per image; `all`:
+    #: every op on every image (not comparable with published tables)
+    dsa_mode: str = "single"
 
     def __post_init__(self) -> None:
         for name in ("models", "baselines"):
@@ -181,17 +282,25 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
+    #: set by --preset
     preset: str = ""
+    #: the dataset the preset is for
     dataset: str = ""
+    #: every random stream derives from it (phi re-init, codes, associations, augmentation)
     seed: int = 0
+    #: cpu or cuda
     device: str = "cpu"
-    max_steps: int = 0  # 0: the whole schedule; else stop after this many (Z, G) updates
-    collective_timeout_s: float = 600.0  # a rank waiting longer on the others gives up
+    #: 0: the whole schedule; else stop after this many (Z, G) updates (a checkpoint is kept; a
+    #: larger value continues from it; a value below the checkpoint's step is refused)
+    max_steps: int = 0
+    #: distributed runs: a rank waiting longer than this on the others stops with an error
+    collective_timeout_s: float = 600.0
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     condense: CondenseConfig = field(default_factory=CondenseConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    budget_note: str = ""  # what the preset costs, as measured
+    #: what the preset costs, as measured
+    budget_note: str = ""
 
     # the contract's top-level --set keys that live in a section
     SHORTCUTS = {"ipc": "condense.ipc"}
@@ -210,6 +319,36 @@ class RunConfig:
             else:
                 setattr(cfg, key, value)
         return cfg
+
+    @staticmethod
+    def from_file(path: str | Path) -> RunConfig:
+        """A resolved config as `to_file` writes it (what `gencond submit` hands a job, or a
+        run's recorded config): every key must be one of ours; validated."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no config file here") from None
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: not a readable config ({type(e).__name__}: {e})") from None
+        known = RunConfig().to_dict()
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: not a gencond config (a JSON object of config keys)")
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key {key!r}")
+            if isinstance(known[key], dict):
+                unknown = [
+                    k for k in (value if isinstance(value, dict) else [None]) if k not in known[key]
+                ]
+                if unknown:
+                    raise ConfigError(f"{path}: unknown key '{key}.{unknown[0]}'")
+        cfg = RunConfig.from_dict(data)
+        cfg.validate()
+        return cfg
+
+    def to_file(self, path: Path) -> None:
+        fsio.write_json(path, self.to_dict())
 
     def override(self, assignment: str) -> None:
         """Apply `key=value` (`ipc=10`, `condense.lr_codebook=0.02`, `eval.models=convnet,mlp`).

@@ -104,17 +104,30 @@ class StepCost:
 
 def _conv(name: str, cin: int, cout: int, size: int, k: int = 3) -> Layer:
     hw = size * size
-    return Layer(name, macs=cin * cout * k * k * hw, params=cout * cin * k * k + cout,
-                 inp=cin * hw, out=cout * hw)  # fmt: skip
+    return Layer(
+        name,
+        macs=cin * cout * k * k * hw,
+        params=cout * cin * k * k + cout,
+        inp=cin * hw,
+        out=cout * hw,
+    )
 
 
 def _linear(name: str, fin: int, fout: int, other: int = 0) -> Layer:
-    return Layer(name, macs=fin * fout, params=fin * fout + fout, inp=fin, out=fout,
-                 other=other + fout, traffic=fin + 2 * fout)  # fmt: skip
+    return Layer(
+        name,
+        macs=fin * fout,
+        params=fin * fout + fout,
+        inp=fin,
+        out=fout,
+        other=other + fout,
+        traffic=fin + 2 * fout,
+    )
 
 
-def convnet_layers(channels: int, image_size: int, width: int, num_classes: int = 0,
-                   depth: int | None = None) -> list[Layer]:  # fmt: skip
+def convnet_layers(
+    channels: int, image_size: int, width: int, num_classes: int = 0, depth: int | None = None
+) -> list[Layer]:
     """engine.nets.ConvNet: depth x [conv3x3, GroupNorm(c, c), ReLU, avgpool 2x2] (+ classifier)."""
     depth = depth if depth is not None else (3 if image_size <= 32 else 4)
     layers, cin, size = [], channels, image_size
@@ -123,9 +136,17 @@ def convnet_layers(channels: int, image_size: int, width: int, num_classes: int 
         o = conv.out
         # bias 1, norm ~7 (two reductions, normalise, affine), relu 1, pool 1.25 per element;
         # traffic: conv in+out, norm 3 passes, relu 2, pool 1.25
-        layers.append(Layer(conv.name, conv.macs, conv.params + 2 * width, conv.inp, o,
-                            other=int(10.25 * o),
-                            traffic=conv.inp + 7 * o + o // 4))  # fmt: skip
+        layers.append(
+            Layer(
+                conv.name,
+                conv.macs,
+                conv.params + 2 * width,
+                conv.inp,
+                o,
+                other=int(10.25 * o),
+                traffic=conv.inp + 7 * o + o // 4,
+            )
+        )
         cin, size = width, size // 2
     if num_classes:
         layers.append(_linear("classifier", width * size * size, num_classes))
@@ -140,8 +161,10 @@ def generator_layers(cfg: RunConfig, channels: int, image_size: int, cond_dim: i
     start = gen_size // 2**blocks
     chans = [g.width * 2 ** (blocks - i) for i in range(blocks)] + [g.width]
     fc_out = chans[0] * start * start
-    layers = [_linear("project", cond_dim, g.proj_dim),
-              _linear("fc", g.z_dim + g.proj_dim, fc_out, other=2 * fc_out)]  # fmt: skip
+    layers = [
+        _linear("project", cond_dim, g.proj_dim),
+        _linear("fc", g.z_dim + g.proj_dim, fc_out, other=2 * fc_out),
+    ]
     size = start
     for b, (cin, cout) in enumerate(zip(chans[:-1], chans[1:], strict=True)):
         size *= 2
@@ -149,22 +172,40 @@ def generator_layers(cfg: RunConfig, channels: int, image_size: int, cond_dim: i
             conv = _conv(f"block{b}.conv{j}", c_in, cout, size)
             up = 3 * cin * size * size if j == 0 else 0  # upsample reads 1/4, writes 1
             # relu 1, bias 1, eval BN 2 per element; traffic: relu 2, conv in+out, bias+BN 2
-            layers.append(Layer(conv.name, conv.macs, conv.params + 2 * cout, conv.inp, conv.out,
-                                other=2 * conv.inp + 2 * conv.out,
-                                traffic=up + 2 * conv.inp + conv.inp + conv.out
-                                + 2 * conv.out))  # fmt: skip
+            layers.append(
+                Layer(
+                    conv.name,
+                    conv.macs,
+                    conv.params + 2 * cout,
+                    conv.inp,
+                    conv.out,
+                    other=2 * conv.inp + 2 * conv.out,
+                    traffic=up + 2 * conv.inp + conv.inp + conv.out + 2 * conv.out,
+                )
+            )
     conv = _conv("out", g.width, channels, gen_size)
     # relu, bias, tanh, (x+1)/2, crop, normalise: ~8 per output element, ~10 passes
-    layers.append(Layer(conv.name, conv.macs, conv.params, conv.inp, conv.out,
-                        other=conv.inp + 8 * conv.out,
-                        traffic=3 * conv.inp + 10 * conv.out))  # fmt: skip
+    layers.append(
+        Layer(
+            conv.name,
+            conv.macs,
+            conv.params,
+            conv.inp,
+            conv.out,
+            other=conv.inp + 8 * conv.out,
+            traffic=3 * conv.inp + 10 * conv.out,
+        )
+    )
     return layers
 
 
 def discriminator_layers(feat_dim: int, cond_dim: int, hidden: int = 256) -> list[Layer]:
     """engine.condense.FeatureDiscriminator: an MLP on concat(features, condition)."""
-    return [_linear("d0", feat_dim + cond_dim, hidden, other=hidden),
-            _linear("d1", hidden, hidden, other=hidden), _linear("d2", hidden, 1)]  # fmt: skip
+    return [
+        _linear("d0", feat_dim + cond_dim, hidden, other=hidden),
+        _linear("d1", hidden, hidden, other=hidden),
+        _linear("d2", hidden, 1),
+    ]
 
 
 # --- passes ---------------------------------------------------------------------------------
@@ -178,13 +219,25 @@ def forward(name: str, region: str, layers: list[Layer], n: int, act: int) -> Pa
     macs = sum(layer.macs for layer in layers)
     params = sum(layer.params for layer in layers)
     traffic = sum(layer.traffic or (layer.inp + layer.out) for layer in layers)
-    return PartCost(name, region, flops=2.0 * n * macs,
-                    other_flops=float(n * sum(layer.other for layer in layers)),
-                    bytes=float(n * traffic * act + params * PARAM_BYTES))  # fmt: skip
+    return PartCost(
+        name,
+        region,
+        flops=2.0 * n * macs,
+        other_flops=float(n * sum(layer.other for layer in layers)),
+        bytes=float(n * traffic * act + params * PARAM_BYTES),
+    )
 
 
-def backward(name: str, region: str, layers: list[Layer], n: int, act: int, *,
-             input_grad: bool, weight_grad: bool) -> PartCost:  # fmt: skip
+def backward(
+    name: str,
+    region: str,
+    layers: list[Layer],
+    n: int,
+    act: int,
+    *,
+    input_grad: bool,
+    weight_grad: bool,
+) -> PartCost:
     """Backward through `layers`: input gradients of every layer but the first unless its input
     requires grad (`input_grad`), weight gradients of all when `weight_grad`."""
     macs = sum(layer.macs for layer in layers)
@@ -193,9 +246,13 @@ def backward(name: str, region: str, layers: list[Layer], n: int, act: int, *,
     params = sum(layer.params for layer in layers)
     traffic = sum(layer.traffic or (layer.inp + layer.out) for layer in layers)
     weight_bytes = params * PARAM_BYTES * (2 if weight_grad else 1)  # read W; write dW
-    return PartCost(name, region, flops=2.0 * n * (grad_in + grad_w),
-                    other_flops=2.0 * n * sum(layer.other for layer in layers),
-                    bytes=float(2 * n * traffic * act + weight_bytes))  # fmt: skip
+    return PartCost(
+        name,
+        region,
+        flops=2.0 * n * (grad_in + grad_w),
+        other_flops=2.0 * n * sum(layer.other for layer in layers),
+        bytes=float(2 * n * traffic * act + weight_bytes),
+    )
 
 
 def _resamples(strategy: str) -> int:
@@ -215,8 +272,9 @@ def steps_per_sweep(cfg: RunConfig, num_classes: int) -> int:
     return cfg.condense.sweep_steps(num_classes)
 
 
-def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
-                       num_classes: int) -> StepCost:  # fmt: skip
+def condense_step_cost(
+    cfg: RunConfig, channels: int, image_size: int, num_classes: int
+) -> StepCost:
     """FLOPs and bytes of one condensation step of `cfg` on `channels` x `image_size`^2 images
     with `num_classes` classes, on one process (the whole step's classes)."""
     c = cfg.condense
@@ -232,11 +290,19 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
     head = [_linear("head", feat, num_classes)]
     teacher = convnet_layers(channels, image_size, cfg.teacher.width, num_classes)
     learn_z, tune_g = c.codebook == "learned", c.finetune_generator
-    cost = StepCost(shape={"channels": channels, "image_size": image_size,
-                           "num_classes": num_classes, "classes_per_step": classes,
-                           "synthetic_images": n_syn, "real_images": n_real,
-                           "phi_batch": c.phi_batch, "gen_steps": c.gen_steps,
-                           "precision": getattr(c, "precision", "fp32")})  # fmt: skip
+    cost = StepCost(
+        shape={
+            "channels": channels,
+            "image_size": image_size,
+            "num_classes": num_classes,
+            "classes_per_step": classes,
+            "synthetic_images": n_syn,
+            "real_images": n_real,
+            "phi_batch": c.phi_batch,
+            "gen_steps": c.gen_steps,
+            "precision": getattr(c, "precision", "fp32"),
+        }
+    )
     parts = cost.parts
 
     # augmentation: elementwise and resampling (affine_grid's small product is not a bmm in
@@ -263,30 +329,43 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
         parts.append(forward("soft_label_teacher_fwd", "losses", teacher, n_syn, act))
     parts.append(forward("disc_fwd", "losses", disc, n_syn, act))
     k, d = c.ipc, feat
-    intra = PartCost("intra_loss", "losses", flops=2.0 * classes * (k * d + k * k * d),
-                     bytes=4.0 * classes * (k * d + k * k) * act)  # fmt: skip
+    intra = PartCost(
+        "intra_loss",
+        "losses",
+        flops=2.0 * classes * (k * d + k * k * d),
+        bytes=4.0 * classes * (k * d + k * k) * act,
+    )
     parts.append(intra)
 
     bwd = "backward_zg"
     parts.append(backward("disc_bwd", bwd, disc, n_syn, act, input_grad=True, weight_grad=True))
     if c.classifier == "teacher":
-        parts.append(backward("classifier_bwd", bwd, teacher, n_syn, act, input_grad=True,
-                              weight_grad=False))  # fmt: skip
+        parts.append(
+            backward("classifier_bwd", bwd, teacher, n_syn, act, input_grad=True, weight_grad=False)
+        )
     else:
-        parts.append(backward("classifier_bwd", bwd, head, n_syn, act, input_grad=True,
-                              weight_grad=True))  # fmt: skip
-    parts.append(PartCost("intra_loss_bwd", bwd, flops=2.0 * classes * (k * d + 2 * k * k * d),
-                          bytes=2 * intra.bytes))  # fmt: skip
-    parts.append(backward("phi_syn_bwd", bwd, phi, n_syn, act, input_grad=True,
-                          weight_grad=False))  # fmt: skip
+        parts.append(
+            backward("classifier_bwd", bwd, head, n_syn, act, input_grad=True, weight_grad=True)
+        )
+    parts.append(
+        PartCost(
+            "intra_loss_bwd",
+            bwd,
+            flops=2.0 * classes * (k * d + 2 * k * k * d),
+            bytes=2 * intra.bytes,
+        )
+    )
+    parts.append(backward("phi_syn_bwd", bwd, phi, n_syn, act, input_grad=True, weight_grad=False))
     # G backward: project has a gradient only when fine-tuned (its input is the condition)
-    g_bwd = backward("generator_bwd", bwd, gen[1:], n_syn, act, input_grad=learn_z or tune_g,
-                     weight_grad=tune_g)  # fmt: skip
+    g_bwd = backward(
+        "generator_bwd", bwd, gen[1:], n_syn, act, input_grad=learn_z or tune_g, weight_grad=tune_g
+    )
     if tune_g:
         g_bwd.add(backward("", bwd, gen[:1], n_syn, act, input_grad=False, weight_grad=True))
     parts.append(g_bwd)
     zg_params = (c.ipc * cfg.gan.z_dim if learn_z else 0) + (
-        sum(layer.params for layer in gen) if tune_g else 0)  # fmt: skip
+        sum(layer.params for layer in gen) if tune_g else 0
+    )
     parts.append(PartCost("optimizer_zg", bwd, bytes=float(zg_params * SGD_MOMENTUM_BYTES)))
 
     # disc_steps D / head updates on real associations and the detached synthetic features
@@ -307,15 +386,22 @@ def condense_step_cost(cfg: RunConfig, channels: int, image_size: int,
     up.add(backward("", "", phi_cls, c.phi_batch, act, input_grad=False, weight_grad=True))
     up.bytes += sum(layer.params for layer in phi_cls) * SGD_MOMENTUM_BYTES
     m = c.gen_steps
-    parts.append(PartCost("phi_update", "phi_update", up.flops / m, up.other_flops / m,
-                          up.bytes / m))  # fmt: skip
+    parts.append(
+        PartCost("phi_update", "phi_update", up.flops / m, up.other_flops / m, up.bytes / m)
+    )
     return cost
 
 
 # shapes of the datasets the presets name: (channels, image size, classes)
-DATASET_SHAPES = {"mnist": (1, 28, 10), "fashion-mnist": (1, 28, 10), "cifar10": (3, 32, 10),
-                  "cifar100": (3, 32, 100), "svhn": (3, 32, 10), "tiny-imagenet": (3, 64, 200),
-                  "imagenet64": (3, 64, 1000)}  # fmt: skip
+DATASET_SHAPES = {
+    "mnist": (1, 28, 10),
+    "fashion-mnist": (1, 28, 10),
+    "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100),
+    "svhn": (3, 32, 10),
+    "tiny-imagenet": (3, 64, 200),
+    "imagenet64": (3, 64, 1000),
+}
 
 
 def preset_costs(presets: list[str]) -> list[dict]:
@@ -329,7 +415,12 @@ def preset_costs(presets: list[str]) -> list[dict]:
         cfg = load_preset(preset, overrides)
         shape = DATASET_SHAPES[cfg.dataset]
         cost = condense_step_cost(cfg, *shape)
-        rows.append({"preset": name, **cost.as_dict(),
-                     "steps_per_sweep": steps_per_sweep(cfg, shape[2]),
-                     "flops_per_sweep": cost.flops * steps_per_sweep(cfg, shape[2])})  # fmt: skip
+        rows.append(
+            {
+                "preset": name,
+                **cost.as_dict(),
+                "steps_per_sweep": steps_per_sweep(cfg, shape[2]),
+                "flops_per_sweep": cost.flops * steps_per_sweep(cfg, shape[2]),
+            }
+        )
     return rows

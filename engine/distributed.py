@@ -54,11 +54,17 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, int] | None
     process was not started by a launcher."""
     env = os.environ if environ is None else environ
     if "WORLD_SIZE" in env and "RANK" in env:
-        return {"rank": int(env["RANK"]), "world_size": int(env["WORLD_SIZE"]),
-                "local_rank": int(env.get("LOCAL_RANK", 0))}  # fmt: skip
+        return {
+            "rank": int(env["RANK"]),
+            "world_size": int(env["WORLD_SIZE"]),
+            "local_rank": int(env.get("LOCAL_RANK", 0)),
+        }
     if "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
-        return {"rank": int(env["SLURM_PROCID"]), "world_size": int(env["SLURM_NTASKS"]),
-                "local_rank": int(env.get("SLURM_LOCALID", 0))}  # fmt: skip
+        return {
+            "rank": int(env["SLURM_PROCID"]),
+            "world_size": int(env["SLURM_NTASKS"]),
+            "local_rank": int(env.get("SLURM_LOCALID", 0)),
+        }
     return None
 
 
@@ -93,9 +99,11 @@ def init(device: str = "cpu", timeout_s: float = 600.0) -> DistEnv:
         if backend == "nccl":
             torch.cuda.set_device(local)
         dist.init_process_group(
-            backend, rank=rank, world_size=world,
+            backend,
+            rank=rank,
+            world_size=world,
             timeout=datetime.timedelta(seconds=timeout_s),
-        )  # fmt: skip
+        )
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError("device=cuda asked but no CUDA device is visible")

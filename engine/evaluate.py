@@ -171,8 +171,9 @@ def evaluate_sets(
     meta = load_meta(data_dir)
     for model in cfg.models:  # fail before any training on an unknown model or option
         with torch.random.fork_rng(devices=[]):
-            build_net(model, meta.channels, meta.num_classes, meta.image_size,
-                      **_net_kwargs(model, cfg))  # fmt: skip
+            build_net(
+                model, meta.channels, meta.num_classes, meta.image_size, **_net_kwargs(model, cfg)
+            )
     # every (set, model, seed) is one job; under torchrun / SLURM the jobs are dealt to ranks
     jobs = [(name, model, i) for name in sets for model in cfg.models for i in range(cfg.seeds)]
     rank, world = distributed.world()

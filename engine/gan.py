@@ -62,8 +62,16 @@ def _in_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
 
 
 def build_generator(meta: DatasetMeta, cfg: GanConfig, cond_dim: int) -> Generator:
-    return Generator(cfg.z_dim, cond_dim, cfg.proj_dim, meta.channels, meta.image_size,
-                     cfg.width, meta.mean, meta.std)  # fmt: skip
+    return Generator(
+        cfg.z_dim,
+        cond_dim,
+        cfg.proj_dim,
+        meta.channels,
+        meta.image_size,
+        cfg.width,
+        meta.mean,
+        meta.std,
+    )
 
 
 def pretrain_gan(
@@ -146,9 +154,14 @@ def pretrain_gan(
                 if step % 100 == 0 or step == steps:
                     totals = distributed.all_sum(torch.stack([loss_d, loss_g]).detach() / world)
                     loss_total_g = totals[1].item() + cfg.mode_seeking_weight * loss_ms.item()
-                    log.append({"gan_step": step, "loss_d": totals[0].item(),
-                                "loss_g": loss_total_g,
-                                "mode_seeking_ratio": mean_ratio.item()})  # fmt: skip
+                    log.append(
+                        {
+                            "gan_step": step,
+                            "loss_d": totals[0].item(),
+                            "loss_g": loss_total_g,
+                            "mode_seeking_ratio": mean_ratio.item(),
+                        }
+                    )
                     if not math.isfinite(loss_total_g):
                         raise FloatingPointError(f"GAN diverged at step {step}")
     # settle BatchNorm running statistics on a few batches of fresh codes

@@ -21,8 +21,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not (self.training and distributed.world()[1] > 1):
             return super().forward(x)
         n = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype, device=x.device)
-        stats = distributed.sum_shared(torch.cat([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)),
-                                                  n.detach()]))  # fmt: skip
+        stats = distributed.sum_shared(
+            torch.cat([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)), n.detach()])
+        )
         c = x.shape[1]
         count = stats[-1].detach()
         mean = stats[:c] / count

@@ -7,6 +7,7 @@ nets and loops to fit a 2-core CPU (their measured cost is in `budget_note`)."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ IPCS = {
     "svhn": (1, 10, 50),
     "tiny-imagenet": (1, 10, 50),
     "imagenet64": (1, 2, 10, 50),
+    "imagefolder": (1, 10, 50),  # a user's own train/<class>/ folders, any class count
 }
 SMOKE = ("mnist", "fashion-mnist", "tiny-imagenet", "imagefolder")
 
@@ -95,11 +97,16 @@ PRESETS.update({f"{d}-coreset-smoke": functools.partial(_coreset_smoke, d) for d
 
 def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r} (e.g. {', '.join(list(PRESETS)[:4])}, ...; "
-                          "all in docs/config_reference.md)")  # fmt: skip
+        raise ConfigError(
+            f"unknown preset {name!r} (e.g. {', '.join(list(PRESETS)[:4])}, ...; "
+            "all in docs/config_reference.md)"
+        )
     cfg = PRESETS[name]()
     for assignment in overrides or []:
         cfg.override(assignment)
+    if (m := re.search(r"-ipc(\d+)$", name)) and int(m.group(1)) != cfg.condense.ipc:
+        # `<dataset>-ipc<K>` presets differ only in K: the run records the one it is
+        cfg.preset = f"{name[: m.start()]}-ipc{cfg.condense.ipc}"
     cfg.validate()
     return cfg
 
@@ -107,9 +114,16 @@ def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
 def load_preset_for(name: str, overrides: list[str] | None, data_dir: str | Path) -> RunConfig:
     """load_preset, refused when the prepared dataset in data_dir is not the preset's."""
     cfg = load_preset(name, overrides)
+    check_dataset(cfg, data_dir)
+    return cfg
+
+
+def check_dataset(cfg: RunConfig, data_dir: str | Path) -> None:
+    """Refuse a config made for another dataset than the one prepared in data_dir."""
     meta = load_meta(data_dir)
     if cfg.dataset != meta.dataset:
+        theirs = [p for p in PRESETS if p.startswith(f"{meta.dataset}-")]
+        hint = f" (its presets: {', '.join(theirs)})" if theirs else ""
         raise ConfigError(
-            f"preset {name} is for {cfg.dataset}, but {data_dir} holds {meta.dataset}"
+            f"preset {cfg.preset} is for {cfg.dataset}, but {data_dir} holds {meta.dataset}{hint}"
         )
-    return cfg

@@ -42,42 +42,43 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
     conditions = condition_table(cfg.gan.condition, embeddings)
     log(f"Pretraining the conditional GAN ({cfg.gan.steps} steps)")
     G, gan_log = pretrain_gan(data_dir, meta, cfg.gan, conditions, cfg.seed, device)
-    payload = {
-        "generator": G.cpu().state_dict(),
-        "generator_spec": artifact.generator_spec(G, cfg.gan.proj_dim, cfg.gan.width),
-        "teacher": teacher.cpu().state_dict(),
-        "teacher_width": cfg.teacher.width,
-        "teacher_accuracy": teacher_acc,
-        "class_embeddings": embeddings,
-        "conditions": conditions,
-        "gan_log": gan_log,
-        "config": cfg.to_dict(),
-        "meta": meta.to_dict(),
-        "version": artifact.version(),
-        "seconds": time.perf_counter() - start,
-    }
+    stage = artifact.PretrainedStage(
+        generator=G.cpu().state_dict(),
+        generator_spec=artifact.generator_spec(G, cfg.gan.proj_dim, cfg.gan.width),
+        teacher=teacher.cpu().state_dict(),
+        teacher_width=cfg.teacher.width,
+        teacher_accuracy=teacher_acc,
+        class_embeddings=embeddings,
+        conditions=conditions,
+        gan_log=gan_log,
+        config=cfg.to_dict(),
+        meta=meta.to_dict(),
+        version=artifact.version(),
+        seconds=time.perf_counter() - start,
+    )
     summary = {
         "teacher_accuracy": teacher_acc,
         "gan_steps": cfg.gan.steps,
-        "seconds": payload["seconds"],
+        "seconds": stage.seconds,
         "path": str(out / artifact.PRETRAINED_FILE),
     }
     if distributed.world()[0] == 0:
-        fsio.save_torch(payload, out / artifact.PRETRAINED_FILE)
+        stage.save(out / artifact.PRETRAINED_FILE)
         (out / "pretrain.json").write_text(json.dumps(summary, indent=1) + "\n")
     distributed.barrier()
     return summary
 
 
-def load_pretrained(pre_dir: Path, meta: DatasetMeta, allow_other: bool = False,
-                    expected_sha256: str | None = None) -> dict:  # fmt: skip
+def load_pretrained(
+    pre_dir: Path, meta: DatasetMeta, allow_other: bool = False, expected_sha256: str | None = None
+) -> artifact.PretrainedStage:
     """PRE/pretrained.pt, refused when made from other data or when it is not the stage a
-    run recorded (expected_sha256); its sha256 is returned under the key "sha256"."""
+    run recorded (expected_sha256)."""
     path = pre_dir / artifact.PRETRAINED_FILE
-    payload = artifact.load(path, "pretrained stage (run `gencond pretrain` first)")
-    artifact.check_matches(payload, meta, path, allow_other)
-    payload["sha256"] = artifact.check_pretrained(expected_sha256, path, allow_other)
-    return payload
+    stage = artifact.PretrainedStage.read(path)
+    artifact.check_matches(stage, meta, path, allow_other)
+    artifact.check_pretrained(expected_sha256, stage.sha256, path, allow_other)
+    return stage
 
 
 PROVENANCE_FILE = "provenance.json"
@@ -99,9 +100,9 @@ def _check_provenance(out: Path, record: dict, allow_other: bool) -> None:
             )
 
 
-def teacher_from(pre: dict, meta: DatasetMeta) -> torch.nn.Module:
-    net = build_teacher(meta, pre["teacher_width"])
-    net.load_state_dict(pre["teacher"])
+def teacher_from(pre: artifact.PretrainedStage, meta: DatasetMeta) -> torch.nn.Module:
+    net = build_teacher(meta, pre.teacher_width)
+    net.load_state_dict(pre.teacher)
     return net.eval()
 
 
@@ -130,7 +131,7 @@ def run_condense(
     pre = load_pretrained(pre_dir, meta, allow_mismatch)
     if pretrained is None:
         _check_same_pretrain(cfg, pre, pre_dir)
-    provenance.update(pretrained=str(pre_dir.resolve()), pretrained_sha256=pre.pop("sha256"))
+    provenance.update(pretrained=str(pre_dir.resolve()), pretrained_sha256=pre.sha256)
     _check_provenance(out, provenance, allow_mismatch)
     if env.is_main:
         fsio.write_json(out / PROVENANCE_FILE, provenance)
@@ -139,44 +140,58 @@ def run_condense(
     teacher = (
         teacher_from(pre, meta).to(cfg.device).requires_grad_(False) if needs_teacher else None
     )
-    log(f"Condensing {meta.dataset} into IPC {cfg.condense.ipc} ({cfg.condense.total_steps} steps"
-        f"{f', stopping at {cfg.max_steps}' if cfg.max_steps else ''})")  # fmt: skip
-    state = condense(cfg, data_dir, meta, artifact.rebuild_generator(pre),
-                     pre["conditions"], out, teacher, env)  # fmt: skip
-    payload = {
-        "generator": state["generator"].state_dict(),
-        "generator_spec": pre["generator_spec"],
-        "codebook": state["codebook"],
-        "class_embeddings": state["conditions"],
-        "teacher_class_embeddings": pre["class_embeddings"],
-        "config": cfg.to_dict(),
-        "meta": meta.to_dict(),
-        "version": artifact.version(),
-        "steps": state["steps"],
-        "seconds": state["seconds"],
-        "pretrained": str(pre_dir.resolve()),
-        "provenance": provenance,
-    }
+    log(
+        f"Condensing {meta.dataset} into IPC {cfg.condense.ipc} ({cfg.condense.total_steps} steps"
+        f"{f', stopping at {cfg.max_steps}' if cfg.max_steps else ''})"
+    )
+    state = condense(
+        cfg, data_dir, meta, artifact.rebuild_generator(pre), pre.conditions, out, teacher, env
+    )
+    payload = artifact.CondensedArtifact(
+        generator=state["generator"].state_dict(),
+        generator_spec=pre.generator_spec,
+        codebook=state["codebook"],
+        class_embeddings=state["conditions"],
+        teacher_class_embeddings=pre.class_embeddings,
+        config=cfg.to_dict(),
+        meta=meta.to_dict(),
+        version=artifact.version(),
+        steps=state["steps"],
+        seconds=state["seconds"],
+        pretrained=artifact.CondensedArtifact.relative_pretrained(pre_dir, out),
+        provenance=provenance,
+    )
     path = out / artifact.CONDENSED_FILE
     if env.is_main:
-        fsio.save_torch(payload, path)
+        payload.save(path)
         if state["steps"] == cfg.condense.total_steps:  # finished: nothing left to resume
             (out / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
     distributed.barrier()
-    params = sum(v.numel() for v in payload["generator"].values() if v.is_floating_point())
-    params += payload["codebook"].numel()
+    params = sum(v.numel() for v in payload.generator.values() if v.is_floating_point())
+    params += payload.codebook.numel()
     pixels = meta.num_classes * cfg.condense.ipc * meta.channels * meta.image_size**2
-    summary = {"artifact": str(path), "artifact_bytes": path.stat().st_size,
-               "pixel_set_bytes": pixels * 4, "generator_and_codebook_params": params,
-               "pixel_set_params": pixels, "steps": state["steps"],
-               "seconds": round(state["seconds"], 1)}  # fmt: skip
+    summary = {
+        "artifact": str(path),
+        "artifact_bytes": path.stat().st_size,
+        "pixel_set_bytes": pixels * 4,
+        "generator_and_codebook_params": params,
+        "pixel_set_params": pixels,
+        "steps": state["steps"],
+        "seconds": round(state["seconds"], 1),
+    }
     if env.is_main:
         summary["diagnostics"] = condense_diagnostics(cfg, data_dir, meta, out, payload, pre)
     return summary
 
 
-def condense_diagnostics(cfg: RunConfig, data_dir: str | Path, meta: DatasetMeta, out: Path,
-                         payload: dict, pre: dict) -> dict:  # fmt: skip
+def condense_diagnostics(
+    cfg: RunConfig,
+    data_dir: str | Path,
+    meta: DatasetMeta,
+    out: Path,
+    payload: artifact.CondensedArtifact,
+    pre: artifact.PretrainedStage,
+) -> dict:
     """RUN/diagnostics.json: each loss term against its chance level, D's accuracy, and the
     set's spread in the teacher's features against random real images of the same IPC."""
     from engine import condense_diagnostics as diag
@@ -194,15 +209,20 @@ def condense_diagnostics(cfg: RunConfig, data_dir: str | Path, meta: DatasetMeta
         guesses = torch.cat([teacher(x).argmax(1) for x in images.split(512)])
     agree = float((guesses == labels).float().mean())
     warnings = diag.term_warnings(terms) + spread["warnings"] + pixels["warnings"]
-    report = {"terms": terms, "spread": spread, "pixels": pixels, "teacher_agreement": agree,
-              "warnings": warnings}  # fmt: skip
+    report = {
+        "terms": terms,
+        "spread": spread,
+        "pixels": pixels,
+        "teacher_agreement": agree,
+        "warnings": warnings,
+    }
     _write_json(out / "diagnostics.json", report)
     return report
 
 
-def _check_same_pretrain(cfg: RunConfig, pre: dict, pre_dir: Path) -> None:
+def _check_same_pretrain(cfg: RunConfig, pre: artifact.PretrainedStage, pre_dir: Path) -> None:
     """RUN/pretrained is reused only if it was made with this run's teacher / GAN settings."""
-    theirs = RunConfig.from_dict(pre["config"])
+    theirs = RunConfig.from_dict(pre.config)
     for section in ("teacher", "gan"):
         mine, old = getattr(cfg, section).__dict__, getattr(theirs, section).__dict__
         for key, value in mine.items():
@@ -213,18 +233,17 @@ def _check_same_pretrain(cfg: RunConfig, pre: dict, pre_dir: Path) -> None:
                 )
 
 
-def load_condensed(run: Path) -> dict:
-    return artifact.load(run / artifact.CONDENSED_FILE, artifact.CONDENSED_WHAT)
+def load_condensed(run: Path) -> artifact.CondensedArtifact:
+    return artifact.CondensedArtifact.read(run / artifact.CONDENSED_FILE)
 
 
 @torch.no_grad()
-def synthetic_set(payload: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_set(payload: artifact.CondensedArtifact) -> tuple[torch.Tensor, torch.Tensor]:
     G = artifact.rebuild_generator(payload)
-    classes = list(range(payload["meta"]["num_classes"]))
+    classes = list(range(payload.meta["num_classes"]))
     images, labels = [], []
     for start in range(0, len(classes), 100):
-        x, y = generate(G, payload["codebook"], payload["class_embeddings"],
-                        classes[start : start + 100])  # fmt: skip
+        x, y = generate(G, payload.codebook, payload.class_embeddings, classes[start : start + 100])
         images.append(x)
         labels.append(y)
     return torch.cat(images), torch.cat(labels).long()
@@ -236,10 +255,10 @@ def run_synthesize(run: Path) -> dict:
     from data_prep.splits import Segment, Split
 
     payload = load_condensed(run)
-    meta = DatasetMeta(**payload["meta"])
+    meta = DatasetMeta(**payload.meta)
     images, labels = synthetic_set(payload)
     target = run / SYNTHETIC_DIR
-    ipc = payload["config"]["condense"]["ipc"]
+    ipc = payload.config["condense"]["ipc"]
     fsio.remove_leftovers(target)  # of a killed synthesize (the caller holds RUN's lock)
     with fsio.build_dir(target) as out:  # replaces RUN/synthetic/ as a whole once complete
         for name, tensor in (("images.pt", images), ("labels.pt", labels)):
@@ -249,8 +268,13 @@ def run_synthesize(run: Path) -> dict:
         write_beton(out / "train.beton", split, workers=1, description="Writing synthetic beton")
         shown = pixels[: min(meta.num_classes, 100) * ipc].float() / 255
         save_image(shown, str(out / "grid.png"), nrow=ipc, padding=1)
-    return {"images": len(labels), "classes": meta.num_classes, "ipc": ipc,
-            "folder": str(target), "grid": str(target / "grid.png")}  # fmt: skip
+    return {
+        "images": len(labels),
+        "classes": meta.num_classes,
+        "ipc": ipc,
+        "folder": str(target),
+        "grid": str(target / "grid.png"),
+    }
 
 
 def _finite(value):
@@ -278,12 +302,12 @@ def run_evaluate(
     payload = load_condensed(run)
     meta = load_meta(data_dir)
     artifact.check_matches(payload, meta, run / artifact.CONDENSED_FILE, allow_mismatch)
-    cfg = RunConfig.from_dict(payload["config"])
+    cfg = RunConfig.from_dict(payload.config)
     eval_cfg = dataclasses.replace(eval_cfg or cfg.eval)  # a copy, checked on creation
     seeds, epochs = eval_cfg.seeds, eval_cfg.epochs
     ipc = cfg.condense.ipc
-    recorded = payload.get("provenance", {}).get("pretrained_sha256")
-    pre = load_pretrained(Path(payload["pretrained"]), meta, allow_mismatch, recorded)
+    recorded = payload.provenance.get("pretrained_sha256")
+    pre = load_pretrained(payload.pretrained_dir(run), meta, allow_mismatch, recorded)
     teacher = teacher_from(pre, meta)
     sets = {"condensed": synthetic_set(payload)}
     for name in eval_cfg.baselines:
@@ -292,9 +316,10 @@ def run_evaluate(
         elif name == "herding":
             sets["herding"] = herding(data_dir, ipc, teacher)
         else:
-            codes = init_codebook(ipc, pre["generator_spec"]["z_dim"], "fixed", 0, cfg.seed)
-            plain = dict(payload, generator=pre["generator"], class_embeddings=pre["conditions"],
-                         codebook=codes)  # fmt: skip
+            codes = init_codebook(ipc, pre.generator_spec["z_dim"], "fixed", 0, cfg.seed)
+            plain = dataclasses.replace(
+                payload, generator=pre.generator, class_embeddings=pre.conditions, codebook=codes
+            )
             sets["plain_generator"] = synthetic_set(plain)
     soft = None
     if cfg.condense.soft_labels:
@@ -305,8 +330,9 @@ def run_evaluate(
         if not 0 <= seed_index < seeds:
             raise ConfigError(f"--seed-index {seed_index} outside 0..{seeds - 1}")
         eval_cfg.seeds = 1
-    results = evaluate_sets(sets, data_dir, eval_cfg, seed_offset=seed_index or 0, soft=soft,
-                            device=device)  # fmt: skip
+    results = evaluate_sets(
+        sets, data_dir, eval_cfg, seed_offset=seed_index or 0, soft=soft, device=device
+    )
     diagnostics = {name: diversity(x, y, teacher) for name, (x, y) in sets.items()}
     report = {
         "ipc": ipc,
@@ -366,8 +392,11 @@ def gather_evaluation(run: Path, seeds: int) -> dict:
         results[name] = {}
         for model in by_model:
             accs = [p["results"][name][model]["accs"][0] for p in parts]
-            results[name][model] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                                    "accs": accs}  # fmt: skip
+            results[name][model] = {
+                "mean": float(np.mean(accs)),
+                "std": float(np.std(accs)),
+                "accs": accs,
+            }
     report["results"] = results
     report["array_elements"] = seeds
     _write_json(run / "eval.json", report)

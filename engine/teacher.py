@@ -36,8 +36,9 @@ def train_teacher(
     loader = TrainLoader(
         data_dir, cfg.batch_size // world, seed=seed, device=device, rank=rank, world_size=world
     )
-    opt = torch.optim.SGD(net.parameters(), cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)  # fmt: skip
+    opt = torch.optim.SGD(
+        net.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     total = max(1, cfg.epochs * len(loader))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
     with progress_bar() as bar:

@@ -78,8 +78,12 @@ def _install() -> None:
     if shutil.which("slurmctld") and shutil.which("munged"):
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    done = subprocess.run(["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"],
-                          capture_output=True, text=True, env=env)  # fmt: skip
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if done.returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
         _run(["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"], "installing slurm-wlm")
@@ -91,8 +95,7 @@ def _start_munge(started: list[str]) -> None:
     if not MUNGE_KEY.is_file():
         MUNGE_KEY.parent.mkdir(parents=True, exist_ok=True)
         MUNGE_KEY.write_bytes(os.urandom(1024))
-    for d in (MUNGE_KEY.parent, Path("/run/munge"), Path("/var/log/munge"),
-              Path("/var/lib/munge")):  # fmt: skip
+    for d in (MUNGE_KEY.parent, Path("/run/munge"), Path("/var/log/munge"), Path("/var/lib/munge")):
         d.mkdir(parents=True, exist_ok=True)
         shutil.chown(d, "munge", "munge")
     shutil.chown(MUNGE_KEY, "munge", "munge")
@@ -110,8 +113,10 @@ def _wait_idle(timeout: float = 60) -> str:
         if done.returncode == 0 and last in ("idle", "mixed", "allocated"):
             return last
         time.sleep(0.5)
-    raise SlurmUnavailable(f"the local SLURM node did not come up within {timeout:.0f} s "
-                           f"(sinfo: {last or 'no answer'}; logs in {STATE_DIR})")  # fmt: skip
+    raise SlurmUnavailable(
+        f"the local SLURM node did not come up within {timeout:.0f} s "
+        f"(sinfo: {last or 'no answer'}; logs in {STATE_DIR})"
+    )
 
 
 def start() -> dict:
@@ -128,8 +133,9 @@ def start() -> dict:
         for d in ("ctld", "d"):
             (STATE_DIR / d).mkdir(parents=True, exist_ok=True)
         SLURM_CONF.parent.mkdir(parents=True, exist_ok=True)
-        SLURM_CONF.write_text(slurm_conf(socket.gethostname(), os.cpu_count() or 1,
-                                         _memory_mb(), STATE_DIR))  # fmt: skip
+        SLURM_CONF.write_text(
+            slurm_conf(socket.gethostname(), os.cpu_count() or 1, _memory_mb(), STATE_DIR)
+        )
     for daemon in ("slurmctld", "slurmd"):
         if not _running(daemon):
             clear = ["-c"] if daemon == "slurmctld" and ours else []  # forget old jobs
@@ -175,8 +181,9 @@ def status() -> dict:
     running = {d: _running(d) for d in DAEMONS}
     info = ""
     if shutil.which("sinfo") and running["slurmctld"]:
-        info = subprocess.run(["sinfo", "-h", "-o", "%P %D %T"], capture_output=True,
-                              text=True).stdout.strip()  # fmt: skip
+        info = subprocess.run(
+            ["sinfo", "-h", "-o", "%P %D %T"], capture_output=True, text=True
+        ).stdout.strip()
     return {**running, "sinfo": info or "-"}
 
 

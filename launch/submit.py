@@ -81,15 +81,21 @@ def executor(opts: SubmitOptions):
     opts.check()
     folder = Path(opts.log_dir) / "%j"
     ex = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
-    params = {"name": opts.job_name, "timeout_min": opts.time_min, "nodes": opts.nodes,
-              "tasks_per_node": opts.tasks, "cpus_per_task": opts.cpus_per_task}  # fmt: skip
+    params = {
+        "name": opts.job_name,
+        "timeout_min": opts.time_min,
+        "nodes": opts.nodes,
+        "tasks_per_node": opts.tasks,
+        "cpus_per_task": opts.cpus_per_task,
+    }
     if opts.gpus_per_node:
         params["gpus_per_node"] = opts.gpus_per_node
     if opts.mem_gb:
         params["mem_gb"] = opts.mem_gb
     if opts.cluster == "slurm":
-        params.update(slurm_array_parallelism=opts.array_parallelism,
-                      slurm_signal_delay_s=opts.signal_delay_s)  # fmt: skip
+        params.update(
+            slurm_array_parallelism=opts.array_parallelism, slurm_signal_delay_s=opts.signal_delay_s
+        )
         if opts.partition:
             params["slurm_partition"] = opts.partition
         if opts.account:
@@ -100,6 +106,13 @@ def executor(opts: SubmitOptions):
             params["slurm_additional_parameters"] = dict(opts.sbatch)
     ex.update_parameters(**params)
     return ex
+
+
+def submit_array(ex, tasks: list) -> list:
+    """The one job-array path: each task (a launch.tasks callable) one array element."""
+    from launch.tasks import run_task
+
+    return ex.map_array(run_task, tasks)
 
 
 def sbatch_script(
@@ -115,18 +128,29 @@ def sbatch_script(
         whole = opts.mem_gb == int(opts.mem_gb)
         extra["mem"] = f"{int(opts.mem_gb)}GB" if whole else f"{int(opts.mem_gb * 1024)}MB"
     return slurm._make_sbatch_string(
-        command=command, folder=Path(opts.log_dir).resolve() / "%j", job_name=opts.job_name,
-        partition=opts.partition, time=opts.time_min, nodes=opts.nodes,
-        ntasks_per_node=opts.tasks, cpus_per_task=opts.cpus_per_task,
-        gpus_per_node=opts.gpus_per_node or None, qos=opts.qos,
-        signal_delay_s=opts.signal_delay_s, array_parallelism=opts.array_parallelism,
-        additional_parameters=dict(opts.sbatch) or None, **extra,
-    )  # fmt: skip
+        command=command,
+        folder=Path(opts.log_dir).resolve() / "%j",
+        job_name=opts.job_name,
+        partition=opts.partition,
+        time=opts.time_min,
+        nodes=opts.nodes,
+        ntasks_per_node=opts.tasks,
+        cpus_per_task=opts.cpus_per_task,
+        gpus_per_node=opts.gpus_per_node or None,
+        qos=opts.qos,
+        signal_delay_s=opts.signal_delay_s,
+        array_parallelism=opts.array_parallelism,
+        additional_parameters=dict(opts.sbatch) or None,
+        **extra,
+    )
 
 
 def paths(job) -> dict:
-    return {"job": str(job.job_id), "stdout": str(job.paths.stdout),
-            "stderr": str(job.paths.stderr)}  # fmt: skip
+    return {
+        "job": str(job.job_id),
+        "stdout": str(job.paths.stdout),
+        "stderr": str(job.paths.stderr),
+    }
 
 
 def _quiet_submitit() -> None:
@@ -137,16 +161,28 @@ def _quiet_submitit() -> None:
 
 
 # squeue's states of a job that will not run again (a requeued job shows PENDING or REQUEUED)
-ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-                "BOOT_FAIL", "DEADLINE", "GONE"}  # fmt: skip
+ENDED_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "GONE",
+}
 
 
 def scheduler_state(job) -> str:
     """The job's state from squeue, which keeps a finished job for MinJobAge (300 s by default):
     what a cluster without accounting (no sacct, so submitit says UNKNOWN) still knows. GONE:
     squeue no longer knows the job id; UNKNOWN: squeue did not answer."""
-    done = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(job.job_id), "-o", "%T"],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", str(job.job_id), "-o", "%T"],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         return "GONE" if "Invalid job id" in done.stderr else "UNKNOWN"
     states = done.stdout.split()
@@ -230,11 +266,13 @@ def check_results(jobs: list) -> None:
     """Raise JobFailed naming the first failed job and its log."""
     for j in jobs:
         if _is_slurm(j) and not _result_appears(j):  # local/debug jobs: submitit knows
-            raise JobFailed(f"job {j.job_id} ended ({final_state(j)}) without a result; "
-                            f"log: {j.paths.stderr}")  # fmt: skip
+            raise JobFailed(
+                f"job {j.job_id} ended ({final_state(j)}) without a result; log: {j.paths.stderr}"
+            )
         try:
             j.results()
         except Exception as e:  # noqa: BLE001 - submitit re-raises the job's own error
             lines = [x for x in str(e).strip().splitlines() if x.strip()] or ["failed"]
-            raise JobFailed(f"job {j.job_id} failed ({lines[-1][:200]}); "
-                            f"log: {j.paths.stderr}") from None  # fmt: skip
+            raise JobFailed(
+                f"job {j.job_id} failed ({lines[-1][:200]}); log: {j.paths.stderr}"
+            ) from None

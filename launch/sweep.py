@@ -93,20 +93,31 @@ class SweepPlan:
         return self.out / point_name(point)
 
     def condense_argv(self, point: dict) -> list[str]:
-        preset, sets = self.settings(point)
-        argv = ["condense", "--preset", preset, "--data", str(self.data),
-                "--out", str(self.run_dir(point))]  # fmt: skip
+        """The point's condensation: its resolved config written to OUT/configs/<point>.json
+        and handed over as --config (a job parses no preset and no --set)."""
+        path = self.out / "configs" / f"{point_name(point)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.config(point).to_file(path)
+        argv = ["condense", "--config", str(path), "--data", str(self.data)]
+        argv += ["--out", str(self.run_dir(point))]
         if self.pretrained:
             argv += ["--pretrained", str(self.pretrained)]
-        for item in sets:
-            argv += ["--set", item]
         return argv
 
     def evaluate_argv(self, point: dict, seed_index: int | None = None) -> list[str]:
         e = self.config(point).eval
-        argv = ["evaluate", str(self.run_dir(point)), "--data", str(self.data),
-                "--seeds", str(e.seeds), "--epochs", str(e.epochs),
-                "--baselines", ",".join(e.baselines)]  # fmt: skip
+        argv = [
+            "evaluate",
+            str(self.run_dir(point)),
+            "--data",
+            str(self.data),
+            "--seeds",
+            str(e.seeds),
+            "--epochs",
+            str(e.epochs),
+            "--baselines",
+            ",".join(e.baselines),
+        ]
         return argv if seed_index is None else [*argv, "--seed-index", str(seed_index)]
 
     def check(self) -> None:
@@ -131,12 +142,13 @@ def finished_condense(plan: SweepPlan, point: dict) -> bool:
     if not path.is_file():
         return False
     mine = plan.config(point).to_dict()
-    theirs = load_condensed(plan.run_dir(point))["config"]
+    theirs = dict(load_condensed(plan.run_dir(point)).config)
     for cfg in (mine, theirs):
         cfg.pop("eval", None)
         cfg.pop("device", None)
-    if json.dumps(mine, sort_keys=True, default=str) != json.dumps(theirs, sort_keys=True,
-                                                                   default=str):  # fmt: skip
+    if json.dumps(mine, sort_keys=True, default=str) != json.dumps(
+        theirs, sort_keys=True, default=str
+    ):
         raise ConfigError(
             f"{path} was condensed with another config than sweep point {point_name(point)} "
             "now has; use a new --out folder or delete that point's folder"

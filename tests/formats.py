@@ -23,8 +23,10 @@ def write_idx(folder: Path, n_train: int, n_test: int, seed: int, gz: bool) -> d
         rng.shuffle(labels)
         img_bytes = struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes()
         lab_bytes = struct.pack(">II", 0x801, n) + labels.tobytes()
-        for name, data in ((f"{stem}-images-idx3-ubyte", img_bytes),
-                           (f"{stem}-labels-idx1-ubyte", lab_bytes)):  # fmt: skip
+        for name, data in (
+            (f"{stem}-images-idx3-ubyte", img_bytes),
+            (f"{stem}-labels-idx1-ubyte", lab_bytes),
+        ):
             if gz:
                 with gzip.open(folder / (name + ".gz"), "wb") as f:
                     f.write(data)
@@ -79,8 +81,9 @@ def write_svhn(folder: Path, n_train: int, n_test: int, seed: int) -> dict:
     return out
 
 
-def write_imagefolder(root: Path, classes: list[str], per_class: int, size: int, seed: int,
-                      test_dir: str = "val") -> dict:  # fmt: skip
+def write_imagefolder(
+    root: Path, classes: list[str], per_class: int, size: int, seed: int, test_dir: str = "val"
+) -> dict:
     """train/<class>/*.png and <test_dir>/<class>/*.png; PNG is lossless so pixels are exact."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -129,8 +132,9 @@ def write_tiny_imagenet(root: Path, wnids: list[str], per_class: int, val: int, 
     return {"train": train, "test": (np.stack(xs), np.array(ys, dtype=np.int64))}
 
 
-def write_imagenet64(folder: Path, batch_sizes: list[int], val: int, seed: int,
-                     side: int = 64) -> dict:  # fmt: skip
+def write_imagenet64(
+    folder: Path, batch_sizes: list[int], val: int, seed: int, side: int = 64
+) -> dict:
     """Downsampled ImageNet npz: data (N, 3*S*S) uint8 channel-major, labels 1..1000, mean."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -139,8 +143,12 @@ def write_imagenet64(folder: Path, batch_sizes: list[int], val: int, seed: int,
         x = rng.integers(0, 256, (n, 3, side, side), dtype=np.uint8)
         y = rng.permutation(np.arange(n) % 1000) + 1
         save = np.savez_compressed if b % 2 == 0 else np.savez
-        save(folder / f"train_data_batch_{b}.npz", data=x.reshape(n, -1), labels=list(y),
-             mean=np.zeros(3 * side * side))  # fmt: skip
+        save(
+            folder / f"train_data_batch_{b}.npz",
+            data=x.reshape(n, -1),
+            labels=list(y),
+            mean=np.zeros(3 * side * side),
+        )
         out["train"][0].append(x.transpose(0, 2, 3, 1))
         out["train"][1].append(y - 1)
     x = rng.integers(0, 256, (val, 3, side, side), dtype=np.uint8)

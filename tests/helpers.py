@@ -33,12 +33,25 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 TINY = [
-    "teacher.width=8", "teacher.epochs=1", "teacher.batch_size=32",
-    "gan.steps=6", "gan.width=4", "gan.disc_width=4", "gan.batch_size=16", "gan.z_dim=8",
-    "gan.proj_dim=4", "condense.outer_iterations=2", "condense.inner_iterations=2",
-    "condense.gen_steps=2", "condense.phi_width=8", "condense.phi_batch=32",
-    "condense.assoc_per_image=2", "eval.width=8", "ipc=3", "condense.log_every=1",
-]  # fmt: skip
+    "teacher.width=8",
+    "teacher.epochs=1",
+    "teacher.batch_size=32",
+    "gan.steps=6",
+    "gan.width=4",
+    "gan.disc_width=4",
+    "gan.batch_size=16",
+    "gan.z_dim=8",
+    "gan.proj_dim=4",
+    "condense.outer_iterations=2",
+    "condense.inner_iterations=2",
+    "condense.gen_steps=2",
+    "condense.phi_width=8",
+    "condense.phi_batch=32",
+    "condense.assoc_per_image=2",
+    "eval.width=8",
+    "ipc=3",
+    "condense.log_every=1",
+]
 
 
 def toy(
@@ -49,13 +62,16 @@ def toy(
     base = rng.integers(0, 256, (classes, size, size, 1))
     images = np.clip(base[labels] + rng.integers(-20, 20, (len(labels), size, size, 1)), 0, 255)
     test_labels = np.repeat(np.arange(classes), max(1, per_class // 3))
-    test = np.clip(base[test_labels] + rng.integers(-20, 20, (len(test_labels), size, size, 1)),
-                   0, 255)  # fmt: skip
+    test = np.clip(
+        base[test_labels] + rng.integers(-20, 20, (len(test_labels), size, size, 1)), 0, 255
+    )
     raw = RawDataset(
-        name, [str(c) for c in range(classes)],
+        name,
+        [str(c) for c in range(classes)],
         Split([Segment(images.astype(np.uint8), labels, Path("<generated>"))]),
-        Split([Segment(test.astype(np.uint8), test_labels, Path("<generated>"))]), [],
-    )  # fmt: skip
+        Split([Segment(test.astype(np.uint8), test_labels, Path("<generated>"))]),
+        [],
+    )
     prepare_arrays(raw, out, PrepOptions(workers=1))
     return out
 
@@ -64,12 +80,17 @@ def sets(*pairs: str) -> list[str]:
     return [a for p in pairs for a in ("--set", p)]
 
 
-CONDENSE = [*TINY, "condense.finetune_generator=true", "condense.feature_match=image",
-            "condense.checkpoint_every=0", "condense.log_every=1",
-            "condense.intra_temperature=1.0",
-            # Adam turns rounding-level differences of D's gradients into lr-sized steps (as in
-            # GAN pretraining below); SGD keeps the cross-world difference at rounding level
-            "condense.disc_optimizer=sgd"]  # fmt: skip
+CONDENSE = [
+    *TINY,
+    "condense.finetune_generator=true",
+    "condense.feature_match=image",
+    "condense.checkpoint_every=0",
+    "condense.log_every=1",
+    "condense.intra_temperature=1.0",
+    # Adam turns rounding-level differences of D's gradients into lr-sized steps (as in
+    # GAN pretraining below); SGD keeps the cross-world difference at rounding level
+    "condense.disc_optimizer=sgd",
+]
 
 
 def free_port() -> int:
@@ -87,21 +108,46 @@ def rank_env() -> dict:
 
 def single_rank_cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
     """One process, one intra-op thread like each torchrun rank (fewer rounding differences)."""
-    return subprocess.run([sys.executable, "-m", "launch.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=rank_env())  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "launch.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=rank_env(),
+    )
 
 
 def torchrun(nproc: int, *args, extra: tuple = (), timeout: float = 600):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", *extra, "-m", "launch.cli", *map(str, args)]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=rank_env())  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        *extra,
+        "-m",
+        "launch.cli",
+        *map(str, args),
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=rank_env()
+    )
 
 
 def condense_args(data: Path, pre: Path, out: Path, *overrides: str) -> list:
-    return ["condense", "--preset", "mnist-smoke", "--data", data, "--out", out,
-            "--pretrained", pre, *sets(*CONDENSE, *overrides)]  # fmt: skip
+    return [
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--pretrained",
+        pre,
+        *sets(*CONDENSE, *overrides),
+    ]
 
 
 def params(run: Path) -> dict[str, torch.Tensor]:

@@ -125,10 +125,22 @@ def test_interrupted_prep_leaves_nothing_that_looks_complete(tmp_path):
     """SIGKILL in the middle of a conversion: no meta.json, loaders refuse, a re-run works."""
     write_imagenet64(tmp_path / "src", [3000] * 4, val=500, seed=0)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "launch.cli", "prep", "imagenet64", "--source",
-           str(tmp_path / "src"), "--out", str(out), "--workers", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.cli",
+        "prep",
+        "imagenet64",
+        "--source",
+        str(tmp_path / "src"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     building = f".{out.name}.gencond-tmp-*"  # the new folder is built beside out
     while not list(tmp_path.glob(f"{building}/.scratch/*.npy")) and time.time() < deadline:

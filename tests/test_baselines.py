@@ -81,14 +81,25 @@ def test_dsa_match_lowers_the_matching_loss():
     before = sum(gm.class_loss(0, c, pool).item() for c in range(3))
     assert gm.match(0, pool, None) == pytest.approx(before, rel=1e-4)
     assert sum(gm.class_loss(0, c, pool).item() for c in range(3)) < before
-    assert gm.name == "dsa" and GradientMatching(SHAPE, GradientMatchingConfig(
-        siamese_augment=False, net_width=4)).name == "dc"  # fmt: skip
+    assert (
+        gm.name == "dsa"
+        and GradientMatching(SHAPE, GradientMatchingConfig(siamese_augment=False, net_width=4)).name
+        == "dc"
+    )
 
 
 def _mtt(constant_memory: bool, syn_steps: int) -> TrajectoryMatching:
-    cfg = MTTConfig(syn_steps=syn_steps, expert_epochs=1, max_start_epoch=2, batch_syn=4,
-                    net_width=4, constant_memory=constant_memory, lr_img=0.0, lr_lr=0.0,
-                    dsa_strategy="none")  # fmt: skip
+    cfg = MTTConfig(
+        syn_steps=syn_steps,
+        expert_epochs=1,
+        max_start_epoch=2,
+        batch_syn=4,
+        net_width=4,
+        constant_memory=constant_memory,
+        lr_img=0.0,
+        lr_lr=0.0,
+        dsa_strategy="none",
+    )
     mtt = TrajectoryMatching(SHAPE, cfg, random_trajectories(SHAPE, cfg))
     mtt.init_from(_real_pool(), "real")
     return mtt
@@ -106,8 +117,9 @@ def test_tesla_gradient_equals_mtt_for_one_student_step():
 def test_mtt_several_steps_same_loss_and_close_gradient():
     a, b = _mtt(False, 3), _mtt(True, 3)
     assert a.step(0)["loss"] == pytest.approx(b.step(0)["loss"], rel=1e-5)
-    cos = torch.nn.functional.cosine_similarity(a.images.grad.flatten(),
-                                                b.images.grad.flatten(), dim=0)  # fmt: skip
+    cos = torch.nn.functional.cosine_similarity(
+        a.images.grad.flatten(), b.images.grad.flatten(), dim=0
+    )
     assert cos > 0.5  # TESLA drops only the later steps' Hessian terms
 
 
@@ -161,12 +173,31 @@ def test_dm_on_two_ranks_gives_the_one_process_images(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(var, None)
-    one = subprocess.run([sys.executable, script, tmp_path / "one.pt"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, script, tmp_path / "one.pt"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc-per-node=2", script, tmp_path / "two.pt"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            script,
+            tmp_path / "two.pt",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert _finished_cleanly_or_aborted_at_exit(two, 2), two.stdout + two.stderr
     a, b = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     # 5 classes over 2 ranks (3 + 2); each image row gets its gradient from one rank only

@@ -12,13 +12,31 @@ from benchmarks.throughput_bench import Point, ThroughputConfig
 
 TINY = {"image_size": 8, "classes": 3, "width": 4}
 CONTRACT = ("machine", "torch", "commit", "created", "config", "rows")
-ROW_KEYS = ("method", "shape", "classes", "ipc", "params", "bytes", "step_s", "sweep_s",
-            "images_per_s", "peak_mem_bytes", "mfu")  # fmt: skip
+ROW_KEYS = (
+    "method",
+    "shape",
+    "classes",
+    "ipc",
+    "params",
+    "bytes",
+    "step_s",
+    "sweep_s",
+    "images_per_s",
+    "peak_mem_bytes",
+    "mfu",
+)
 
 
 def test_throughput_rows_carry_the_contract_keys(tmp_path):
-    cfg = ThroughputConfig(shapes=("cifar10",), ipcs=(2,), methods=("ours", "dm"),
-                           warmup=0, repeats=1, shrink=TINY, mem_limit_gb=8.0)  # fmt: skip
+    cfg = ThroughputConfig(
+        shapes=("cifar10",),
+        ipcs=(2,),
+        methods=("ours", "dm"),
+        warmup=0,
+        repeats=1,
+        shrink=TINY,
+        mem_limit_gb=8.0,
+    )
     payload = throughput_bench.run(cfg, tmp_path / "t.json")
     saved = json.loads((tmp_path / "t.json").read_text())
     assert all(k in saved for k in CONTRACT) and (tmp_path / "t.md").is_file()
@@ -37,16 +55,21 @@ def test_point_over_the_memory_limit_is_a_row_not_a_crash():
     predicted = throughput_bench.measure(point, ThroughputConfig(mem_limit_gb=1.0))
     assert predicted["fits"] is False and "not attempted" in predicted["reason"]
     tiny = Point("dm", "cifar10", 2, 3, 8, 3, 4, "cifar10")  # fits the prediction, not the limit
-    measured = throughput_bench.measure(tiny, ThroughputConfig(mem_limit_gb=0.05, warmup=0,
-                                                               repeats=1, shrink=TINY))  # fmt: skip
+    measured = throughput_bench.measure(
+        tiny, ThroughputConfig(mem_limit_gb=0.05, warmup=0, repeats=1, shrink=TINY)
+    )
     assert measured["fits"] is False and "memory" in measured["reason"], measured
 
 
 def test_scaling_points_span_classes_and_resolutions():
     cfg = scaling_bench.ScalingConfig(classes=(10, 10000), resolutions=(32, 128))
     pts = scaling_bench.scaling_points(cfg)
-    assert {(p.classes, p.image_size) for p in pts} == {(10, 32), (10, 128), (10000, 32),
-                                                         (10000, 128)}  # fmt: skip
+    assert {(p.classes, p.image_size) for p in pts} == {
+        (10, 32),
+        (10, 128),
+        (10000, 32),
+        (10000, 128),
+    }
     assert len(pts) == 4 * len(cfg.timing.methods)
 
 
@@ -70,11 +93,38 @@ def test_accuracy_bench_as_a_job_array_on_a_toy_dataset(tmp_path, one_thread):
     result = {"condensed": {"convnet": {"mean": 50.0, "std": 1.0, "accs": [49, 51]}}}
     report = {"ipc": 1, "epochs": 2, "protocol": "toy", "results": result}
     (run / "eval.json").write_text(json.dumps(report))
-    code = main(["bench", "accuracy", "--data", f"mnist={data}", "--ipcs", "1", "--methods",
-                 "dm", "dsa", "mtt", "random", "herding", "--seeds", "1", "--epochs", "2",
-                 "--eval-width", "4", "--net-width", "4", "--ours", f"mnist={run}",
-                 "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "a.json"),
-                 "--cluster", "debug"])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            "accuracy",
+            "--data",
+            f"mnist={data}",
+            "--ipcs",
+            "1",
+            "--methods",
+            "dm",
+            "dsa",
+            "mtt",
+            "random",
+            "herding",
+            "--seeds",
+            "1",
+            "--epochs",
+            "2",
+            "--eval-width",
+            "4",
+            "--net-width",
+            "4",
+            "--ours",
+            f"mnist={run}",
+            "--workdir",
+            str(tmp_path / "w"),
+            "--out",
+            str(tmp_path / "a.json"),
+            "--cluster",
+            "debug",
+        ]
+    )
     assert code == 0
     payload = json.loads((tmp_path / "a.json").read_text())
     assert payload["complete"] and all(k in payload for k in CONTRACT)
@@ -87,11 +137,14 @@ def test_accuracy_bench_as_a_job_array_on_a_toy_dataset(tmp_path, one_thread):
     assert "| mnist | 1 | ours | 50.00" in (tmp_path / "a.md").read_text()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["throughput", "--methods", "kip"], "unknown method 'kip'"),
-    (["scaling", "--resolutions", "4"], "below 8 px"),
-    (["accuracy", "--data", "mnist=/nonexistent"], "not a prepared dataset"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["throughput", "--methods", "kip"], "unknown method 'kip'"),
+        (["scaling", "--resolutions", "4"], "below 8 px"),
+        (["accuracy", "--data", "mnist=/nonexistent"], "not a prepared dataset"),
+    ],
+)
 def test_bad_input_is_one_error_line(args, message):
     r = run_cli("bench", *args, timeout=60)
     assert r.returncode == 2 and message in r.stderr and r.stderr.count("error:") == 1, r.stderr
@@ -106,9 +159,24 @@ def test_full_budget_gpu_script_runs_its_tiny_cpu_mode(tmp_path):
 
     from helpers import ROOT
 
-    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu.full_budget", "--tiny", "--data",
-                        f"mnist={data}", "--out", str(tmp_path / "out"), "--seeds", "2"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu.full_budget",
+            "--tiny",
+            "--data",
+            f"mnist={data}",
+            "--out",
+            str(tmp_path / "out"),
+            "--seeds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     payload = json.loads((tmp_path / "out" / "full_budget.json").read_text())
     (row,) = payload["rows"]
@@ -126,9 +194,13 @@ def test_gpu_throughput_suite_runs_its_tiny_cpu_mode(tmp_path):
     from helpers import ROOT
 
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu.throughput_suite", "--tiny",
-                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
-                       timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu.throughput_suite", "--tiny", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("peak", "speed_switches", "throughput_ipc50", "throughput_suite"):
         assert (out / f"{name}.json").is_file(), name
@@ -146,17 +218,45 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
     data = toy(tmp_path / "mnist")
     from helpers import TINY
 
-    tiny_baselines = ["dm.net_width=8", "dsa.net_width=8", "dsa.batch_real=16",
-                      "mtt.net_width=8", "mtt.num_experts=1", "mtt.train_epochs=3",
-                      "mtt.expert_epochs=1", "mtt.max_start_epoch=1", "mtt.syn_steps=2",
-                      "mtt.expert_images=0"]  # fmt: skip
+    tiny_baselines = [
+        "dm.net_width=8",
+        "dsa.net_width=8",
+        "dsa.batch_real=16",
+        "mtt.net_width=8",
+        "mtt.num_experts=1",
+        "mtt.train_epochs=3",
+        "mtt.expert_epochs=1",
+        "mtt.max_start_epoch=1",
+        "mtt.syn_steps=2",
+        "mtt.expert_images=0",
+    ]
     out = tmp_path / "budget.json"
-    args = ["bench", "budget", "--data", data, "--ipc", "3", "--marks", "0.4,0.8",
-            "--preset", "mnist-smoke", "--ours-chunk", "4", "--workdir", tmp_path / "work",
-            "--out", out, "--set", "eval.seeds=2", "--set", "eval.epochs=2",
-            *[a for s in TINY if not s.startswith(("ipc=", "eval."))
-              for a in ("--set", s)], "--set", "eval.width=8",
-            *[a for s in tiny_baselines for a in ("--baseline", s)]]  # fmt: skip
+    args = [
+        "bench",
+        "budget",
+        "--data",
+        data,
+        "--ipc",
+        "3",
+        "--marks",
+        "0.4,0.8",
+        "--preset",
+        "mnist-smoke",
+        "--ours-chunk",
+        "4",
+        "--workdir",
+        tmp_path / "work",
+        "--out",
+        out,
+        "--set",
+        "eval.seeds=2",
+        "--set",
+        "eval.epochs=2",
+        *[a for s in TINY if not s.startswith(("ipc=", "eval.")) for a in ("--set", s)],
+        "--set",
+        "eval.width=8",
+        *[a for s in tiny_baselines for a in ("--baseline", s)],
+    ]
     r = run_cli(*args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     payload = json.loads(out.read_text())
@@ -177,8 +277,15 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
 
 
 def test_every_method_counts_flops_over_the_same_sweep(tmp_path):
-    cfg = ThroughputConfig(shapes=("cifar10",), ipcs=(2,), methods=("ours", "dm", "dsa", "mtt"),
-                           warmup=0, repeats=1, shrink=TINY, mem_limit_gb=8.0)  # fmt: skip
+    cfg = ThroughputConfig(
+        shapes=("cifar10",),
+        ipcs=(2,),
+        methods=("ours", "dm", "dsa", "mtt"),
+        warmup=0,
+        repeats=1,
+        shrink=TINY,
+        mem_limit_gb=8.0,
+    )
     payload = throughput_bench.run(cfg, tmp_path / "t.json")
     for row in payload["rows"]:
         assert row["fits"] is True, row
@@ -208,3 +315,20 @@ def test_a_baseline_sweep_updates_every_synthetic_image(method):
             condenser.step(i)
     changed = (condenser.images.detach() - before).flatten(1).abs().amax(1) > 0
     assert changed.all(), changed
+
+
+def test_ablation_table_sets_each_recorded_row_beside_the_paper(tmp_path, monkeypatch):
+    from benchmarks import ablation_table
+
+    monkeypatch.setattr(ablation_table, "RESULTS_DIR", tmp_path)
+    row = {
+        "rows": [{"set": "condensed", "mean": 61.5, "std": 0.5, "seeds": 3}],
+        "partial": True,
+        "pretrain_sha256": "ab" * 32,
+        "diagnostics": {"warnings": [], "pixels": {"warnings": ["images blown out: 90%"]}},
+    }
+    (tmp_path / "p_ablation_l-real_cpu.json").write_text(json.dumps(row))
+    text = ablation_table.table("p")
+    line = next(x for x in text.splitlines() if "| l_real |" in x)
+    assert "61.50 ± 0.50 | 3 (partial) | abababababab | 63.2 | blown out" in line
+    assert "| l_feature | not yet run |" in text

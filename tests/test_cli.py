@@ -28,7 +28,7 @@ from data_prep.prepare import prepare
                 "imagenet64",
                 "val_annotations.txt",
             ],
-        ),  # fmt: skip
+        ),
         (["inspect"], ["--device", "--batch-size", "--grid"]),
         (["bench"], ["loader", "prep"]),
         (["bench", "loader"], ["--images", "--classes-per-step", "--n-per-class", "--threads"]),
@@ -57,9 +57,26 @@ def test_inspect_with_grid(cli, tmp_path):
 
 def test_bench_loader_result_file(cli, tmp_path):
     out = tmp_path / "loader.json"
-    r = cli("bench", "loader", "--images", "3000", "--classes", "20", "--image-size", "16",
-            "--classes-per-step", "5", "--n-per-class", "8", "--steps", "10",
-            "--workdir", tmp_path / "work", "--out", out)  # fmt: skip
+    r = cli(
+        "bench",
+        "loader",
+        "--images",
+        "3000",
+        "--classes",
+        "20",
+        "--image-size",
+        "16",
+        "--classes-per-step",
+        "5",
+        "--n-per-class",
+        "8",
+        "--steps",
+        "10",
+        "--workdir",
+        tmp_path / "work",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     result = json.loads(out.read_text())
     for key in ("machine", "torch", "commit", "created", "config", "rows"):
@@ -93,8 +110,9 @@ def test_dead_writer_process_is_an_error_not_a_hang(tmp_path):
         except DataError as e:
             print("refused:", e)
     """)
-    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert "refused:" in r.stdout and "writer process died (exit code 3)" in r.stdout, r.stderr
 
 
@@ -109,8 +127,10 @@ def test_dead_writer_process_is_an_error_not_a_hang(tmp_path):
 def test_bad_arguments_fail_before_the_data_stack_loads(tmp_path, argv, message):
     """A typo is answered before ffcv loads (its import compiles numba code: seconds per call)."""
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    code = (f"import sys; from launch import cli; rc = cli.main({args!r}); "
-            "print('ffcv loaded:', 'ffcv' in sys.modules); sys.exit(rc)")  # fmt: skip
+    code = (
+        f"import sys; from launch import cli; rc = cli.main({args!r}); "
+        "print('ffcv loaded:', 'ffcv' in sys.modules); sys.exit(rc)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and message in r.stdout + r.stderr
     assert "ffcv loaded: False" in r.stdout

@@ -29,15 +29,23 @@ def test_chance_levels():
 
 def test_terms_moved_never_moved_and_at_chance():
     n = 20
-    rows = loss_terms(records(
-        cls=[math.log(10)] * n,                      # at chance all along
-        feature=[1.0] * n,                           # flat, no chance level
-        intra=[2.0 - 0.05 * i for i in range(n)],    # falling
-        disc_acc=[0.5 + 0.02 * i for i in range(n)],  # D learns
-    ), num_classes=10, ipc=10)  # fmt: skip
+    rows = loss_terms(
+        records(
+            cls=[math.log(10)] * n,  # at chance all along
+            feature=[1.0] * n,  # flat, no chance level
+            intra=[2.0 - 0.05 * i for i in range(n)],  # falling
+            disc_acc=[0.5 + 0.02 * i for i in range(n)],  # D learns
+        ),
+        num_classes=10,
+        ipc=10,
+    )
     status = {r["term"]: r["status"] for r in rows}
-    assert status == {"cls": "at chance", "feature": "never moved", "intra": "moved",
-                      "disc_acc": "moved"}  # fmt: skip
+    assert status == {
+        "cls": "at chance",
+        "feature": "never moved",
+        "intra": "moved",
+        "disc_acc": "moved",
+    }
     warnings = term_warnings(rows)
     assert len(warnings) == 2
     assert any(w.startswith("cls sat at chance") for w in warnings)

@@ -27,9 +27,16 @@ def test_paper_learning_rates_are_the_defaults():
 def test_overrides_and_their_types():
     cfg = load_preset(
         "fashion-mnist-smoke",
-        ["ipc=5", "seed=3", "max_steps=7", "device=cpu", "condense.lr_codebook=0.02",
-         "condense.finetune_generator=false", "eval.models=convnet,mlp"],
-    )  # fmt: skip
+        [
+            "ipc=5",
+            "seed=3",
+            "max_steps=7",
+            "device=cpu",
+            "condense.lr_codebook=0.02",
+            "condense.finetune_generator=false",
+            "eval.models=convnet,mlp",
+        ],
+    )
     assert cfg.condense.ipc == 5 and cfg.seed == 3 and cfg.max_steps == 7
     assert cfg.condense.lr_codebook == 0.02 and cfg.condense.finetune_generator is False
     assert cfg.eval.models == ("convnet", "mlp")
@@ -71,7 +78,11 @@ def test_smoke_presets_run_the_papers_method():
     for name in ("mnist-smoke", "fashion-mnist-smoke", "tiny-imagenet-smoke"):
         c = load_preset(name).condense
         assert (c.feature_match, c.classifier, c.coreset_init, c.codebook) == (
-            "image", "head", "none", "learned")  # fmt: skip
+            "image",
+            "head",
+            "none",
+            "learned",
+        )
         assert c.finetune_generator and c.adversary == "feature"
         assert (c.lr_codebook, c.lr_generator, c.lr_phi) == (0.01, 0.001, 0.01)
         assert (c.weight_gan, c.weight_cls, c.weight_feature) == (1, 1, 1)
@@ -106,3 +117,34 @@ def test_every_class_is_visited_once_per_sweep(num_classes, per_step):
         assert {len(b) for b in blocks} <= {largest, smallest}
         assert largest <= (per_step if 0 < per_step < num_classes else num_classes)
     assert schedule(0) != schedule(steps) or steps == 1  # a fresh permutation every sweep
+
+
+def test_config_reference_table_is_built_from_the_dataclasses():
+    """docs/config_reference.md's key table is what `python -m engine.config_table` writes
+    from the dataclasses' `#:` comments: every key once, each with its meaning."""
+    from pathlib import Path
+
+    from engine.config_table import rows, table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config_reference.md").read_text()
+    assert table() in doc, "run `python -m engine.config_table` to refresh the table"
+    keys = [k for k, _, _ in rows()]
+    assert len(keys) == len(set(keys)) and "`condense.ipc`" in keys and "`eval.dsa_mode`" in keys
+    assert all(meaning for _, _, meaning in rows()), [k for k, _, m in rows() if not m]
+
+
+def test_an_ipc_override_renames_the_ipc_preset():
+    """`cifar10-ipc10 --set ipc=50` is cifar10-ipc50 and the run records that name."""
+    from engine.presets import load_preset
+
+    cfg = load_preset("cifar10-ipc10", ["ipc=50"])
+    assert cfg.preset == "cifar10-ipc50"
+    assert cfg.to_dict() == load_preset("cifar10-ipc50").to_dict()
+    assert load_preset("fashion-mnist-smoke", ["ipc=5"]).preset == "fashion-mnist-smoke"
+
+
+def test_image_folders_have_presets():
+    from engine.presets import PRESETS, load_preset
+
+    assert {"imagefolder-ipc1", "imagefolder-ipc10", "imagefolder-ipc50"} <= set(PRESETS)
+    assert load_preset("imagefolder-ipc10").dataset == "imagefolder"

@@ -13,8 +13,9 @@ from engine.generator import Generator, generate, init_codebook
 
 def tiny_generator() -> Generator:
     torch.manual_seed(0)
-    return Generator(z_dim=8, cond_dim=4, proj_dim=4, channels=1, image_size=8, width=8,
-                     mean=[0.5], std=[0.5]).eval()  # fmt: skip
+    return Generator(
+        z_dim=8, cond_dim=4, proj_dim=4, channels=1, image_size=8, width=8, mean=[0.5], std=[0.5]
+    ).eval()
 
 
 def test_fit_reproduces_the_coreset(capsys):
@@ -73,10 +74,12 @@ def test_fit_trains_a_generator_that_algorithm_1_keeps_frozen():
 
 @pytest.mark.parametrize(
     "setting, message",
-    [("condense.coreset_init=kmeans", "coreset_init must be none, herding or random"),
-     ("condense.coreset_fit_steps=0", "coreset_fit_steps must be at least 1"),
-     ("condense.coreset_fit_warmup=-1", "coreset_fit_warmup must be 0 or more")],
-)  # fmt: skip
+    [
+        ("condense.coreset_init=kmeans", "coreset_init must be none, herding or random"),
+        ("condense.coreset_fit_steps=0", "coreset_fit_steps must be at least 1"),
+        ("condense.coreset_fit_warmup=-1", "coreset_fit_warmup must be 0 or more"),
+    ],
+)
 def test_bad_coreset_settings_are_refused(setting, message):
     cfg = RunConfig()
     cfg.override("condense.coreset_init=random")

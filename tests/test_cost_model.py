@@ -27,7 +27,7 @@ CASES = {
     "cifar-32px-subset": (
         (3, 32, 6),
         {"codebook": "fixed", "feature_match": "class", "classes_per_step": 3},
-    ),  # fmt: skip
+    ),
 }
 
 

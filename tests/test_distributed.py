@@ -102,10 +102,17 @@ def test_two_torchrun_nodes_match_one_node(setup):
         "--rdzv-id=gencond-test",
     ]
     args = condense_args(data, pre, out, f"max_steps={STEPS}")
-    nodes = [subprocess.Popen([*cmd, f"--node-rank={i}", "-m", "launch.cli", *map(str, args)],
-                              cwd=ROOT, env=rank_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for i in range(2)]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            [*cmd, f"--node-rank={i}", "-m", "launch.cli", *map(str, args)],
+            cwd=ROOT,
+            env=rank_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for node in nodes:
         _, err = node.communicate(timeout=600)
         assert node.returncode == 0, err[-3000:]
@@ -171,10 +178,14 @@ def test_sigterm_checkpoints_and_resumes_exactly(setup):
     assert single_rank_cli(*condense_args(data, pre, long, *args40)).returncode == 0
     out = root / "signalled"
     for sig in (signal.SIGTERM, signal.SIGUSR2):
-        proc = subprocess.Popen([sys.executable, "-m", "launch.cli",
-                                 *map(str, condense_args(data, pre, out, *args40))],
-                                cwd=ROOT, env=rank_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "launch.cli", *map(str, condense_args(data, pre, out, *args40))],
+            cwd=ROOT,
+            env=rank_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         done = len((out / "metrics.jsonl").read_text().splitlines()) if out.exists() else 0
         _wait_for_steps(out / "metrics.jsonl", done + 3, proc)
         proc.send_signal(sig)
@@ -196,15 +207,29 @@ def test_dead_rank_stops_the_others(setup):
     """Rank 1 is killed mid-run; rank 0 exits with one clear error instead of hanging."""
     root, data, pre, one = setup
     out, port = root / "dead", free_port()
-    args = condense_args(data, pre, out, "max_steps=200", "condense.outer_iterations=50",
-                         "collective_timeout_s=60")  # fmt: skip
+    args = condense_args(
+        data, pre, out, "max_steps=200", "condense.outer_iterations=50", "collective_timeout_s=60"
+    )
     procs = []
     for rank in range(2):
-        env = {**rank_env(), "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
-        procs.append(subprocess.Popen([sys.executable, "-m", "launch.cli", *map(str, args)],
-                                      cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))  # fmt: skip
+        env = {
+            **rank_env(),
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "launch.cli", *map(str, args)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     _wait_for_steps(out / "metrics.jsonl", 3, procs[0])
     procs[1].kill()
     started = time.time()
@@ -231,8 +256,9 @@ def test_pretrain_is_world_size_invariant(setup):
     BatchNorm statistics, codes drawn for the global batch) on 2 ranks = on 1."""
     root, data, pre, one = setup
     pre2 = root / "pre2"
-    r = torchrun(2, "pretrain", "--preset", "mnist-smoke", "--data", data, "--out", pre2,
-                 *sets(*TINY))  # fmt: skip
+    r = torchrun(
+        2, "pretrain", "--preset", "mnist-smoke", "--data", data, "--out", pre2, *sets(*TINY)
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     a = torch.load(pre / "pretrained.pt", weights_only=False)
     b = torch.load(pre2 / "pretrained.pt", weights_only=False)
@@ -245,14 +271,25 @@ def test_pretrain_is_world_size_invariant(setup):
                 torch.testing.assert_close(b[part][k], v, rtol=0, atol=atol, msg=f"{part}.{k}")
     torch.testing.assert_close(b["class_embeddings"], a["class_embeddings"], rtol=1e-4, atol=1e-5)
     bn = [k for k in a["generator"] if k.endswith("running_var")]
-    assert bn and all(not torch.equal(a["generator"][k], torch.ones_like(a["generator"][k]))
-                      for k in bn)  # fmt: skip
+    assert bn and all(
+        not torch.equal(a["generator"][k], torch.ones_like(a["generator"][k])) for k in bn
+    )
 
 
 def test_evaluation_spreads_seeds_over_ranks(setup):
     root, data, pre, one = setup
-    args = ["evaluate", one, "--data", data, "--seeds", "3", "--epochs", "2",
-            "--baselines", "random,plain"]  # fmt: skip
+    args = [
+        "evaluate",
+        one,
+        "--data",
+        data,
+        "--seeds",
+        "3",
+        "--epochs",
+        "2",
+        "--baselines",
+        "random,plain",
+    ]
     r = single_rank_cli(*args)
     assert r.returncode == 0, r.stderr
     single = json.loads((one / "eval.json").read_text())
@@ -274,9 +311,22 @@ def test_step_cost_follows_classes_per_step_not_classes(tmp_path):
     for classes in (100, 1000):
         data = toy(tmp_path / f"data{classes}", classes=classes, size=16, per_class=3)
         out = tmp_path / f"run{classes}"
-        r = single_rank_cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", out,
-                *sets(*TINY, "condense.classes_per_step=10", "max_steps=6",
-                      "condense.log_every=1", "teacher.batch_size=100"))  # fmt: skip
+        r = single_rank_cli(
+            "condense",
+            "--preset",
+            "mnist-smoke",
+            "--data",
+            data,
+            "--out",
+            out,
+            *sets(
+                *TINY,
+                "condense.classes_per_step=10",
+                "max_steps=6",
+                "condense.log_every=1",
+                "teacher.batch_size=100",
+            ),
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         counts[classes] = {(x["synthetic_images"], x["real_images"]) for x in records}

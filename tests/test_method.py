@@ -16,8 +16,9 @@ def run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("method")
     data = toy(root / "data")
-    r = run_cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", root / "run",
-                *sets(*TINY))  # fmt: skip
+    r = run_cli(
+        "condense", "--preset", "mnist-smoke", "--data", data, "--out", root / "run", *sets(*TINY)
+    )
     assert r.returncode == 0, r.stderr
     return root, data, root / "run", r
 
@@ -89,11 +90,12 @@ def test_synthesize_round_trip(run, cli):
     from data_prep.loaders import Normalizer
     from data_prep.meta import DatasetMeta
 
-    beton = Loader(str(out / "synthetic" / "train.beton"), batch_size=12, seed=0,
-                   order=OrderOption.SEQUENTIAL)  # fmt: skip
+    beton = Loader(
+        str(out / "synthetic" / "train.beton"), batch_size=12, seed=0, order=OrderOption.SEQUENTIAL
+    )
     (stored, stored_labels), *rest = list(beton)
     assert not rest  # one batch: all 12 images
-    meta = DatasetMeta(**load_condensed(out)["meta"])
+    meta = DatasetMeta(**load_condensed(out).meta)
     pixels = Normalizer(meta.mean, meta.std).denormalize(images).permute(0, 2, 3, 1)
     assert torch.equal(torch.as_tensor(stored), pixels)  # the uint8 images, in class order
     assert torch.as_tensor(stored_labels).flatten().tolist() == labels.tolist()
@@ -115,10 +117,55 @@ def test_evaluate_writes_eval_json(run, cli):
     assert "condensed" in r.stdout and "random" in r.stdout
 
 
+def test_a_moved_run_folder_still_synthesizes_and_evaluates(run, cli, tmp_path):
+    """condensed.pt records its pretrain folder relative to the run: a copy of the run folder
+    elsewhere, with the original gone, works as the original did."""
+    import shutil
+
+    root, data, out, _ = run
+    assert torch.load(out / "condensed.pt", weights_only=False)["pretrained"] == "pretrained"
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(out, moved)
+    away = root / "run-away"
+    out.rename(away)  # the original path no longer exists
+    try:
+        r = cli("synthesize", moved)
+        assert r.returncode == 0, r.stderr
+        assert (moved / "synthetic" / "grid.png").is_file()
+        r = cli("evaluate", moved, "--data", data, "--seeds", "1", "--epochs", "1")
+        assert r.returncode == 0, r.stderr
+        assert json.loads((moved / "eval.json").read_text())["results"]["condensed"]
+    finally:
+        away.rename(out)
+
+
+def test_artifacts_of_a_newer_format_are_refused(run, cli, tmp_path):
+    from engine.artifact import FORMAT_VERSION
+
+    root, data, out, _ = run
+    payload = torch.load(out / "condensed.pt", weights_only=False)
+    assert payload["format_version"] == FORMAT_VERSION
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    torch.save({**payload, "format_version": FORMAT_VERSION + 1}, newer / "condensed.pt")
+    assert_one_error(cli("synthesize", newer), f"format version {FORMAT_VERSION + 1}")
+    stage = torch.load(out / "pretrained" / "pretrained.pt", weights_only=False)
+    assert stage["format_version"] == FORMAT_VERSION and "sha256" not in stage
+
+
 def test_ipc_zero_is_refused(run, cli, tmp_path):
     _, data, _, _ = run
-    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", tmp_path / "x",
-            "--set", "ipc=0")  # fmt: skip
+    r = cli(
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "x",
+        "--set",
+        "ipc=0",
+    )
     assert_one_error(r, "ipc must be at least 1")
     assert not (tmp_path / "x").exists()
 
@@ -127,15 +174,24 @@ def test_unknown_preset_and_key(run, cli, tmp_path):
     _, data, _, _ = run
     r = cli("condense", "--preset", "mnist-ipc7", "--data", data, "--out", tmp_path / "x")
     assert_one_error(r, "unknown preset 'mnist-ipc7'")
-    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", tmp_path / "x",
-            "--set", "condense.lr_codbook=1")  # fmt: skip
+    r = cli(
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "x",
+        "--set",
+        "condense.lr_codbook=1",
+    )
     assert_one_error(r, "unknown key 'lr_codbook'", "lr_codebook")
 
 
 def test_preset_for_another_dataset(run, cli, tmp_path):
     _, data, _, _ = run
     r = cli("condense", "--preset", "cifar10-ipc10", "--data", data, "--out", tmp_path / "x")
-    assert_one_error(r, "preset cifar10-ipc10 is for cifar10", "holds mnist")
+    assert_one_error(r, "preset cifar10-ipc10 is for cifar10", "holds mnist", "mnist-ipc10")
 
 
 def test_artifact_data_mismatch(run, cli, tmp_path):
@@ -148,8 +204,17 @@ def test_artifact_data_mismatch(run, cli, tmp_path):
 def test_missing_teacher(run, cli, tmp_path):
     _, data, _, _ = run
     (tmp_path / "pre").mkdir()
-    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", tmp_path / "x",
-            "--pretrained", tmp_path / "pre")  # fmt: skip
+    r = cli(
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "x",
+        "--pretrained",
+        tmp_path / "pre",
+    )
     assert_one_error(r, str(tmp_path / "pre" / "pretrained.pt"), "gencond pretrain")
 
 
@@ -173,3 +238,46 @@ def test_gan_terms_learn_against_the_current_phi(run):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     later = [r["disc_acc"] for r in records if r["step"] not in (1, 5)]
     assert np.mean(later) > 0.7, later
+
+
+def test_condense_from_a_config_file_is_the_same_run(run, cli, tmp_path):
+    """`condense --config FILE` (what a submitted job runs) with the run's own resolved config
+    ends bit-identical to the run made from --preset and --set."""
+    from helpers import params
+
+    from engine.config import RunConfig
+
+    root, data, out, _ = run
+    config = tmp_path / "config.json"
+    RunConfig.from_dict(torch.load(out / "condensed.pt", weights_only=False)["config"]).to_file(
+        config
+    )
+    again = tmp_path / "again"
+    args = ["--data", data, "--out", again, "--pretrained", out / "pretrained"]
+    r = cli("condense", "--config", config, *args)
+    assert r.returncode == 0, r.stderr
+    mine, theirs = params(again), params(out)
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert_one_error(
+        cli("condense", "--config", config, "--preset", "mnist-smoke", *args),
+        "--config FILE is the whole config",
+    )
+    config.write_text(config.read_text().replace('"ipc"', '"ipcs"'))
+    assert_one_error(cli("condense", "--config", config, *args), "unknown key 'condense.ipcs'")
+    assert_one_error(cli("condense", *args), "give --preset NAME")
+
+
+def test_a_submitted_condensation_carries_its_resolved_config(run, tmp_path):
+    import argparse
+
+    from engine.config import RunConfig
+    from engine.presets import load_preset
+    from launch.commands.jobs import condense_job_argv
+
+    _, data, out, _ = run
+    cfg = load_preset("mnist-smoke", TINY)
+    parsed = argparse.Namespace(data=data, out=out, pretrained=None, allow_mismatch=False)
+    argv = condense_job_argv(parsed, cfg, str(tmp_path / "logs"))
+    assert argv[:2] == ["condense", "--config"] and "--preset" not in argv and "--set" not in argv
+    assert RunConfig.from_file(argv[2]).to_dict() == cfg.to_dict()

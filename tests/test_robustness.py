@@ -70,11 +70,16 @@ def tmpfs(tmp_path):
     def mount(size: str) -> Path:
         where = tmp_path / f"disk{len(mounted)}"
         where.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                           capture_output=True, text=True)  # fmt: skip
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}); the injected-ENOSPC "
-                        "tests below cover the same code paths")  # fmt: skip
+            pytest.skip(
+                f"cannot mount a tmpfs here ({r.stderr.strip()}); the injected-ENOSPC "
+                "tests below cover the same code paths"
+            )
         mounted.append(where)
         return where
 
@@ -177,16 +182,21 @@ def test_a_killed_folder_build_leaves_the_old_folder_whole(tmp_path):
     target.mkdir()
     (target / "images.pt").write_text("old")
     (target / "grid.png").write_text("old")
-    code = (f"from data_prep import fsio; import time\nwith fsio.build_dir({str(target)!r}) as d:\n"
-            "    (d / 'images.pt').write_text('new')\n"
-            "    print('half', flush=True); time.sleep(60)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    code = (
+        f"from data_prep import fsio; import time\nwith fsio.build_dir({str(target)!r}) as d:\n"
+        "    (d / 'images.pt').write_text('new')\n"
+        "    print('half', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "half"
     proc.kill()
     proc.wait()
-    assert {p.name: p.read_text() for p in target.iterdir()} == {"images.pt": "old",
-                                                                "grid.png": "old"}  # fmt: skip
+    assert {p.name: p.read_text() for p in target.iterdir()} == {
+        "images.pt": "old",
+        "grid.png": "old",
+    }
     assert leftovers(target)  # the half-built folder, hidden beside ...
     fsio.remove_leftovers(target)  # ... removed by the next writer (under the lock)
     assert leftovers(target) == []
@@ -205,8 +215,16 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("robust")
     data = toy(root / "data")
     out = root / "run"
-    args = ["condense", "--preset", "mnist-smoke", "--data", data, "--out", out,
-            *sets(*TINY, "condense.log_every=1", "max_steps=4")]  # fmt: skip
+    args = [
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        out,
+        *sets(*TINY, "condense.log_every=1", "max_steps=4"),
+    ]
     assert cli.main([str(a) for a in args]) == 0
     return root, data, out, args
 
@@ -222,23 +240,70 @@ def test_provenance_recorded(run):
 def test_evaluate_with_other_data_is_refused(run, capsys):
     root, data, out, _ = run
     other = toy(root / "other", per_class=31)  # same shape, other images
-    refused(capsys, "evaluate", out, "--data", other, "--seeds", 1, "--epochs", 1,
-            needles=("made from other mnist data", "--allow-mismatch"))  # fmt: skip
+    refused(
+        capsys,
+        "evaluate",
+        out,
+        "--data",
+        other,
+        "--seeds",
+        1,
+        "--epochs",
+        1,
+        needles=("made from other mnist data", "--allow-mismatch"),
+    )
     assert not (out / "eval.json").exists()
 
 
 def test_pretrained_from_another_dataset_is_refused(run, capsys):
     root, data, out, args = run
     fashion = toy(root / "fashion", name="fashion-mnist")
-    refused(capsys, "condense", "--preset", "mnist-smoke", "--data", data, "--out",
-            root / "other-run", "--pretrained", root / "fashion-pre-missing",
-            needles=("no pretrained stage",))  # fmt: skip
+    refused(
+        capsys,
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        root / "other-run",
+        "--pretrained",
+        root / "fashion-pre-missing",
+        needles=("no pretrained stage",),
+    )
     pre = root / "fashion-pre"
-    assert cli.main([str(a) for a in ["pretrain", "--preset", "fashion-mnist-smoke", "--data",
-                                      fashion, "--out", pre, *sets(*TINY)]]) == 0  # fmt: skip
-    refused(capsys, "condense", "--preset", "mnist-smoke", "--data", data, "--out",
-            root / "other-run", "--pretrained", pre, *sets(*TINY),
-            needles=("made from fashion-mnist, but the data is mnist",))  # fmt: skip
+    assert (
+        cli.main(
+            [
+                str(a)
+                for a in [
+                    "pretrain",
+                    "--preset",
+                    "fashion-mnist-smoke",
+                    "--data",
+                    fashion,
+                    "--out",
+                    pre,
+                    *sets(*TINY),
+                ]
+            ]
+        )
+        == 0
+    )
+    refused(
+        capsys,
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        root / "other-run",
+        "--pretrained",
+        pre,
+        *sets(*TINY),
+        needles=("made from fashion-mnist, but the data is mnist",),
+    )
 
 
 def test_resume_with_other_data_is_refused(run, capsys):
@@ -270,12 +335,34 @@ def test_metrics_are_truncated_to_the_checkpoint_on_resume(run):
 def test_ipc_and_memory_beyond_the_data_are_refused_before_any_work(run, capsys):
     root, data, out, _ = run
     fresh = root / "big"
-    refused(capsys, "condense", "--preset", "mnist-smoke", "--data", data, "--out", fresh,
-            "--set", "ipc=100000",
-            needles=("ipc=100000 is more than the 30 training images",))  # fmt: skip
-    refused(capsys, "condense", "--preset", "mnist-smoke", "--data", data, "--out", fresh,
-            "--set", "ipc=30", "--set", "condense.phi_width=10000000",
-            needles=("memory per step",))  # fmt: skip
+    refused(
+        capsys,
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        fresh,
+        "--set",
+        "ipc=100000",
+        needles=("ipc=100000 is more than the 30 training images",),
+    )
+    refused(
+        capsys,
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        fresh,
+        "--set",
+        "ipc=30",
+        "--set",
+        "condense.phi_width=10000000",
+        needles=("memory per step",),
+    )
     assert not fresh.exists()  # refused before --out is even created
 
 
@@ -283,10 +370,13 @@ def test_ipc_and_memory_beyond_the_data_are_refused_before_any_work(run, capsys)
 
 
 def _holder(folder: Path, command: str) -> subprocess.Popen:
-    code = (f"import time; from data_prep.runlock import hold\nwith hold({str(folder)!r}, "
-            f"{command!r}):\n    print('held', flush=True); time.sleep(120)")  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    code = (
+        f"import time; from data_prep.runlock import hold\nwith hold({str(folder)!r}, "
+        f"{command!r}):\n    print('held', flush=True); time.sleep(120)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -295,11 +385,15 @@ def test_second_writer_is_refused_and_a_killed_holder_does_not_block(run, capsys
     root, data, out, args = run
     holder = _holder(out, "condense")
     try:
-        for argv in (args, ["synthesize", out],
-                     ["evaluate", out, "--data", data, "--seeds", 1, "--epochs", 1]):  # fmt: skip
+        for argv in (
+            args,
+            ["synthesize", out],
+            ["evaluate", out, "--data", data, "--seeds", 1, "--epochs", 1],
+        ):
             start = time.monotonic()
-            line = refused(capsys, *argv, needles=("in use by `gencond condense`",
-                                                   f"pid {holder.pid}", "on "))  # fmt: skip
+            line = refused(
+                capsys, *argv, needles=("in use by `gencond condense`", f"pid {holder.pid}", "on ")
+            )
             assert time.monotonic() - start < 20, line
     finally:
         holder.kill()  # kill -9: the kernel drops the flock
@@ -311,11 +405,15 @@ def test_second_writer_is_refused_and_a_killed_holder_does_not_block(run, capsys
 def test_two_real_processes_race_for_one_folder(tmp_path):
     """Two processes started together: exactly one gets the lock, the other is refused."""
     folder = tmp_path / "run"
-    code = ("import sys, time; from data_prep.runlock import hold\ntry:\n"
-            f"    with hold({str(folder)!r}, 'condense'):\n        time.sleep(2)\n"
-            "except Exception as e:\n    print(type(e).__name__, e); sys.exit(2)")  # fmt: skip
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True) for _ in range(2)]  # fmt: skip
+    code = (
+        "import sys, time; from data_prep.runlock import hold\ntry:\n"
+        f"    with hold({str(folder)!r}, 'condense'):\n        time.sleep(2)\n"
+        "except Exception as e:\n    print(type(e).__name__, e); sys.exit(2)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=60), p.stdout.read()) for p in procs]
     assert sorted(code for code, _ in results) == [0, 2], results
     assert "InUseError" in "".join(out for _, out in results)
@@ -342,11 +440,14 @@ def test_synthesize_replaces_the_folder_as_a_whole(run, capsys):
 # ---------------------------------------------------------------- exact readers (5)
 
 
-@pytest.mark.parametrize("labels, message", [
-    (np.full(10, 1.5), "label 1.5 (row 0) is not an integer"),
-    (np.array([1.0] * 9 + [np.nan]), "label nan (row 9) is not an integer"),
-    (np.ones((5, 2), np.int64), "labels of shape (5, 2), expected (10,)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (np.full(10, 1.5), "label 1.5 (row 0) is not an integer"),
+        (np.array([1.0] * 9 + [np.nan]), "label nan (row 9) is not an integer"),
+        (np.ones((5, 2), np.int64), "labels of shape (5, 2), expected (10,)"),
+    ],
+)
 def test_npz_labels_must_be_exact(tmp_path, labels, message):
     write_imagenet64(tmp_path / "src", [1000], val=10, seed=0, side=8)
     path = tmp_path / "src" / "val_data.npz"
@@ -414,8 +515,12 @@ def test_symlink_loops_and_second_paths_are_refused(tmp_path):
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG that declares width x height (PIL checks the size before decoding anything)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
-                                + struct.pack(">I", zlib.crc32(kind + data)))  # fmt: skip
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
 
 
@@ -423,8 +528,16 @@ def test_decompression_bomb_is_one_line(tmp_path, capsys):
     write_imagefolder(tmp_path / "src", ["a", "b"], 2, 8, seed=0)
     bomb = tmp_path / "src" / "val" / "b" / "img_001.png"
     _png_header_only(bomb, 20000, 20000)
-    refused(capsys, "prep", "imagefolder", "--source", tmp_path / "src", "--out", tmp_path / "o",
-            needles=(str(bomb), "too large to decode safely", "decompression bomb"))  # fmt: skip
+    refused(
+        capsys,
+        "prep",
+        "imagefolder",
+        "--source",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "o",
+        needles=(str(bomb), "too large to decode safely", "decompression bomb"),
+    )
     assert Image.MAX_IMAGE_PIXELS  # the limit was not switched off on the way
 
 
@@ -438,13 +551,35 @@ def test_bad_outputs_and_settings_are_one_line(tmp_path, capsys, run):
     base = ["condense", "--preset", "mnist-smoke", "--data", data]
     refused(capsys, *base, "--out", afile, needles=(str(afile), "not a folder"))
     refused(capsys, *base, "--out", afile / "sub", needles=(str(afile / "sub"),))
-    refused(capsys, *base, "--out", tmp_path / "r", "--set", "condense=3",
-            needles=("condense is a section",))  # fmt: skip
-    refused(capsys, *base, "--out", tmp_path / "r", "--set", "condense.lr_codebook=nan",
-            needles=("expected a finite number",))  # fmt: skip
+    refused(
+        capsys,
+        *base,
+        "--out",
+        tmp_path / "r",
+        "--set",
+        "condense=3",
+        needles=("condense is a section",),
+    )
+    refused(
+        capsys,
+        *base,
+        "--out",
+        tmp_path / "r",
+        "--set",
+        "condense.lr_codebook=nan",
+        needles=("expected a finite number",),
+    )
     write_idx(tmp_path / "src", 20, 10, seed=0, gz=False)
-    refused(capsys, "prep", "mnist", "--source", tmp_path / "src", "--out", afile,
-            needles=("not a folder",))  # fmt: skip
+    refused(
+        capsys,
+        "prep",
+        "mnist",
+        "--source",
+        tmp_path / "src",
+        "--out",
+        afile,
+        needles=("not a folder",),
+    )
 
 
 def test_other_exception_classes_are_one_line():
@@ -476,7 +611,11 @@ def test_truncated_beton_and_checkpoint_without_config(run, tmp_path):
     del state["config"]
     torch.save(state, tmp_path / "checkpoint.pt")
     with pytest.raises(DataError, match="no 'config' key"):
-        checkpoint.load(tmp_path / "checkpoint.pt")
+        checkpoint.Checkpoint.read(tmp_path / "checkpoint.pt")
+    state["config"], state["format_version"] = {}, checkpoint.CHECKPOINT_FORMAT + 1
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(DataError, match="format version 2; .*upgrade gencond"):
+        checkpoint.Checkpoint.read(tmp_path / "checkpoint.pt")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -517,8 +656,11 @@ def _options(parser, path=("gencond",)):
 def test_every_option_is_explained():
     import re
 
-    vague = [(cmd, opt) for cmd, opt, text in _options(cli.build_parser())
-             if len(re.sub(r"\(default:[^)]*\)", "", text).split()) < 2]  # fmt: skip
+    vague = [
+        (cmd, opt)
+        for cmd, opt, text in _options(cli.build_parser())
+        if len(re.sub(r"\(default:[^)]*\)", "", text).split()) < 2
+    ]
     assert vague == []
 
 

@@ -109,8 +109,12 @@ def test_a_class_subset_keeps_only_those_classes(tmp_path, dataset):
         check_roundtrip(tmp_path / "out", keep, 2)
         assert load_meta(tmp_path / "out").class_ids == ["n02", "n04"]
     with pytest.raises(DataError, match="--classes: 'n09' is not a class of"):
-        prepare(dataset, tmp_path / ("src" if dataset == "tiny-imagenet" else "src_if"),
-                tmp_path / "out2", PrepOptions(workers=1, classes=("n01", "n09")))  # fmt: skip
+        prepare(
+            dataset,
+            tmp_path / ("src" if dataset == "tiny-imagenet" else "src_if"),
+            tmp_path / "out2",
+            PrepOptions(workers=1, classes=("n01", "n09")),
+        )
 
 
 def test_imagefolder_resizes_to_requested_size(tmp_path):

@@ -41,20 +41,52 @@ def toy_run(tmp_path_factory, toy_stage):
 
 def submit(root: Path, *args, timeout: float = 600) -> subprocess.CompletedProcess:
     try:
-        return single_rank_cli("submit", "--cluster", "slurm", "--cpus-per-task", "1",
-                               "--time", "30", "--log-dir", root / "jobs", *args,
-                               timeout=timeout)  # fmt: skip
+        return single_rank_cli(
+            "submit",
+            "--cluster",
+            "slurm",
+            "--cpus-per-task",
+            "1",
+            "--time",
+            "30",
+            "--log-dir",
+            root / "jobs",
+            *args,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
-        queue = subprocess.run(["squeue", "-o", "%i %T %M %R %j"], capture_output=True,
-                               text=True).stdout  # fmt: skip
+        queue = subprocess.run(
+            ["squeue", "-o", "%i %T %M %R %j"], capture_output=True, text=True
+        ).stdout
         pytest.fail(f"`submit --wait` did not end within {timeout:.0f} s; the queue:\n{queue}")
 
 
 def test_sbatch_script_for_two_nodes_of_eight_gpus(tmp_path):
-    r = single_rank_cli("submit", "--partition", "gpu", "--nodes", "2", "--gpus-per-node", "8",
-                "--cpus-per-task", "10", "--mem-gb", "480", "--time", "720",
-                "--account", "myproject", "--qos", "high", "--sbatch", "constraint=h100",
-                "--log-dir", tmp_path / "LOGDIR", "--print-sbatch", "condense")  # fmt: skip
+    r = single_rank_cli(
+        "submit",
+        "--partition",
+        "gpu",
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "8",
+        "--cpus-per-task",
+        "10",
+        "--mem-gb",
+        "480",
+        "--time",
+        "720",
+        "--account",
+        "myproject",
+        "--qos",
+        "high",
+        "--sbatch",
+        "constraint=h100",
+        "--log-dir",
+        tmp_path / "LOGDIR",
+        "--print-sbatch",
+        "condense",
+    )
     assert r.returncode == 0, r.stderr
     text = r.stdout.replace(str(tmp_path / "LOGDIR"), "LOGDIR")
     assert text.strip() == GOLDEN.read_text().strip()
@@ -92,8 +124,18 @@ def test_evaluation_array_is_gathered(slurm, toy_run):
     root, data, pre = toy_run
     run = root / "for_eval"
     assert single_rank_cli(*condense_args(data, pre, run, "max_steps=4")).returncode == 0
-    args = ["evaluate", run, "--data", data, "--seeds", "2", "--epochs", "2",
-            "--baselines", "random"]  # fmt: skip
+    args = [
+        "evaluate",
+        run,
+        "--data",
+        data,
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--baselines",
+        "random",
+    ]
     r = submit(root, "--wait", *args)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     arrayed = json.loads((run / "eval.json").read_text())
@@ -104,17 +146,37 @@ def test_evaluation_array_is_gathered(slurm, toy_run):
     single = json.loads((run / "eval.json").read_text())
     for name in ("condensed", "random"):
         assert arrayed["results"][name]["convnet"]["accs"] == pytest.approx(
-            single["results"][name]["convnet"]["accs"], abs=1e-9)  # fmt: skip
+            single["results"][name]["convnet"]["accs"], abs=1e-9
+        )
 
 
 def test_sweep_array_gathers_one_json(slurm, toy_run):
     root, data, pre = toy_run
     out = root / "sweep"
     grid = ["--grid", "seed=0,1", "--grid", "condense.codebook=learned,truncated"]
-    r = submit(root, "--wait", "sweep", "--preset", "mnist-smoke", "--data", data, "--out", out,
-               "--pretrained", pre, *grid, "--set", "max_steps=2", *sets(*TINY),
-               "--set", "condense.finetune_generator=true",  # truncated codes are not trained
-               "--eval-seeds", "1", "--eval-epochs", "1")  # fmt: skip
+    r = submit(
+        root,
+        "--wait",
+        "sweep",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--pretrained",
+        pre,
+        *grid,
+        "--set",
+        "max_steps=2",
+        *sets(*TINY),
+        "--set",
+        "condense.finetune_generator=true",  # truncated codes are not trained
+        "--eval-seeds",
+        "1",
+        "--eval-epochs",
+        "1",
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     sweep = json.loads((out / "sweep.json").read_text())
     assert len(sweep["points"]) == 4
@@ -155,8 +217,22 @@ def test_requeued_job_ends_like_an_uninterrupted_one(slurm, toy_run, interrupt):
 
 def _submit_until_steps(args: list, out: Path, logs: Path, steps: int):
     """`submit --wait` in the background until the job logged `steps` steps: (waiter, job id)."""
-    cmd = [sys.executable, "-m", "launch.cli", "submit", "--cluster", "slurm", "--cpus-per-task",
-           "1", "--time", "30", "--log-dir", str(logs), "--wait", *map(str, args)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.cli",
+        "submit",
+        "--cluster",
+        "slurm",
+        "--cpus-per-task",
+        "1",
+        "--time",
+        "30",
+        "--log-dir",
+        str(logs),
+        "--wait",
+        *map(str, args),
+    ]
     pipe = subprocess.PIPE
     waiter = subprocess.Popen(cmd, cwd=ROOT, env=rank_env(), stdout=pipe, stderr=pipe, text=True)
     deadline = time.time() + 300
@@ -174,11 +250,13 @@ def _start_requeued_now(job: str, timeout: float = 120) -> None:
     credential ("Job credential revoked"), and the relaunch then fails without a result."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
-                               text=True).stdout.strip()  # fmt: skip
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True
+        ).stdout.strip()
         if state == "PENDING":
-            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+2"],
-                           capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job}", "StartTime=now+2"], capture_output=True
+            )
             return
         time.sleep(0.2)
     raise AssertionError(f"job {job} was not requeued (state {state!r})")
@@ -204,8 +282,19 @@ def test_job_cancelled_mid_run_ends_the_wait(slurm, toy_run):
 
 def test_failed_job_exits_non_zero(slurm, toy_run):
     root, data, pre = toy_run
-    r = submit(root, "--wait", "condense", "--preset", "mnist-smoke", "--data", data,
-               "--out", root / "bad", "--pretrained", root / "missing-pre")  # fmt: skip
+    r = submit(
+        root,
+        "--wait",
+        "condense",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        root / "bad",
+        "--pretrained",
+        root / "missing-pre",
+    )
     assert r.returncode != 0
     assert "failed" in r.stderr and "log:" in r.stderr
 
@@ -232,8 +321,18 @@ def test_sweep_refuses_an_impossible_point_before_submitting(tmp_path):
 
 
 def test_submit_refuses_bad_options_before_submitting(tmp_path):
-    r = single_rank_cli("submit", "--log-dir", tmp_path / "jobs", "condense", "--preset", "nope",
-                "--data", tmp_path, "--out", tmp_path / "o")  # fmt: skip
+    r = single_rank_cli(
+        "submit",
+        "--log-dir",
+        tmp_path / "jobs",
+        "condense",
+        "--preset",
+        "nope",
+        "--data",
+        tmp_path,
+        "--out",
+        tmp_path / "o",
+    )
     assert r.returncode == 2
     assert "unknown preset" in r.stderr or "nope" in r.stderr
     assert not (tmp_path / "jobs").exists()
@@ -244,8 +343,15 @@ def test_local_cluster_runs_the_same_command(toy_run):
     root, data, pre = toy_run
     direct, submitted = root / "direct", root / "local_cluster"
     assert single_rank_cli(*condense_args(data, pre, direct, "max_steps=4")).returncode == 0
-    r = single_rank_cli("submit", "--cluster", "local", "--log-dir", root / "local_jobs", "--wait",
-                *condense_args(data, pre, submitted, "max_steps=4"))  # fmt: skip
+    r = single_rank_cli(
+        "submit",
+        "--cluster",
+        "local",
+        "--log-dir",
+        root / "local_jobs",
+        "--wait",
+        *condense_args(data, pre, submitted, "max_steps=4"),
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "COMPLETED" in r.stderr
     mine, ref = params(submitted), params(direct)

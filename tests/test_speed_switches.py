@@ -1,5 +1,6 @@
-"""The speed switches of issue 7 compute the same step as the reference (within the rounding
-each one is allowed), on the tiny step of benchmarks.speed_bench, on the CPU."""
+"""The speed switches (condense.precision, channels_last, ...) compute the same step as the
+reference (within the rounding each one is allowed), on the tiny step of
+benchmarks.speed_bench, on the CPU."""
 
 import os
 
@@ -67,7 +68,7 @@ def test_bf16_stays_close_to_fp32(reference):
     width 16, 0.95 there without L_intra and L_inter (the normalised, origin-centred losses
     amplify rounding, as channels_last's 1e-6 shows above). So the test asks for losses within
     5% and an update that still points the same way (cosine > 0.25); whether bf16 changes the
-    condensed set's accuracy is a GPU measurement (benchmarks/gpu/issue7_h100.sh records the
+    condensed set's accuracy is a GPU measurement (benchmarks/gpu/device_parts.sh records the
     cosine at the real shape)."""
     losses, delta, _ = run(precision="bf16")
     ref_losses, ref_delta, _ = reference

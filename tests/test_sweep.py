@@ -27,11 +27,17 @@ def test_variants_form_the_first_axis(tmp_path):
     path = tmp_path / "v.toml"
     path.write_text(VARIANTS)
     variants = load_variants(path)
-    assert variants["it-gan"] == ["condense.finetune_generator=false",
-                                  "condense.weight_intra=0", "condense.weight_inter=0"]  # fmt: skip
+    assert variants["it-gan"] == [
+        "condense.finetune_generator=false",
+        "condense.weight_intra=0",
+        "condense.weight_inter=0",
+    ]
     points = sweep_points(["seed=0,1"], variants)
     assert [point_name(p) for p in points][:3] == [
-        "variant-paper_seed-0", "variant-paper_seed-1", "variant-it-gan_seed-0"]  # fmt: skip
+        "variant-paper_seed-0",
+        "variant-paper_seed-1",
+        "variant-it-gan_seed-0",
+    ]
     plan = SweepPlan("mnist-smoke", tmp_path, tmp_path, grid=["seed=0,1"], variants=variants)
     cfg = plan.config(points[2])
     assert not cfg.condense.finetune_generator and cfg.condense.weight_intra == 0
@@ -54,14 +60,33 @@ def test_bad_variants_file(tmp_path, text, needle):
 def test_sweep_skips_what_is_finished_and_refuses_a_changed_point(tmp_path, cli):
     data = toy(tmp_path / "data")
     pre = tmp_path / "pre"
-    assert cli("pretrain", "--preset", "mnist-smoke", "--data", data, "--out", pre,
-               *sets(*TINY)).returncode == 0  # fmt: skip
+    assert (
+        cli(
+            "pretrain", "--preset", "mnist-smoke", "--data", data, "--out", pre, *sets(*TINY)
+        ).returncode
+        == 0
+    )
     variants = tmp_path / "v.toml"
     variants.write_text(VARIANTS)
     out = tmp_path / "sweep"
-    args = ["sweep", "--preset", "mnist-smoke", "--data", data, "--out", out, "--pretrained", pre,
-            "--variants", variants, *sets(*TINY, "eval.epochs=2"), "--eval-seeds", "2",
-            "--baselines", "random"]  # fmt: skip
+    args = [
+        "sweep",
+        "--preset",
+        "mnist-smoke",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--pretrained",
+        pre,
+        "--variants",
+        variants,
+        *sets(*TINY, "eval.epochs=2"),
+        "--eval-seeds",
+        "2",
+        "--baselines",
+        "random",
+    ]
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     sweep = json.loads((out / "sweep.json").read_text())
@@ -77,8 +102,11 @@ def test_sweep_skips_what_is_finished_and_refuses_a_changed_point(tmp_path, cli)
     assert paper["cls"] > 0
 
     # a rerun redoes nothing: condensed.pt and every seed's part stay as they were
-    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")
-              if p.name == "condensed.pt" or p.parent.name == "eval_parts"}  # fmt: skip
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in out.rglob("*")
+        if p.name == "condensed.pt" or p.parent.name == "eval_parts"
+    }
     (out / "variant-it-gan" / "eval_parts" / "seed_1.json").unlink()  # one unfinished seed
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -96,13 +96,19 @@ class PixelCondenser:
 
     name = "pixels"
 
-    def __init__(self, shape: SetShape, seed: int = 0, net_width: int = 128,
-                 device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        shape: SetShape,
+        seed: int = 0,
+        net_width: int = 128,
+        device: str | torch.device = "cpu",
+    ):
         self.shape, self.seed, self.net_width = shape, seed, net_width
         self.device = torch.device(device)
         n = shape.num_classes * shape.ipc
-        self.images = nn.Parameter(torch.empty(n, shape.channels, shape.image_size,
-                                               shape.image_size, device=self.device))  # fmt: skip
+        self.images = nn.Parameter(
+            torch.empty(n, shape.channels, shape.image_size, shape.image_size, device=self.device)
+        )
         self.labels = torch.arange(shape.num_classes, device=self.device).repeat_interleave(
             shape.ipc
         )
@@ -128,8 +134,9 @@ class PixelCondenser:
             if how == "real":
                 self.images[self.rows(c)] = real.sample(c, self.shape.ipc, g).to(self.device)
             elif how == "noise":
-                self.images[self.rows(c)] = torch.randn(self.images[self.rows(c)].shape,
-                                                        generator=g).to(self.device)  # fmt: skip
+                self.images[self.rows(c)] = torch.randn(
+                    self.images[self.rows(c)].shape, generator=g
+                ).to(self.device)
             else:
                 raise ConfigError(f"init must be real or noise, not {how!r}")
 

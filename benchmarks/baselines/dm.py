@@ -45,8 +45,9 @@ class DMConfig:
 class DistributionMatching(PixelCondenser):
     name = "dm"
 
-    def __init__(self, shape: SetShape, cfg: DMConfig, seed: int = 0,
-                 device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self, shape: SetShape, cfg: DMConfig, seed: int = 0, device: str | torch.device = "cpu"
+    ):
         super().__init__(shape, seed, cfg.net_width, device)
         self.cfg = cfg
         self.augment = DiffAugment(cfg.dsa_strategy, batch_mode=True)
@@ -54,8 +55,9 @@ class DistributionMatching(PixelCondenser):
 
     def class_loss(self, net, iteration: int, cls: int, real: RealPool) -> torch.Tensor:
         """||mean embed(aug(real_c)) - mean embed(aug(syn_c))||^2 for one class."""
-        x_real = real.sample(cls, self.cfg.batch_real,
-                             keyed_generator(self.seed, REAL_STREAM, iteration, cls))  # fmt: skip
+        x_real = real.sample(
+            cls, self.cfg.batch_real, keyed_generator(self.seed, REAL_STREAM, iteration, cls)
+        )
         g_real, g_syn = siamese_pair(self.seed, AUG_STREAM, iteration, cls)
         with torch.no_grad():
             target = net.embed(self.augment(x_real.to(self.device), g_real)).mean(0)

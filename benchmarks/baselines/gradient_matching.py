@@ -78,22 +78,29 @@ def matching_distance(
 
 
 class GradientMatching(PixelCondenser):
-    def __init__(self, shape: SetShape, cfg: GradientMatchingConfig, seed: int = 0,
-                 device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        shape: SetShape,
+        cfg: GradientMatchingConfig,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
         super().__init__(shape, seed, cfg.net_width, device)
         self.cfg = cfg
         self.name = "dsa" if cfg.siamese_augment else "dc"
         outer, inner = dc_loops(shape.ipc)
         self.outer_loop, self.inner_loop = cfg.outer_loop or outer, cfg.inner_loop or inner
-        self.augment = DiffAugment(cfg.dsa_strategy if cfg.siamese_augment else "none",
-                                   batch_mode=True)  # fmt: skip
+        self.augment = DiffAugment(
+            cfg.dsa_strategy if cfg.siamese_augment else "none", batch_mode=True
+        )
         self.opt = torch.optim.SGD([self.images], lr=cfg.lr_img, momentum=cfg.momentum)
         self.net, self.net_opt = None, None
 
     def class_loss(self, iteration: int, cls: int, real: RealPool) -> torch.Tensor:
         net, params = self.net, list(self.net.parameters())
-        x_real = real.sample(cls, self.cfg.batch_real,
-                             keyed_generator(self.seed, REAL_STREAM, iteration, cls))  # fmt: skip
+        x_real = real.sample(
+            cls, self.cfg.batch_real, keyed_generator(self.seed, REAL_STREAM, iteration, cls)
+        )
         y = torch.full((len(x_real),), cls, device=self.device)
         g_real, g_syn = siamese_pair(self.seed, AUG_STREAM, iteration, cls)
         loss_real = F.cross_entropy(net(self.augment(x_real.to(self.device), g_real)), y)

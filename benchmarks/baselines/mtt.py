@@ -84,13 +84,22 @@ class FlatNet:
         return functional_call(self.net, params, (x,))
 
 
-def train_experts(pool: TensorPool, shape: SetShape, cfg: MTTConfig, seed: int = 0,
-                  device: str | torch.device = "cpu") -> list[list[torch.Tensor]]:  # fmt: skip
+def train_experts(
+    pool: TensorPool,
+    shape: SetShape,
+    cfg: MTTConfig,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> list[list[torch.Tensor]]:
     """cfg.num_experts trajectories of cfg.train_epochs + 1 flat parameter vectors (MTT's
     buffer.py: SGD lr_teacher, no momentum, DSA on every batch)."""
     augment = DiffAugment(cfg.dsa_strategy, batch_mode=False)
-    probe = PixelCondenser(SetShape(shape.num_classes, 1, shape.channels, shape.image_size),
-                           seed, cfg.net_width, device)  # fmt: skip
+    probe = PixelCondenser(
+        SetShape(shape.num_classes, 1, shape.channels, shape.image_size),
+        seed,
+        cfg.net_width,
+        device,
+    )
     trajectories = []
     for e in range(cfg.num_experts):
         net = probe.fresh_net(EXPERT_STREAM, e)
@@ -117,15 +126,22 @@ def train_experts(pool: TensorPool, shape: SetShape, cfg: MTTConfig, seed: int =
 def random_trajectories(shape: SetShape, cfg: MTTConfig, seed: int = 0) -> list[list[torch.Tensor]]:
     """Stand-in experts for timing (speed does not depend on the values): one trajectory of
     independently initialised parameter vectors."""
-    probe = PixelCondenser(SetShape(shape.num_classes, 1, shape.channels, shape.image_size),
-                           seed, cfg.net_width)  # fmt: skip
+    probe = PixelCondenser(
+        SetShape(shape.num_classes, 1, shape.channels, shape.image_size), seed, cfg.net_width
+    )
     epochs = cfg.max_start_epoch + cfg.expert_epochs + 1
     return [[FlatNet(probe.fresh_net(EXPERT_STREAM, 0, k)).flat() for k in range(epochs)]]
 
 
 class TrajectoryMatching(PixelCondenser):
-    def __init__(self, shape: SetShape, cfg: MTTConfig, trajectories: list[list[torch.Tensor]],
-                 seed: int = 0, device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        shape: SetShape,
+        cfg: MTTConfig,
+        trajectories: list[list[torch.Tensor]],
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
         super().__init__(shape, seed, cfg.net_width, device)
         self.cfg = cfg
         self.name = "tesla" if cfg.constant_memory else "mtt"
@@ -133,8 +149,10 @@ class TrajectoryMatching(PixelCondenser):
         if len(trajectories[0]) < cfg.expert_epochs + 2:
             from data_prep.errors import ConfigError
 
-            raise ConfigError(f"experts of {len(trajectories[0]) - 1} epochs are too short for "
-                              f"expert_epochs={cfg.expert_epochs}")  # fmt: skip
+            raise ConfigError(
+                f"experts of {len(trajectories[0]) - 1} epochs are too short for "
+                f"expert_epochs={cfg.expert_epochs}"
+            )
         self.syn_lr = torch.tensor(cfg.lr_teacher, device=self.device, requires_grad=True)
         self.augment = DiffAugment(cfg.dsa_strategy, batch_mode=False)
         self.opt = torch.optim.SGD([self.images], lr=cfg.lr_img, momentum=cfg.momentum)
@@ -157,8 +175,9 @@ class TrajectoryMatching(PixelCondenser):
         start = int(torch.randint(last_start, (1,), generator=gen))
         n = len(self.labels)
         batch = self.cfg.batch_syn or n
-        order = torch.cat([torch.randperm(n, generator=gen)
-                           for _ in range(-(-self.cfg.syn_steps * batch // n))])  # fmt: skip
+        order = torch.cat(
+            [torch.randperm(n, generator=gen) for _ in range(-(-self.cfg.syn_steps * batch // n))]
+        )
         batches = list(order.split(batch))[: self.cfg.syn_steps]
         end = start + self.cfg.expert_epochs
         return traj[start].to(self.device), traj[end].to(self.device), batches
@@ -168,8 +187,9 @@ class TrajectoryMatching(PixelCondenser):
         loss = F.cross_entropy(self.student(theta, x), self.labels[idx])
         return torch.autograd.grad(loss, theta, create_graph=create_graph)[0]
 
-    def step(self, iteration: int, real: RealPool | None = None,
-             classes: list[int] | None = None) -> dict:  # fmt: skip
+    def step(
+        self, iteration: int, real: RealPool | None = None, classes: list[int] | None = None
+    ) -> dict:
         theta0, target, batches = self.plan(iteration)
         denom = (theta0 - target).square().sum()
         self.opt.zero_grad(set_to_none=True)
@@ -191,8 +211,9 @@ class TrajectoryMatching(PixelCondenser):
         theta = theta0.clone()
         for i, idx in enumerate(batches):  # pass 1: theta_N, no graph kept
             leaf = theta.requires_grad_(True)
-            theta = (leaf - self.syn_lr.detach() * self._student_grad(leaf, idx, iteration, i,
-                                                                       False)).detach()  # fmt: skip
+            theta = (
+                leaf - self.syn_lr.detach() * self._student_grad(leaf, idx, iteration, i, False)
+            ).detach()
         loss = float((theta - target).square().sum() / denom)
         upstream = 2 * (theta - target) / denom  # dL/dtheta_N
         theta = theta0.clone()

@@ -39,8 +39,12 @@ _TESLA_IMAGENET = {
     10: (20, 2, 10, 10000.0, 1e-4, 0.01, 100),
     50: (20, 2, 10, 10000.0, 1e-4, 0.01, 100),
 }
-_NEAREST = {"mnist": "cifar10", "fashion-mnist": "cifar10", "svhn": "cifar10",
-            "imagenet64": "tiny-imagenet"}  # fmt: skip
+_NEAREST = {
+    "mnist": "cifar10",
+    "fashion-mnist": "cifar10",
+    "svhn": "cifar10",
+    "imagenet64": "tiny-imagenet",
+}
 
 
 @dataclass
@@ -53,9 +57,14 @@ class BaselinePreset:
     source: str
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "dataset": self.dataset, "ipc": self.ipc,
-                "budget": self.budget, "source": self.source,
-                "config": dataclasses.asdict(self.config)}  # fmt: skip
+        return {
+            "method": self.method,
+            "dataset": self.dataset,
+            "ipc": self.ipc,
+            "budget": self.budget,
+            "source": self.source,
+            "config": dataclasses.asdict(self.config),
+        }
 
 
 def _nearest_ipc(ipc: int) -> int:
@@ -73,9 +82,16 @@ def _mtt(dataset: str, ipc: int, constant_memory: bool) -> tuple[MTTConfig, str]
         if name != dataset:
             source += f" (no {dataset} row in the paper: nearest dataset's values)"
     steps, epochs, start, lr_img, lr_lr, lr_teacher, batch = row
-    cfg = MTTConfig(syn_steps=steps, expert_epochs=epochs, max_start_epoch=start, lr_img=lr_img,
-                    lr_lr=lr_lr, lr_teacher=lr_teacher, batch_syn=batch,
-                    constant_memory=constant_memory)  # fmt: skip
+    cfg = MTTConfig(
+        syn_steps=steps,
+        expert_epochs=epochs,
+        max_start_epoch=start,
+        lr_img=lr_img,
+        lr_lr=lr_lr,
+        lr_teacher=lr_teacher,
+        batch_syn=batch,
+        constant_memory=constant_memory,
+    )
     return cfg, source
 
 
@@ -84,8 +100,10 @@ def _paper(method: str, dataset: str, ipc: int) -> tuple[Any, str]:
         return DMConfig(), "DM (Zhao & Bilen 2023) main_DM.py defaults: lr_img 1, 20k iterations"
     if method in ("dc", "dsa"):
         cfg = GradientMatchingConfig(siamese_augment=method == "dsa")
-        return cfg, ("DC/DSA main.py defaults: lr_img 0.1, lr_net 0.01, 1000 iterations, "
-                     "(outer_loop, inner_loop) from get_loops(ipc)")  # fmt: skip
+        return cfg, (
+            "DC/DSA main.py defaults: lr_img 0.1, lr_net 0.01, 1000 iterations, "
+            "(outer_loop, inner_loop) from get_loops(ipc)"
+        )
     return _mtt(dataset, ipc, constant_memory=method == "tesla")
 
 
@@ -104,8 +122,9 @@ def _cpu(method: str, dataset: str, ipc: int) -> tuple[Any, str]:
     return cfg, "CPU budget (loops and batches shrunk, rates kept) from: " + source
 
 
-def load_baseline_preset(method: str, dataset: str, ipc: int, budget: str = "paper",
-                         overrides: dict | None = None) -> BaselinePreset:  # fmt: skip
+def load_baseline_preset(
+    method: str, dataset: str, ipc: int, budget: str = "paper", overrides: dict | None = None
+) -> BaselinePreset:
     """The preset of `method` for (dataset, ipc) at `budget`, with `overrides` applied
     ({field: value}); ConfigError for an unknown method, budget, IPC or field."""
     if method not in METHODS:
@@ -125,8 +144,13 @@ def load_baseline_preset(method: str, dataset: str, ipc: int, budget: str = "pap
     return BaselinePreset(method, dataset, ipc, budget, cfg, source)
 
 
-def build_condenser(preset: BaselinePreset, shape, seed: int = 0, device: str = "cpu",
-                    trajectories: list | None = None):  # fmt: skip
+def build_condenser(
+    preset: BaselinePreset,
+    shape,
+    seed: int = 0,
+    device: str = "cpu",
+    trajectories: list | None = None,
+):
     """The condenser a preset describes (MTT / TESLA need the experts' trajectories)."""
     if preset.method == "dm":
         return DistributionMatching(shape, preset.config, seed, device)

@@ -23,11 +23,24 @@ import numpy as np
 from benchmarks.results import write_result
 
 PAPER_IPC10 = {"fashion-mnist": 87.3, "mnist": 98.4}
-TINY = ["teacher.width=8", "teacher.epochs=1", "gan.steps=4", "gan.width=4", "gan.disc_width=4",
-        "gan.z_dim=8", "gan.proj_dim=4", "condense.outer_iterations=1",
-        "condense.inner_iterations=2", "condense.gen_steps=1", "condense.phi_width=8",
-        "condense.phi_batch=32", "condense.assoc_per_image=2", "eval.width=8",
-        "eval.epochs=2", "ipc=2"]  # fmt: skip
+TINY = [
+    "teacher.width=8",
+    "teacher.epochs=1",
+    "gan.steps=4",
+    "gan.width=4",
+    "gan.disc_width=4",
+    "gan.z_dim=8",
+    "gan.proj_dim=4",
+    "condense.outer_iterations=1",
+    "condense.inner_iterations=2",
+    "condense.gen_steps=1",
+    "condense.phi_width=8",
+    "condense.phi_batch=32",
+    "condense.assoc_per_image=2",
+    "eval.width=8",
+    "eval.epochs=2",
+    "ipc=2",
+]
 
 
 def _condense(preset: str, overrides: list[str], data: str, out: Path) -> None:
@@ -45,23 +58,34 @@ def _evaluate(run: Path, data: str, seeds: int, seed_index: int, device: str) ->
     from engine.config import RunConfig
     from engine.stages import load_condensed, run_evaluate
 
-    protocol = RunConfig.from_dict(load_condensed(run)["config"]).eval
+    protocol = RunConfig.from_dict(load_condensed(run).config).eval
     protocol.seeds, protocol.baselines = seeds, ()
     with hold(run, "evaluate", run_lock_path(run, f".gencond-eval-seed-{seed_index}.lock")):
         run_evaluate(run, data, protocol, device, seed_index)
 
 
-def run(data: dict[str, str], out: Path, seeds: int, deadline_s: float, device: str,
-        tiny: bool) -> dict:  # fmt: skip
+def run(
+    data: dict[str, str], out: Path, seeds: int, deadline_s: float, device: str, tiny: bool
+) -> dict:
     began = time.perf_counter()
     rows: list[dict] = []
-    config = {"data": data, "seeds": seeds, "deadline_s": deadline_s, "device": device,
-              "tiny": tiny}  # fmt: skip
+    config = {
+        "data": data,
+        "seeds": seeds,
+        "deadline_s": deadline_s,
+        "device": device,
+        "tiny": tiny,
+    }
     result = out / "full_budget.json"
 
     def save() -> None:
-        write_result(result, config, rows, paper_ipc10=PAPER_IPC10,
-                     elapsed_s=round(time.perf_counter() - began, 1))  # fmt: skip
+        write_result(
+            result,
+            config,
+            rows,
+            paper_ipc10=PAPER_IPC10,
+            elapsed_s=round(time.perf_counter() - began, 1),
+        )
 
     for name, folder in data.items():
         preset = "mnist-smoke" if tiny else f"{name}-ipc10"
@@ -81,22 +105,33 @@ def run(data: dict[str, str], out: Path, seeds: int, deadline_s: float, device: 
             _evaluate(run_dir, folder, seeds, i, device)
             part = json.loads((run_dir / "eval_parts" / f"seed_{i}.json").read_text())
             accs.append(part["results"]["condensed"]["convnet"]["accs"][0])
-            row.update(accs=accs, mean=float(np.mean(accs)), std=float(np.std(accs)),
-                       seeds=len(accs))  # fmt: skip
+            row.update(
+                accs=accs, mean=float(np.mean(accs)), std=float(np.std(accs)), seeds=len(accs)
+            )
             save()
     save()
     return json.loads(result.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu.full_budget",
-                                description=__doc__.split("\n\n")[0])  # fmt: skip
-    p.add_argument("--data", action="append", required=True, metavar="NAME=DIR",
-                   help="a prepared dataset (repeatable), e.g. mnist=data/mnist")  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu.full_budget", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="a prepared dataset (repeatable), e.g. mnist=data/mnist",
+    )
     p.add_argument("--out", required=True, type=Path, help="folder for runs and the JSON")
     p.add_argument("--seeds", type=int, default=20, help="evaluation seeds per dataset")
-    p.add_argument("--deadline-s", type=float, default=500.0,
-                   help="no new evaluation seed starts after this many seconds")  # fmt: skip
+    p.add_argument(
+        "--deadline-s",
+        type=float,
+        default=500.0,
+        help="no new evaluation seed starts after this many seconds",
+    )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (a check)")
     args = p.parse_args(argv)
@@ -104,8 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if args.tiny else args.device
     payload = run(data, args.out, args.seeds, args.deadline_s, device, args.tiny)
     for row in payload["rows"]:
-        print(row["dataset"], row.get("mean"), "±", row.get("std"), "over", row.get("seeds"),
-              "seeds; paper", row["paper"])  # fmt: skip
+        print(
+            row["dataset"],
+            row.get("mean"),
+            "±",
+            row.get("std"),
+            "over",
+            row.get("seeds"),
+            "seeds; paper",
+            row["paper"],
+        )
     return 0
 
 

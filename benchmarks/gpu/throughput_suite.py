@@ -28,13 +28,34 @@ from pathlib import Path
 from benchmarks import peak, speed_bench, throughput_bench
 from benchmarks.results import RESULTS_DIR, write_result
 
-FULL = {"preset": "imagenet64-ipc10", "channels": 3, "image_size": 64, "num_classes": 1000,
-        "overrides": [], "variants": ("reference", "bf16", "channels_last", "fused_optimizer",
-                                      "bf16+channels_last+fused", "compile", "all"),
-        "repeats": 10, "warmup": 3}  # fmt: skip
-TINY = {"preset": "mnist-smoke", "channels": 1, "image_size": 28, "num_classes": 10,
-        "overrides": ["condense.classes_per_step=2", "condense.phi_batch=32"],
-        "variants": ("reference", "bf16"), "repeats": 1, "warmup": 1}  # fmt: skip
+FULL = {
+    "preset": "imagenet64-ipc10",
+    "channels": 3,
+    "image_size": 64,
+    "num_classes": 1000,
+    "overrides": [],
+    "variants": (
+        "reference",
+        "bf16",
+        "channels_last",
+        "fused_optimizer",
+        "bf16+channels_last+fused",
+        "compile",
+        "all",
+    ),
+    "repeats": 10,
+    "warmup": 3,
+}
+TINY = {
+    "preset": "mnist-smoke",
+    "channels": 1,
+    "image_size": 28,
+    "num_classes": 10,
+    "overrides": ["condense.classes_per_step=2", "condense.phi_batch=32"],
+    "variants": ("reference", "bf16"),
+    "repeats": 1,
+    "warmup": 1,
+}
 # seconds a part needs at the least to be worth starting (full size, on the GPU)
 NEEDS = {"peak": 30, "speed_switches": 120, "memory_ipc50": 90}
 
@@ -42,18 +63,25 @@ NEEDS = {"peak": 30, "speed_switches": 120, "memory_ipc50": 90}
 def _speed_summary(payload: dict) -> dict:
     rows = payload.get("rows", [])
     best = min(rows, key=lambda r: r["step_s"]) if rows else None
-    return {"variants": {r["variant"]: {k: r.get(k) for k in ("step_s", "speedup", "mfu",
-                                                              "peak_mem_bytes")}
-                         for r in rows},
-            "best": best and {k: best.get(k) for k in ("variant", "step_s", "speedup", "mfu",
-                                                       "peak_mem_bytes")}}  # fmt: skip
+    return {
+        "variants": {
+            r["variant"]: {k: r.get(k) for k in ("step_s", "speedup", "mfu", "peak_mem_bytes")}
+            for r in rows
+        },
+        "best": best
+        and {k: best.get(k) for k in ("variant", "step_s", "speedup", "mfu", "peak_mem_bytes")},
+    }
 
 
 def _memory_summary(payload: dict) -> dict:
     rows = {r["method"]: r for r in payload.get("rows", [])}
-    out = {m: {k: r.get(k) for k in ("peak_mem_bytes", "sweep_s", "images_per_s", "mfu", "fits",
-                                      "reason")}
-           for m, r in rows.items()}  # fmt: skip
+    out = {
+        m: {
+            k: r.get(k)
+            for k in ("peak_mem_bytes", "sweep_s", "images_per_s", "mfu", "fits", "reason")
+        }
+        for m, r in rows.items()
+    }
     ours = rows.get("ours", {}).get("peak_mem_bytes")
     for m, r in rows.items():
         if m != "ours" and ours and r.get("peak_mem_bytes") and r.get("fits") is not False:
@@ -72,8 +100,12 @@ def run(out: Path, deadline_s: float, device: str, tiny: bool) -> dict:
         return deadline_s - (time.perf_counter() - began)
 
     def save() -> dict:
-        return write_result(out / "throughput_suite.json", config, [summary["parts"]],
-                            elapsed_s=round(time.perf_counter() - began, 1))  # fmt: skip
+        return write_result(
+            out / "throughput_suite.json",
+            config,
+            [summary["parts"]],
+            elapsed_s=round(time.perf_counter() - began, 1),
+        )
 
     def part(name: str, fn) -> None:
         if not tiny and left() < NEEDS[name]:
@@ -94,22 +126,31 @@ def run(out: Path, deadline_s: float, device: str, tiny: bool) -> dict:
 
     def switches() -> dict:
         cfg = speed_bench.SpeedConfig(
-            preset=shape["preset"], channels=shape["channels"], image_size=shape["image_size"],
-            num_classes=shape["num_classes"], overrides=shape["overrides"], device=device,
-            repeats=shape["repeats"], warmup=shape["warmup"],
+            preset=shape["preset"],
+            channels=shape["channels"],
+            image_size=shape["image_size"],
+            num_classes=shape["num_classes"],
+            overrides=shape["overrides"],
+            device=device,
+            repeats=shape["repeats"],
+            warmup=shape["warmup"],
             peak_json=str(peak_path) if peak_path.is_file() else "",
             variants=shape["variants"],
-        )  # fmt: skip
+        )
         return _speed_summary(speed_bench.run(cfg, out / "speed_switches.json"))
 
     def memory() -> dict:
         cfg = throughput_bench.ThroughputConfig(
-            shapes=("imagenet64",), ipcs=(2,) if tiny else (50,),
-            methods=("ours", "dm", "tesla"), timed_classes=1 if tiny else 10,
-            warmup=0 if tiny else 1, repeats=1 if tiny else 3, device=device,
+            shapes=("imagenet64",),
+            ipcs=(2,) if tiny else (50,),
+            methods=("ours", "dm", "tesla"),
+            timed_classes=1 if tiny else 10,
+            warmup=0 if tiny else 1,
+            repeats=1 if tiny else 3,
+            device=device,
             point_timeout_s=max(30.0, min(200.0, left() / 3)),
             shrink={"image_size": 8, "classes": 3, "width": 4} if tiny else {},
-        )  # fmt: skip
+        )
         return _memory_summary(throughput_bench.run(cfg, out / "throughput_ipc50.json"))
 
     part("peak", peaks)
@@ -119,11 +160,16 @@ def run(out: Path, deadline_s: float, device: str, tiny: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu.throughput_suite",
-                                description=__doc__.split("\n\n")[0])  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu.throughput_suite", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--out", required=True, type=Path, help="folder for the result files")
-    p.add_argument("--deadline-s", type=float, default=500.0,
-                   help="no part starts after this many seconds (default 500)")  # fmt: skip
+    p.add_argument(
+        "--deadline-s",
+        type=float,
+        default=500.0,
+        help="no part starts after this many seconds (default 500)",
+    )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU (a check)")
     args = p.parse_args(argv)

@@ -57,19 +57,47 @@ def run_row(a: argparse.Namespace, variant: str, overrides: list[str]) -> None:
     if not (pre / "pretrained.pt").exists():
         _log(f"pretrain into {pre}")
         pretrain_sets = sets if a.own_pretrain else []
-        _run("pretrain", "--preset", a.preset, "--data", str(a.data), "--out", str(pre),
-             *pretrain_sets)  # fmt: skip
+        _run(
+            "pretrain",
+            "--preset",
+            a.preset,
+            "--data",
+            str(a.data),
+            "--out",
+            str(pre),
+            *pretrain_sets,
+        )
     run = a.root / variant
     if not (run / "condensed.pt").exists():
         _log(f"condense {variant} {' '.join(overrides)}")
-        _run("condense", "--preset", a.preset, "--data", str(a.data), "--out", str(run),
-             "--pretrained", str(pre), *sets)  # fmt: skip
+        _run(
+            "condense",
+            "--preset",
+            a.preset,
+            "--data",
+            str(a.data),
+            "--out",
+            str(run),
+            "--pretrained",
+            str(pre),
+            *sets,
+        )
     digest = sha256(pre / "pretrained.pt")
     name = result_name(a.preset, variant)
     for i in range(a.seeds):
         if not (run / "eval_parts" / f"seed_{i}.json").exists():
-            _run("evaluate", str(run), "--data", str(a.data), "--seeds", str(a.seeds),
-                 "--seed-index", str(i), "--baselines", a.baselines)  # fmt: skip
+            _run(
+                "evaluate",
+                str(run),
+                "--data",
+                str(a.data),
+                "--seeds",
+                str(a.seeds),
+                "--seed-index",
+                str(i),
+                "--baselines",
+                a.baselines,
+            )
             _log(f"{variant}: evaluated seed {i}")
         record(run, name, a.seeds, variant=variant, overrides=overrides, pretrain_sha256=digest)
 

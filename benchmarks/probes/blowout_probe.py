@@ -8,6 +8,7 @@ and each loss term's change within one phi's life, as one result file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from benchmarks.results import RESULTS_DIR, write_result
 from data_prep.loaders import Normalizer
+from engine.artifact import PretrainedStage
 from engine.condense_diagnostics import loss_terms, pixel_extremes
 from engine.evaluate import random_real
 from engine.generator import init_codebook
@@ -38,26 +40,37 @@ def invariance(channels: int, size: int) -> dict:
 
 def probe(run: Path, pretrain: Path, data: Path, name: str) -> dict:
     payload = load_condensed(run)
-    pre = torch.load(pretrain / "pretrained.pt", weights_only=False)
-    meta, cfg = payload["meta"], payload["config"]
+    pre = PretrainedStage.read(pretrain / "pretrained.pt")
+    meta, cfg = payload.meta, payload.config
     ipc = cfg["condense"]["ipc"]
-    codes = init_codebook(ipc, pre["generator_spec"]["z_dim"], "fixed", 0, cfg["seed"])
-    plain = dict(payload, generator=pre["generator"], class_embeddings=pre["conditions"],
-                 codebook=codes)  # fmt: skip
+    codes = init_codebook(ipc, pre.generator_spec["z_dim"], "fixed", 0, cfg["seed"])
+    plain = dataclasses.replace(
+        payload, generator=pre.generator, class_embeddings=pre.conditions, codebook=codes
+    )
     norm = Normalizer(meta["mean"], meta["std"])
     real = random_real(data, ipc, seed=cfg["seed"])[0]
     rows = []
     for name, p in (("condensed", payload), ("plain_generator", plain)):
         x, _ = synthetic_set(p)
         px = pixel_extremes(norm.denormalize(x), norm.denormalize(real))
-        rows.append({"set": name, "image_norm": float(x.flatten(1).norm(dim=1).mean()),
-                     "top_pixels": px["top"], "top_pixels_real": px["top_real"]})  # fmt: skip
+        rows.append(
+            {
+                "set": name,
+                "image_norm": float(x.flatten(1).norm(dim=1).mean()),
+                "top_pixels": px["top"],
+                "top_pixels_real": px["top_real"],
+            }
+        )
     rows.append({"set": "random_real", "image_norm": float(real.flatten(1).norm(dim=1).mean())})
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
     terms = loss_terms(metrics, meta["num_classes"], ipc)
-    return write_result(RESULTS_DIR / f"{name}.json", cfg, rows,
-                        phi_invariance=invariance(meta["channels"], meta["image_size"]),
-                        terms=terms)  # fmt: skip
+    return write_result(
+        RESULTS_DIR / f"{name}.json",
+        cfg,
+        rows,
+        phi_invariance=invariance(meta["channels"], meta["image_size"]),
+        terms=terms,
+    )
 
 
 if __name__ == "__main__":

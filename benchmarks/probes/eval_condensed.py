@@ -17,8 +17,12 @@ from engine.stages import load_condensed, synthetic_set
 run, data, seeds, epochs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 offset = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 began = time.time()
-result = evaluate_sets({"condensed": synthetic_set(load_condensed(run))}, data,
-                       EvalConfig(seeds=seeds, epochs=epochs), seed_offset=offset)  # fmt: skip
+result = evaluate_sets(
+    {"condensed": synthetic_set(load_condensed(run))},
+    data,
+    EvalConfig(seeds=seeds, epochs=epochs),
+    seed_offset=offset,
+)
 result["seconds"] = round(time.time() - began, 1)
 print(json.dumps(result))
 suffix = f"_o{offset}" if offset else ""

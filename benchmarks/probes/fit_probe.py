@@ -38,7 +38,7 @@ if cache.is_file():
 else:
     images, _ = coreset(cfg, data, teacher)
     torch.save(images, cache)
-m = StepModules(cfg, meta, artifact.rebuild_generator(pre), pre["conditions"], torch.device("cpu"))
+m = StepModules(cfg, meta, artifact.rebuild_generator(pre), pre.conditions, torch.device("cpu"))
 curve: list[tuple[int, float]] = []
 began = time.time()
 
@@ -49,8 +49,22 @@ def record(step: int, mse: float) -> None:
         print(f"{tag} step {step} mse {mse:.5f} ({time.time() - began:.0f} s)", flush=True)
 
 
-final = fit_to_coreset(m.G, m.codebook, m.conditions, images, list(range(meta.num_classes)),
-                       meta.num_classes, cfg, on_step=record)  # fmt: skip
-result = {"tag": tag, "threads": threads, "overrides": sys.argv[6:], "final_mse": final,
-          "seconds": round(time.time() - began, 1), "curve": curve}  # fmt: skip
+final = fit_to_coreset(
+    m.G,
+    m.codebook,
+    m.conditions,
+    images,
+    list(range(meta.num_classes)),
+    meta.num_classes,
+    cfg,
+    on_step=record,
+)
+result = {
+    "tag": tag,
+    "threads": threads,
+    "overrides": sys.argv[6:],
+    "final_mse": final,
+    "seconds": round(time.time() - began, 1),
+    "curve": curve,
+}
 (out_dir / f"{tag}.json").write_text(json.dumps(result, indent=1))

@@ -35,7 +35,7 @@ opt = torch.optim.Adam([{"params": [Z], "lr": 0.01}, {"params": G.parameters(), 
 steps_left = STEPS if COSINE else 10**9  # constant lr unless COSINE
 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps_left)
 for step in range(STEPS):
-    syn, labels = generate(G, Z, pre["conditions"], classes)
+    syn, labels = generate(G, Z, pre.conditions, classes)
     loss = F.mse_loss(syn, picks)
     opt.zero_grad()
     loss.backward()
@@ -44,10 +44,13 @@ for step in range(STEPS):
     if step % 100 == 0 or step == STEPS - 1:
         print(f"step {step} mse {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
 with torch.no_grad():
-    syn, labels = generate(G, Z, pre["conditions"], classes)
+    syn, labels = generate(G, Z, pre.conditions, classes)
 torch.save({"generator": G.state_dict(), "codebook": Z.detach()}, OUT)
 cfg = EvalConfig(seeds=SEEDS, epochs=EPOCHS)
-sets = {"fitted": (syn, labels), "herding": (picks, pick_labels),
-        "random": random_real(DATA, K, seed=0)}  # fmt: skip
+sets = {
+    "fitted": (syn, labels),
+    "herding": (picks, pick_labels),
+    "random": random_real(DATA, K, seed=0),
+}
 sets = {name: s for name, s in sets.items() if name in SETS}
 print(evaluate_sets(sets, DATA, cfg), flush=True)

@@ -34,8 +34,10 @@ def record(run: Path, name: str, seeds: int, **extra) -> dict:
         config = report["config"]
         for set_name, by_model in report["results"].items():
             accs.setdefault(set_name, []).append(by_model["convnet"]["accs"][0])
-    rows = [{"set": k, "mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v),
-             "accs": v} for k, v in accs.items()]  # fmt: skip
+    rows = [
+        {"set": k, "mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": len(v), "accs": v}
+        for k, v in accs.items()
+    ]
     diagnostics = json.loads((run / "diagnostics.json").read_text())
     chance = {t["term"]: t.get("chance") for t in diagnostics["terms"]}
     if not config:

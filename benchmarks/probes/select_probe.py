@@ -43,8 +43,9 @@ pick = []
 for cls in range(meta.num_classes):
     members = torch.nonzero(Y == cls).squeeze(1)
     centers = kmeans(features[members], K, gen)
-    pick += [int(members[torch.cdist(centers[j : j + 1], features[members]).argmin()])
-             for j in range(K)]  # fmt: skip
+    pick += [
+        int(members[torch.cdist(centers[j : j + 1], features[members]).argmin()]) for j in range(K)
+    ]
 pick = torch.tensor(pick)
 torch.save({"indices": pick}, OUT)
 sets = {"kmeans_medoids": (X[pick], Y[pick])}

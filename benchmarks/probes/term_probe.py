@@ -24,8 +24,17 @@ from engine.config import load_variants
 from engine.presets import load_preset
 
 
-def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[str, list[str]],
-          sets: list[str], name: str, eval_seeds: int = 0, tiny: bool = False) -> dict:  # fmt: skip
+def probe(
+    preset: str,
+    data: Path,
+    pretrained: Path,
+    out: Path,
+    variants: dict[str, list[str]],
+    sets: list[str],
+    name: str,
+    eval_seeds: int = 0,
+    tiny: bool = False,
+) -> dict:
     """Condense every variant (skipping finished ones), then, with eval_seeds > 0, evaluate its
     condensed set alone for that many seeds (finished seeds skipped), rewriting the result
     file after each step."""
@@ -54,33 +63,45 @@ def probe(preset: str, data: Path, pretrained: Path, out: Path, variants: dict[s
                 run_condense(load_preset_for(preset, overrides, data), data, run, pretrained)
         d = json.loads((run / "diagnostics.json").read_text())
         terms = {t["term"]: t for t in d["terms"]}
-        row = {"variant": variant, "sets": extra, "teacher_agreement": d["teacher_agreement"],
-               "top_pixels": d["pixels"]["top"], "top_pixels_real": d["pixels"]["top_real"],
-               "within_class": d["spread"]["within_class"],
-               "within_class_real": d["spread"]["within_class_real"],
-               "between_class": d["spread"]["between_class"],
-               "between_class_real": d["spread"]["between_class_real"],
-               "warnings": d["warnings"]}  # fmt: skip
+        row = {
+            "variant": variant,
+            "sets": extra,
+            "teacher_agreement": d["teacher_agreement"],
+            "top_pixels": d["pixels"]["top"],
+            "top_pixels_real": d["pixels"]["top_real"],
+            "within_class": d["spread"]["within_class"],
+            "within_class_real": d["spread"]["within_class_real"],
+            "between_class": d["spread"]["between_class"],
+            "between_class_real": d["spread"]["between_class_real"],
+            "warnings": d["warnings"],
+        }
         for term in ("feature", "adv", "cls", "intra", "inter", "disc_acc"):
             if term in terms:
                 row[f"{term}_last_half"] = terms[term]["last_half"]
                 row[f"{term}_per_phi"] = terms[term]["per_phi"]
         rows.append(row)
         config = load_preset(preset, overrides).to_dict()
-        result = write_result(RESULTS_DIR / f"{name}.json", config, rows, tiny=tiny,
-                              preset=preset, common_sets=sets)  # fmt: skip
+        result = write_result(
+            RESULTS_DIR / f"{name}.json", config, rows, tiny=tiny, preset=preset, common_sets=sets
+        )
     for row in rows if eval_seeds else []:
         run = out / row["variant"]
         for i in range(eval_seeds):
             if not (run / "eval_parts" / f"seed_{i}.json").is_file():
-                protocol = RunConfig.from_dict(load_condensed(run)["config"]).eval
+                protocol = RunConfig.from_dict(load_condensed(run).config).eval
                 protocol.seeds, protocol.baselines = eval_seeds, ()
                 with hold(run, "evaluate", run_lock_path(run, f".gencond-eval-seed-{i}.lock")):
                     run_evaluate(run, data, protocol, "cpu", i)
             accs = evaluated(run)
             row.update(accs=accs, mean=float(np.mean(accs)), std=float(np.std(accs)))
-            result = write_result(RESULTS_DIR / f"{name}.json", result["config"], rows, tiny=tiny,
-                                  preset=preset, common_sets=sets)  # fmt: skip
+            result = write_result(
+                RESULTS_DIR / f"{name}.json",
+                result["config"],
+                rows,
+                tiny=tiny,
+                preset=preset,
+                common_sets=sets,
+            )
     return result
 
 
@@ -93,11 +114,23 @@ if __name__ == "__main__":
     p.add_argument("--variants", type=Path, required=True, help="a variants TOML file")
     p.add_argument("--set", action="append", default=[], help="KEY=VALUE for every variant")
     p.add_argument("--name", required=True, help="result file benchmarks/results/NAME.json")
-    p.add_argument("--eval-seeds", type=int, default=0,
-                   help="then evaluate each set alone for N seeds (default 0: none)")  # fmt: skip
+    p.add_argument(
+        "--eval-seeds",
+        type=int,
+        default=0,
+        help="then evaluate each set alone for N seeds (default 0: none)",
+    )
     a = p.parse_args()
-    res = probe(a.preset, a.data, a.pretrained, a.out, load_variants(a.variants), a.set, a.name,
-                a.eval_seeds)  # fmt: skip
+    res = probe(
+        a.preset,
+        a.data,
+        a.pretrained,
+        a.out,
+        load_variants(a.variants),
+        a.set,
+        a.name,
+        a.eval_seeds,
+    )
     for r in res["rows"]:
         print(
             f"{r['variant']:>16}  teacher {r['teacher_agreement']:.2f}  top pixels "

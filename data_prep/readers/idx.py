@@ -56,8 +56,9 @@ def _check_header(path: Path, plain: Path, kind: str) -> None:
         raise DataError(f"{path}: empty or too short for an idx {kind} file ({len(head)} bytes)")
     magic = int.from_bytes(head, "big")
     if magic != MAGIC[kind]:
-        raise DataError(f"{path}: not an idx {kind} file (magic 0x{magic:08x}, expected "
-                        f"0x{MAGIC[kind]:08x})")  # fmt: skip
+        raise DataError(
+            f"{path}: not an idx {kind} file (magic 0x{magic:08x}, expected 0x{MAGIC[kind]:08x})"
+        )
 
 
 def _read(path: Path, workdir: Path, kind: str) -> np.ndarray:

@@ -179,8 +179,10 @@ def read(dataset: str, source: Path, workdir: Path, options: PrepOptions) -> Raw
     if options.classes is not None:
         missing = sorted(set(options.classes) - known)
         if missing:
-            raise DataError(f"--classes: {missing[0]!r} is not a class of {root} "
-                            f"({len(classes)} classes, e.g. {', '.join(classes[:3])})")  # fmt: skip
+            raise DataError(
+                f"--classes: {missing[0]!r} is not a class of {root} "
+                f"({len(classes)} classes, e.g. {', '.join(classes[:3])})"
+            )
         classes = sorted(set(options.classes))
     class_to_idx = {c: i for i, c in enumerate(classes)}
     train = scan(root / "train", class_to_idx)

@@ -1,8 +1,9 @@
-"""Issue 7's GPU numbers in one process per part (driven by benchmarks/gpu/issue7_h100.sh).
+"""The speed numbers on a GPU, one process per part, checked against their targets (driven by
+benchmarks/gpu/device_parts.sh).
 
-    python -m benchmarks.gpu.issue7 step  --out DIR [--small]   peak, speed switches, profile,
-                                                                 bf16 update cosine
-    python -m benchmarks.gpu.issue7 summary --out DIR           targets from the JSON files
+    python -m benchmarks.gpu.speed_targets step --out DIR [--small]  peak, speed switches,
+                                                                 profile, bf16 update cosine
+    python -m benchmarks.gpu.speed_targets summary --out DIR           targets from the JSON files
 
 `--small` shrinks the shape (28 px, tiny widths) so that the parts can be checked on a CPU;
 the results are then labelled with the device they ran on, as every result file is.
@@ -25,8 +26,13 @@ from engine.presets import load_preset
 LOADER_RATIO, MFU, SWEEP_RATIO, MEM_RATIO = 3.0, 0.35, 1.0, 0.1
 
 SHAPE = {"preset": "imagenet64-ipc10", "channels": 3, "image_size": 64, "num_classes": 1000}
-SMALL = {"preset": "mnist-smoke", "channels": 1, "image_size": 28, "num_classes": 10,
-         "overrides": ["condense.classes_per_step=2", "condense.phi_batch=32"]}  # fmt: skip
+SMALL = {
+    "preset": "mnist-smoke",
+    "channels": 1,
+    "image_size": 28,
+    "num_classes": 10,
+    "overrides": ["condense.classes_per_step=2", "condense.phi_batch=32"],
+}
 
 
 def _device() -> str:
@@ -39,10 +45,12 @@ def bf16_update_cosine(shape: dict, device: str) -> dict:
     out = {}
     updates = {}
     for precision in ("fp32", "bf16"):
-        cfg = load_preset(shape["preset"], [*shape.get("overrides", []),
-                                            f"condense.precision={precision}"])  # fmt: skip
-        h = speed_bench.StepHarness(cfg, shape["channels"], shape["image_size"],
-                                    shape["num_classes"], device=device)  # fmt: skip
+        cfg = load_preset(
+            shape["preset"], [*shape.get("overrides", []), f"condense.precision={precision}"]
+        )
+        h = speed_bench.StepHarness(
+            cfg, shape["channels"], shape["image_size"], shape["num_classes"], device=device
+        )
         z0 = h.m.codebook.detach().clone()
         g0 = torch.cat([p.detach().flatten() for p in h.m.G.parameters()])
         record = h.step(0, phi=False)
@@ -65,25 +73,54 @@ def step_part(out: Path, small: bool) -> None:
     shape = SMALL if small else SHAPE
     overrides = shape.get("overrides", [])
     peak_path = out / f"peak_{device}.json"
-    peak.run(peak.PeakConfig(device=device, size=512 if small else 0,
-                             repeats=3 if small else 0), peak_path)  # fmt: skip
+    peak.run(
+        peak.PeakConfig(device=device, size=512 if small else 0, repeats=3 if small else 0),
+        peak_path,
+    )
     write_result(out / f"bf16_update_{device}.json", shape, [bf16_update_cosine(shape, device)])
     rows = json.loads(peak_path.read_text())["rows"]
-    profile_bench.run(profile_bench.ProfileConfig(
-        preset=shape["preset"], channels=shape["channels"], image_size=shape["image_size"],
-        num_classes=shape["num_classes"], overrides=overrides, device=device,
-        steps=2 if small else 5, timed=1 if small else 5,
-        peak_tflops=peak.peak_tflops(rows, "fp32", device),
-    ), out / f"profile_{device}.json")  # fmt: skip
-    variants = ("reference", "bf16", "fused_optimizer") if small else (
-        "reference", "bf16", "channels_last", "fused_optimizer", "bf16+channels_last+fused",
-        "compile", "all")  # fmt: skip
-    speed_bench.run(speed_bench.SpeedConfig(
-        preset=shape["preset"], channels=shape["channels"], image_size=shape["image_size"],
-        num_classes=shape["num_classes"], overrides=overrides, device=device,
-        repeats=2 if small else 10, warmup=2 if small else 3, peak_json=str(peak_path),
-        variants=variants,
-    ), out / f"speed_switches_{device}.json")  # fmt: skip
+    profile_bench.run(
+        profile_bench.ProfileConfig(
+            preset=shape["preset"],
+            channels=shape["channels"],
+            image_size=shape["image_size"],
+            num_classes=shape["num_classes"],
+            overrides=overrides,
+            device=device,
+            steps=2 if small else 5,
+            timed=1 if small else 5,
+            peak_tflops=peak.peak_tflops(rows, "fp32", device),
+        ),
+        out / f"profile_{device}.json",
+    )
+    variants = (
+        ("reference", "bf16", "fused_optimizer")
+        if small
+        else (
+            "reference",
+            "bf16",
+            "channels_last",
+            "fused_optimizer",
+            "bf16+channels_last+fused",
+            "compile",
+            "all",
+        )
+    )
+    speed_bench.run(
+        speed_bench.SpeedConfig(
+            preset=shape["preset"],
+            channels=shape["channels"],
+            image_size=shape["image_size"],
+            num_classes=shape["num_classes"],
+            overrides=overrides,
+            device=device,
+            repeats=2 if small else 10,
+            warmup=2 if small else 3,
+            peak_json=str(peak_path),
+            variants=variants,
+        ),
+        out / f"speed_switches_{device}.json",
+    )
 
 
 def _rows(path: Path) -> list[dict]:
@@ -117,30 +154,41 @@ def summary(out: Path, small: bool) -> dict:
                 return r.get(key)
         return None
 
-    ours_sweep = best["step_s"] * cost_model.steps_per_sweep(cfg, shape["num_classes"]) if best \
-        else None  # fmt: skip
+    ours_sweep = (
+        best["step_s"] * cost_model.steps_per_sweep(cfg, shape["num_classes"]) if best else None
+    )
     dm_sweep = pick("dm", 10, "sweep_s")
     mem_ours = pick("ours", 50, "peak_mem_bytes")
-    mem_base = [m for m in (pick("mtt", 50, "peak_mem_bytes"), pick("tesla", 50, "peak_mem_bytes"))
-                if m]  # fmt: skip
+    mem_base = [
+        m for m in (pick("mtt", 50, "peak_mem_bytes"), pick("tesla", 50, "peak_mem_bytes")) if m
+    ]
     targets = {
-        "loader_over_step_images_per_s": (loader_ips / consumed) if loader_ips and consumed
+        "loader_over_step_images_per_s": (loader_ips / consumed)
+        if loader_ips and consumed
         else None,
         "best_variant": best["variant"] if best else None,
         "best_mfu": best["mfu"] if best else None,
-        "ours_sweep_s": ours_sweep, "dm_sweep_s": dm_sweep,
+        "ours_sweep_s": ours_sweep,
+        "dm_sweep_s": dm_sweep,
         "ours_over_dm_sweep": ours_sweep / dm_sweep if ours_sweep and dm_sweep else None,
-        "ours_over_mtt_tesla_mem_ipc50": mem_ours / min(mem_base) if mem_ours and mem_base
+        "ours_over_mtt_tesla_mem_ipc50": mem_ours / min(mem_base)
+        if mem_ours and mem_base
         else None,
-    }  # fmt: skip
+    }
     met = {
         "loader_3x": _ge(targets["loader_over_step_images_per_s"], LOADER_RATIO),
         "mfu_35": _ge(targets["best_mfu"], MFU),
         "sweep_le_dm": _le(targets["ours_over_dm_sweep"], SWEEP_RATIO),
         "mem_tenth": _le(targets["ours_over_mtt_tesla_mem_ipc50"], MEM_RATIO),
     }
-    payload = write_result(out / f"issue7_summary_{device}.json", shape, [targets], met=met,
-                           step_images_per_s=consumed, loader_images_per_s=loader_ips)  # fmt: skip
+    payload = write_result(
+        out / f"speed_targets_{device}.json",
+        shape,
+        [targets],
+        met=met,
+        step_images_per_s=consumed,
+        loader_images_per_s=loader_ips,
+    )
     print(json.dumps({"targets": targets, "met": met}, indent=1))
     return payload
 

@@ -1,31 +1,32 @@
 #!/usr/bin/env bash
-# Issue 7's numbers on one lent H100 (see /work/.library/device/README.md): every figure the
-# issue asks for, written under $OUT (at most 8 files come back).
+# The speed numbers on one lent GPU (see /work/.library/device/README.md): prepare and build
+# FFCV for the device, then one command per part; every figure written under $OUT (at most 8
+# files come back).
 #
-#   here, once:   bash benchmarks/gpu/issue7_h100.sh prepare
+#   here, once:   bash benchmarks/gpu/device_parts.sh prepare
 #                 (downloads into .gpu_carry/, which .git/info/exclude must ignore)
-#   on the GPU:   run(command="bash benchmarks/gpu/issue7_h100.sh step",      carry=[".gpu_carry"])
-#                 run(command="bash benchmarks/gpu/issue7_h100.sh loader",    carry=[".gpu_carry"])
-#                 run(command="bash benchmarks/gpu/issue7_h100.sh baselines", carry=[".gpu_carry"])
-#                 run(command="bash benchmarks/gpu/issue7_h100.sh summary",   carry=[".gpu_carry"])
+#   on the GPU:   run(command="bash benchmarks/gpu/device_parts.sh step",      carry=[".gpu_carry"])
+#                 run(command="bash benchmarks/gpu/device_parts.sh loader",    carry=[".gpu_carry"])
+#                 run(command="bash benchmarks/gpu/device_parts.sh baselines", carry=[".gpu_carry"])
+#                 run(command="bash benchmarks/gpu/device_parts.sh summary",   carry=[".gpu_carry"])
 #   each part stays under the 10-minute limit of one command; `all` runs them in turn.
 #   $OUT is emptied before every command, so the parts also keep their files in $RES (default
-#   /tmp/issue7-results, alive while the machine stays warm), where `summary` reads them; after
-#   a cold start, carry the fetched files in a git-ignored folder and set ISSUE7_RESULTS to it.
+#   /tmp/gpu-parts-results, alive while the machine stays warm), where `summary` reads them; after
+#   a cold start, carry the fetched files in a git-ignored folder and set GPU_PARTS_RESULTS to it.
 #
 # The machine has python3 3.12 with torch 2.11 and numpy, numba, opencv-python, rich; no ffcv,
 # no submitit, no internet. gencond imports ffcv (data_prep.loaders), so FFCV is built here from
 # its sdist against Debian's OpenCV and libjpeg-turbo, unpacked with dpkg -x into a prefix
 # (docs: /work/shared/design/ENVIRONMENT.md). Not yet run on the device: no GPU was lent to the
 # session that wrote it. Checked on the CPU machine instead: `prepare`, then `setup` with
-# ISSUE7_REBUILD=1 built FFCV against the carried libraries (ldd: OpenCV, libjpeg-turbo and TBB
-# resolved from the prefix) and imported it; `issue7.py step|summary --small` ran on the CPU.
+# GPU_FFCV_REBUILD=1 built FFCV against the carried libraries (ldd: OpenCV, libjpeg-turbo and TBB
+# resolved from the prefix) and imported it; `speed_targets.py step|summary --small` ran on the CPU.
 # The device image's compiler and `wheel` package are assumed (nvcc there needs a host g++).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CARRY=.gpu_carry
 PART=${1:-all}
-RES=${ISSUE7_RESULTS:-/tmp/issue7-results}
+RES=${GPU_PARTS_RESULTS:-/tmp/gpu-parts-results}
 
 prepare() {  # on this (Debian 12, x86-64) machine, with pip and apt reachable
   grep -qx "/$CARRY/" .git/info/exclude || echo "/$CARRY/" >>.git/info/exclude
@@ -41,9 +42,9 @@ prepare() {  # on this (Debian 12, x86-64) machine, with pip and apt reachable
 }
 
 setup() {  # on the GPU machine; idempotent while the machine stays warm
-  export PREFIX=/tmp/issue7-prefix SITE=/tmp/issue7-site
+  export PREFIX=/tmp/gpu-ffcv-prefix SITE=/tmp/gpu-ffcv-site
   export PYTHONPATH=$SITE:$PWD LD_LIBRARY_PATH=$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-  if [ -z "${ISSUE7_REBUILD:-}" ] && python3 -c "import ffcv" 2>/dev/null; then return; fi
+  if [ -z "${GPU_FFCV_REBUILD:-}" ] && python3 -c "import ffcv" 2>/dev/null; then return; fi
   mkdir -p "$PREFIX" "$SITE"
   for f in "$CARRY"/deb/*.deb; do dpkg -x "$f" "$PREFIX"; done
   lib=$PREFIX/usr/lib/x86_64-linux-gnu
@@ -85,7 +86,7 @@ keep() {  # results to $OUT (what comes back) as well as $RES (what summary read
 }
 
 step() {  # peak, bf16 update cosine, profile, speed switches (MFU of each)
-  python3 -m benchmarks.gpu.issue7 step --out "$RES"
+  python3 -m benchmarks.gpu.speed_targets step --out "$RES"
   keep "*_cuda.json"
 }
 
@@ -106,13 +107,13 @@ baselines() {  # ours vs DM sweep time and vs MTT/TESLA memory (issue 6's bench,
 }
 
 summary() {
-  python3 -m benchmarks.gpu.issue7 summary --out "$RES"
-  keep "issue7_summary_cuda.json"
+  python3 -m benchmarks.gpu.speed_targets summary --out "$RES"
+  keep "speed_targets_cuda.json"
 }
 
 case "$PART" in
   prepare) prepare ;;
-  setup) setup ;;  # alone: FFCV built into /tmp/issue7-site for benchmarks/gpu/throughput_suite.sh
+  setup) setup ;;  # alone: FFCV built into /tmp/gpu-ffcv-site for benchmarks/gpu/throughput_suite.sh
   step | loader | baselines | summary) setup; "$PART" ;;
   all) setup; step; loader; baselines; summary ;;
   *) echo "usage: $0 prepare|setup|step|loader|baselines|summary|all" >&2; exit 2 ;;

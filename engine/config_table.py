@@ -1,0 +1,69 @@
+"""docs/config_reference.md's key table, built from the config dataclasses themselves: each
+field's default and the comment on its line in engine/config.py (one declaration per key)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+
+from engine import config
+
+START, END = (
+    "<!-- config-table: start (python -m engine.config_table) -->",
+    "<!-- config-table: end -->",
+)
+SECTIONS = (("", config.RunConfig), ("teacher.", config.TeacherConfig), ("gan.", config.GanConfig),
+            ("condense.", config.CondenseConfig), ("eval.", config.EvalConfig))  # fmt: skip
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """field name -> its `#:` comment lines (the Sphinx autodoc convention) joined."""
+    comments, pending = {}, []
+    for line in inspect.getsource(cls).splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+        elif (m := re.match(r"(\w+)\s*:", text)) and line.startswith("    ") and pending:
+            comments[m.group(1)] = " ".join(pending)
+            pending = []
+        else:
+            pending = []
+    return comments
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def rows() -> list[tuple[str, str, str]]:
+    out = []
+    for prefix, cls in SECTIONS:
+        comments = _field_comments(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.type) or f.name in ("teacher", "gan", "condense", "eval"):
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = ""
+            shown = f"`{default}`" if default != "" else '`""`'
+            out.append((f"`{prefix}{f.name}`", shown, _cell(comments.get(f.name, ""))))
+    return out
+
+
+def table() -> str:
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {d} | {m} |" for k, d, m in rows()]
+    return "\n".join([START, *lines, END])
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config_reference.md"
+    text = doc.read_text()
+    pattern = re.escape(START) + ".*?" + re.escape(END)
+    doc.write_text(re.sub(pattern, lambda _: table(), text, flags=re.S))

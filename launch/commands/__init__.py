@@ -1,0 +1,1 @@
+"""One module per command group; each `add(sub)` registers its subcommands and handlers."""

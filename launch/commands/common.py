@@ -1,0 +1,73 @@
+"""What several command groups share: the run options, positive integers, the --set help."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+SET_HELP = (
+    "override a config value: key=value; keys every preset honours: ipc, seed, max_steps "
+    "(stop after this many generator updates), device (cpu|cuda); sections: teacher.*, gan.*, "
+    "condense.*, eval.* (docs/config_reference.md); repeatable"
+)
+
+
+PRETRAIN_SET_HELP = (
+    "override a config value: key=value; the pretrain stage reads seed, device and the "
+    "teacher.* and gan.* sections (docs/config_reference.md); ipc, max_steps and condense.* "
+    "are accepted but ignored here; repeatable"
+)
+
+
+MISMATCH_HELP = (
+    "use the data / pretrain stage even though the run or stage records another one (by "
+    "default that is refused: meta.json's source sha256 and the stage's sha256 must match)"
+)
+
+
+def add_run_options(p, out_help: str, set_help: str = SET_HELP) -> None:
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="<dataset>-ipc<K> (the paper's method at a GPU budget) or <dataset>-smoke (a "
+        "2-core CPU budget), e.g. fashion-mnist-ipc10; for your own image folder "
+        "imagefolder-ipc10 or imagefolder-smoke (all: docs/config_reference.md)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a resolved config as JSON instead of --preset and --set (what `gencond submit` "
+        "hands its jobs; every key as in docs/config_reference.md)",
+    )
+    p.add_argument("--data", required=True, type=Path, help="a folder written by `gencond prep`")
+    p.add_argument("--out", required=True, type=Path, help=out_help)
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help
+    )
+
+
+def run_config(args):
+    """The resolved, validated RunConfig of --preset and --set (or of --config) for --data."""
+    from data_prep.errors import ConfigError
+    from engine.config import RunConfig
+    from engine.presets import check_dataset, load_preset_for
+
+    if args.config is None:
+        if args.preset is None:
+            raise ConfigError("give --preset NAME (e.g. fashion-mnist-smoke) or --config FILE")
+        return load_preset_for(args.preset, args.overrides, args.data)
+    if args.preset is not None or args.overrides:
+        raise ConfigError("--config FILE is the whole config: give it without --preset and --set")
+    cfg = RunConfig.from_file(args.config)
+    check_dataset(cfg, args.data)
+    return cfg
