@@ -332,3 +332,16 @@ def test_ablation_table_sets_each_recorded_row_beside_the_paper(tmp_path, monkey
     line = next(x for x in text.splitlines() if "| l_real |" in x)
     assert "61.50 ± 0.50 | 3 (partial) | abababababab | 63.2 | blown out" in line
     assert "| l_feature | not yet run |" in text
+
+
+def test_ablation_rows_redo_a_row_from_another_pretrain_stage(tmp_path, monkeypatch):
+    from benchmarks.probes import ablation_rows
+
+    monkeypatch.setattr(ablation_rows, "RESULTS_DIR", tmp_path)
+    done = {"partial": False, "seeds_wanted": 5, "pretrain_sha256": "a" * 64}
+    (tmp_path / "row.json").write_text(json.dumps(done))
+    assert ablation_rows.finished("row", 5) and ablation_rows.finished("row", 5, "a" * 64)
+    assert not ablation_rows.finished("row", 5, "b" * 64)  # made from another stage
+    assert not ablation_rows.finished("row", 10)  # fewer seeds than wanted
+    (tmp_path / "row.json").write_text(json.dumps({**done, "partial": True}))
+    assert not ablation_rows.finished("row", 5, "a" * 64)

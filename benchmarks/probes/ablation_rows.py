@@ -1,13 +1,16 @@
 """The ablation rows one at a time, resumable across sessions whose run folders do not survive.
 
 A row whose result file (benchmarks/results/<preset>_ablation_<name>_cpu.json) holds every seed
-is skipped; any other row is condensed (from one pretrain stage under ROOT/pre shared by every
-row, or its own with --own-pretrain), then evaluated one seed at a time and recorded after each
-seed, with the pretrained generator's SHA-256 so rows from one stage can be told apart.
+is skipped; any other row is condensed (from the committed stage given by --pretrained, else
+one pretrain stage under ROOT/pre shared by every row, or its own with --own-pretrain), then
+evaluated one seed at a time and recorded after each seed, with the pretrain file's SHA-256 so
+rows from one stage can be told apart (the file holds its wall time, so two runs of the same
+stage differ: only a committed stage makes rows of several sessions comparable).
 
     python -m benchmarks.probes.ablation_rows --preset fashion-mnist-smoke \
         --data data/fashion-mnist --root runs/ablation \
-        --variants benchmarks/ablations/fashion-mnist-smoke.toml --seeds 5
+        --variants benchmarks/ablations/fashion-mnist-smoke.toml --seeds 5 \
+        --pretrained benchmarks/ablations/fashion-mnist-smoke-pre
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ def result_name(preset: str, variant: str) -> str:
     return f"{preset}_ablation_{variant}_cpu"
 
 
-def finished(name: str, seeds: int) -> bool:
+def finished(name: str, seeds: int, stage_sha256: str | None = None) -> bool:
+    """The row's file holds every seed (and, given a stage, was condensed from that stage: a
+    row from another stage is run again from it)."""
     path = RESULTS_DIR / f"{name}.json"
     if not path.exists():
         return False
     report = json.loads(path.read_text())
+    if stage_sha256 and report.get("pretrain_sha256") != stage_sha256:
+        return False
     return not report.get("partial", True) and report.get("seeds_wanted", 0) >= seeds
 
 
@@ -52,7 +59,7 @@ def sha256(path: Path) -> str:
 
 
 def run_row(a: argparse.Namespace, variant: str, overrides: list[str]) -> None:
-    pre = a.root / (f"pre-{variant}" if a.own_pretrain else "pre")
+    pre = a.pretrained or a.root / (f"pre-{variant}" if a.own_pretrain else "pre")
     sets = [x for o in overrides for x in ("--set", o)]
     if not (pre / "pretrained.pt").exists():
         _log(f"pretrain into {pre}")
@@ -112,16 +119,24 @@ def main() -> None:
     p.add_argument("--only", default="", help="comma list of rows to run (default: all)")
     p.add_argument("--baselines", default="", help="baselines evaluated beside each row")
     p.add_argument(
+        "--pretrained",
+        type=Path,
+        default=None,
+        help="one committed pretrain stage for every row (e.g. "
+        "benchmarks/ablations/fashion-mnist-smoke-pre), so rows from several sessions share it",
+    )
+    p.add_argument(
         "--own-pretrain",
         action="store_true",
         help="each row pretrains with its own overrides (rows that change G's input)",
     )
     a = p.parse_args()
     only = {x for x in a.only.split(",") if x}
+    stage = sha256(a.pretrained / "pretrained.pt") if a.pretrained else None
     for variant, overrides in load_variants(a.variants).items():
         if only and variant not in only:
             continue
-        if finished(result_name(a.preset, variant), a.seeds):
+        if finished(result_name(a.preset, variant), a.seeds, stage):
             _log(f"{variant}: recorded, skipped")
             continue
         run_row(a, variant, overrides)
