@@ -13,8 +13,13 @@ START, END = (
     "<!-- config-table: start (python -m engine.config_table) -->",
     "<!-- config-table: end -->",
 )
-SECTIONS = (("", config.RunConfig), ("teacher.", config.TeacherConfig), ("gan.", config.GanConfig),
-            ("condense.", config.CondenseConfig), ("eval.", config.EvalConfig))  # fmt: skip
+SECTIONS = (
+    ("", config.RunConfig),
+    ("teacher.", config.TeacherConfig),
+    ("gan.", config.GanConfig),
+    ("condense.", config.CondenseConfig),
+    ("eval.", config.EvalConfig),
+)
 
 
 def _field_comments(cls: type) -> dict[str, str]:
@@ -36,12 +41,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def rows() -> list[tuple[str, str, str]]:
+def keys() -> list[tuple[str, object, str]]:
+    """(key as --set takes it, its dataclass default, its meaning) for every config key."""
     out = []
     for prefix, cls in SECTIONS:
         comments = _field_comments(cls)
         for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.type) or f.name in ("teacher", "gan", "condense", "eval"):
+            if f.name in ("teacher", "gan", "condense", "eval"):
                 continue
             if f.default is not dataclasses.MISSING:
                 default = f.default
@@ -49,9 +55,24 @@ def rows() -> list[tuple[str, str, str]]:
                 default = f.default_factory()
             else:
                 default = ""
-            shown = f"`{default}`" if default != "" else '`""`'
-            out.append((f"`{prefix}{f.name}`", shown, _cell(comments.get(f.name, ""))))
+            out.append((f"{prefix}{f.name}", default, comments.get(f.name, "")))
     return out
+
+
+def values(cfg: config.RunConfig) -> dict[str, object]:
+    """A resolved config flattened to the keys of `keys()`."""
+    flat = {}
+    for key, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def rows() -> list[tuple[str, str, str]]:
+    """The markdown cells of the reference table."""
+    return [(f"`{k}`", f"`{d}`" if d != "" else '`""`', _cell(m)) for k, d, m in keys()]
 
 
 def table() -> str:

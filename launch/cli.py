@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from data_prep.console import console
 from data_prep.errors import GencondError
-from launch.commands import bench, data, jobs, method
+from launch.commands import bench, config, data, jobs, method
 
 PREEMPTED_EXIT = 3  # stopped on SIGTERM / SIGUSR2 after checkpointing; run again to resume
 DEBUG_ENV = "GENCOND_DEBUG"
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"`error:` line (or set {DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
-    for add in (data.add_prep, method.add, data.add_inspect, bench.add, jobs.add):
+    for add in (data.add_prep, method.add, config.add, data.add_inspect, bench.add, jobs.add):
         add(sub)
     return parser
 

@@ -134,3 +134,21 @@ def test_bad_arguments_fail_before_the_data_stack_loads(tmp_path, argv, message)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and message in r.stdout + r.stderr
     assert "ffcv loaded: False" in r.stdout
+
+
+def test_config_shows_every_key_and_writes_what_condense_takes(cli, tmp_path):
+    """`gencond config` resolves a preset with --set as condense does: a table of keys with
+    value, default and meaning, and a JSON file that `--config` reads back to the same config."""
+    from engine.config import RunConfig
+    from engine.config_table import keys
+    from engine.presets import load_preset
+
+    out = tmp_path / "cfg.json"
+    r = cli("config", "--preset", "mnist-smoke", "--set", "ipc=5", "--json", out)
+    assert r.returncode == 0, r.stderr
+    assert all(key in r.stdout for key, _, _ in keys())
+    assert RunConfig.from_file(out).to_dict() == load_preset("mnist-smoke", ["ipc=5"]).to_dict()
+    r = cli("config", "--config", out, "--changed")
+    assert r.returncode == 0 and "condense.ipc" in r.stdout and "eval.dsa_mode" not in r.stdout
+    r = cli("config", "--config", out, "--set", "ipc=3")
+    assert r.returncode == 2 and "without --set" in r.stderr
