@@ -57,17 +57,20 @@ def add_run_options(p, out_help: str, set_help: str = SET_HELP) -> None:
 
 
 def run_config(args):
-    """The resolved, validated RunConfig of --preset and --set (or of --config) for --data."""
+    """The resolved, validated RunConfig of --preset and --set (or of --config), refused when
+    made for another dataset than --data (when there is a --data)."""
     from data_prep.errors import ConfigError
     from engine.config import RunConfig
-    from engine.presets import check_dataset, load_preset_for
+    from engine.presets import check_dataset, load_preset
 
     if args.config is None:
         if args.preset is None:
             raise ConfigError("give --preset NAME (e.g. fashion-mnist-smoke) or --config FILE")
-        return load_preset_for(args.preset, args.overrides, args.data)
-    if args.preset is not None or args.overrides:
-        raise ConfigError("--config FILE is the whole config: give it without --preset and --set")
-    cfg = RunConfig.from_file(args.config)
-    check_dataset(cfg, args.data)
+        cfg = load_preset(args.preset, args.overrides)
+    elif args.preset is not None or args.overrides:
+        raise ConfigError("--config FILE is the whole config: give it without --set (or --preset)")
+    else:
+        cfg = RunConfig.from_file(args.config)
+    if args.data is not None:
+        check_dataset(cfg, args.data)
     return cfg

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data_prep.console import console
-from launch.commands.common import SET_HELP
+from launch.commands.common import SET_HELP, run_config
 
 
 def add(sub) -> None:
@@ -52,32 +52,13 @@ def add(sub) -> None:
     p.set_defaults(handler=_run_config)
 
 
-def _resolve(args):
-    from data_prep.errors import ConfigError
-    from engine.config import RunConfig
-    from engine.presets import check_dataset, load_preset
-
-    if (args.preset is None) == (args.config is None):
-        raise ConfigError("give --preset NAME (with --set) or --config FILE")
-    if args.config is not None and args.overrides:
-        raise ConfigError("--config FILE is the whole config: give it without --set")
-    cfg = (
-        load_preset(args.preset, args.overrides)
-        if args.preset
-        else RunConfig.from_file(args.config)
-    )
-    if args.data is not None:
-        check_dataset(cfg, args.data)
-    return cfg
-
-
 def _run_config(args) -> int:
     from rich.table import Table
 
     from data_prep.console import stdout_console
     from engine.config_table import keys, values
 
-    cfg = _resolve(args)
+    cfg = run_config(args)
     resolved = values(cfg)
     rows = []
     for key, default, meaning in keys():
