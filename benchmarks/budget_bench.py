@@ -13,14 +13,19 @@ zero-cost lines.
   crossed it. The condenser's whole state is saved with each snapshot, so an interrupted run
   resumes from its last snapshot (the clock resumes from there too).
 
-Every snapshot and every (method, mark, seed) accuracy is written as soon as it exists; a rerun
-skips them. Writes RESULT.json, RESULT.md and RESULT.png (accuracy against wall-clock).
+Every snapshot and every (method, mark, seed) accuracy is written as soon as it exists (the
+accuracies as one file each under WORK/rows/), and a rerun skips them. `phase` splits the work:
+`condense` only makes snapshots, `evaluate` only trains on them (`shard` K/N takes every N-th
+evaluation, so several processes share them safely), `all` does both. Each snapshot records the
+threads, CPUs and load average it ran with. Writes RESULT.json, RESULT.md and RESULT.png
+(accuracy against wall-clock) from every row in WORK.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +70,11 @@ class BudgetConfig:
     seed: int = 0
     workdir: str = "runs/budget"
     device: str = "cpu"
+    phase: str = "all"  # all | condense | evaluate
+    shard: tuple[int, int] = (0, 1)  # evaluate every N-th (method, mark, seed) from K
+
+    # keys a workdir's snapshots and rows do not depend on
+    PER_PROCESS = ("methods", "phase", "shard", "workdir")
 
     def check(self) -> None:
         unknown = sorted(set(self.methods) - set(METHODS))
@@ -74,6 +84,11 @@ class BudgetConfig:
             raise ConfigError("--marks: give positive minutes, e.g. 5,10,20,40")
         if list(self.marks_min) != sorted(self.marks_min):
             raise ConfigError("--marks must increase")
+        if self.phase not in ("all", "condense", "evaluate"):
+            raise ConfigError(f"--phase {self.phase!r}: choose all, condense or evaluate")
+        k, n = self.shard
+        if not (n >= 1 and 0 <= k < n):
+            raise ConfigError(f"--shard {k}/{n}: expected K/N with 0 <= K < N")
         if not (Path(self.data) / "meta.json").is_file():
             raise ConfigError(f"{self.data}: not a prepared dataset (no meta.json)")
         self.eval.check()
@@ -95,6 +110,12 @@ def _save_snapshot(cfg, method, mark, images, labels, elapsed, info, state=None)
         "state": state,
     }
     fsio.save_torch(payload, _snap_path(cfg, method, mark))
+
+
+def _resources() -> dict:
+    """What a snapshot was made with: torch threads, the CPUs it may run on, the load."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"threads": torch.get_num_threads(), "cpus": cpus, "load_1m": os.getloadavg()[0]}
 
 
 def _missing_marks(cfg: BudgetConfig, method: str) -> list[float]:
@@ -138,7 +159,7 @@ def run_ours(cfg: BudgetConfig, log) -> None:
         if elapsed >= todo[0] * 60 or step >= total:
             payload = load_condensed(work / "run")
             images, labels = synthetic_set(payload)
-            info = {"steps": payload.steps, "finished_s": clock.get("finished_s")}
+            info = {"steps": payload.steps, "finished_s": clock.get("finished_s"), **_resources()}
             _save_snapshot(cfg, "ours", todo[0], images, labels, elapsed, info)
             log(f"ours: snapshot at {todo.pop(0):g} min ({elapsed:.0f} s, step {step})")
             continue
@@ -205,7 +226,7 @@ def run_baseline(cfg: BudgetConfig, method: str, log) -> None:
         iteration += 1
         elapsed = time.perf_counter() - began
         while todo and elapsed >= todo[0] * 60:
-            info = {"updates": iteration}
+            info = {"updates": iteration, **_resources()}
             _save_snapshot(
                 cfg,
                 method,
@@ -241,74 +262,146 @@ def _coreset(cfg: BudgetConfig, kind: str):
     return herding(cfg.data, cfg.ipc, net.eval())
 
 
+def _rows_dir(cfg: BudgetConfig) -> Path:
+    return Path(cfg.workdir) / "rows"
+
+
+def _row_path(cfg: BudgetConfig, method: str, mark: float, seed: int) -> Path:
+    return _rows_dir(cfg) / f"{method}@{mark:g}min_seed{seed}.json"
+
+
+def _claim_workdir(cfg: BudgetConfig, config: dict) -> None:
+    """A workdir belongs to one configuration: refuse to mix snapshots of two."""
+    from data_prep import fsio
+
+    mine = {k: v for k, v in config.items() if k not in cfg.PER_PROCESS}
+    path = Path(cfg.workdir) / "budget_config.json"
+    if path.is_file():
+        theirs = json.loads(path.read_text())
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if changed:
+            raise ConfigError(
+                f"{cfg.workdir} holds a budget run with another {', '.join(changed)}; "
+                "give another --workdir or delete it"
+            )
+    else:
+        fsio.write_json(path, mine)
+
+
+def _read_rows(cfg: BudgetConfig) -> list[dict]:
+    order = {m: i for i, m in enumerate((*cfg.coresets, *METHODS))}
+    rows = [json.loads(p.read_text()) for p in sorted(_rows_dir(cfg).glob("*.json"))]
+    return sorted(rows, key=lambda r: (order.get(r["method"], 99), r["mark_min"], r["seed"]))
+
+
+def _no_set_notes(cfg: BudgetConfig) -> dict[str, str]:
+    notes = {}
+    for method in METHODS:
+        for mark in cfg.marks_min:
+            path = _snap_path(cfg, method, mark)
+            if path.is_file():
+                snap = torch.load(path, weights_only=False)
+                if snap["images"] is None:
+                    notes[f"{method}@{mark:g}"] = snap["info"]["note"]
+    return notes
+
+
+def _resources_by_method(rows: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for r in rows:
+        if "threads" not in r:
+            continue
+        got = out.setdefault(r["method"], {"threads": set(), "cpus": set(), "load_1m": []})
+        got["threads"].add(r["threads"])
+        got["cpus"].add(tuple(r["cpus"] or ()))
+        got["load_1m"].append(r["load_1m"])
+    return {
+        m: {
+            "threads": sorted(g["threads"]),
+            "cpus": [list(c) for c in sorted(g["cpus"])],
+            "load_1m": [round(min(g["load_1m"]), 2), round(max(g["load_1m"]), 2)],
+        }
+        for m, g in out.items()
+    }
+
+
 def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
-    """Condense every method to its marks, then evaluate every snapshot and coreset."""
+    """Condense every method to its marks, then evaluate every snapshot and coreset (as
+    `phase` and `shard` say); the result files are rebuilt from every row in the workdir."""
+    from data_prep import fsio
     from engine.evaluate import train_and_test
 
     cfg.check()
     out = Path(out or RESULTS_DIR / f"budget_{cfg.dataset}_ipc{cfg.ipc}_{cfg.device}.json")
     config = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    rows: list[dict] = []
-    if out.is_file():
-        old = json.loads(out.read_text())
-        same = {k: v for k, v in old.get("config", {}).items() if k != "workdir"}
-        if same == {k: v for k, v in config.items() if k != "workdir"}:
-            rows = old["rows"]
-    done = {(r["method"], r["mark_min"], r["seed"]) for r in rows}
-    notes: dict[str, str] = {}
+    _claim_workdir(cfg, config)
 
     def save() -> dict:
+        rows = _read_rows(cfg)
         summary = summarise(rows, cfg)
         payload = write_result(
-            out, config, rows, summary=summary, protocol=_protocol(cfg), no_set=notes
+            out,
+            {k: v for k, v in config.items() if k not in cfg.PER_PROCESS},
+            rows,
+            summary=summary,
+            protocol=_protocol(cfg),
+            no_set=_no_set_notes(cfg),
+            resources=_resources_by_method(rows),
         )
         out.with_suffix(".md").write_text(markdown(payload))
         plot(payload, out.with_suffix(".png"))
         return payload
 
-    def evaluate(method, mark, images, labels, extra) -> None:
-        for seed in range(cfg.eval.seeds):
-            if (method, mark, seed) in done:
-                continue
-            began = time.perf_counter()
-            acc = train_and_test(
-                "convnet", images, labels, cfg.data, cfg.eval, seed, device=cfg.device
-            )
-            rows.append(
-                {
-                    "method": method,
-                    "mark_min": mark,
-                    "seed": seed,
-                    "acc": acc,
-                    "eval_s": round(time.perf_counter() - began, 1),
-                    **extra,
-                }
-            )
-            done.add((method, mark, seed))
-            log(f"{method} @ {mark} min, seed {seed}: {acc:.2f} %")
-            save()
+    if cfg.phase in ("all", "condense"):
+        for method in cfg.methods:
+            if method == "ours":
+                run_ours(cfg, log)
+            else:
+                run_baseline(cfg, method, log)
+    if cfg.phase == "condense":
+        return save()
 
-    for kind in cfg.coresets:
-        if any((kind, 0.0, s) not in done for s in range(cfg.eval.seeds)):
-            images, labels = _coreset(cfg, kind)
-            evaluate(kind, 0.0, images, labels, {"elapsed_s": 0.0})
-    for method in cfg.methods:
-        if method == "ours":
-            run_ours(cfg, log)
-        else:
-            run_baseline(cfg, method, log)
-        for mark in cfg.marks_min:
-            snap = torch.load(_snap_path(cfg, method, mark), weights_only=False)
-            if snap["images"] is None:
-                notes[f"{method}@{mark:g}"] = snap["info"]["note"]
-                continue
-            evaluate(
-                method,
-                mark,
-                snap["images"],
-                snap["labels"],
-                {"elapsed_s": round(snap["elapsed_s"], 1), **snap["info"]},
-            )
+    tasks = [(kind, 0.0, seed) for kind in cfg.coresets for seed in range(cfg.eval.seeds)]
+    tasks += [
+        (method, mark, seed)
+        for method in cfg.methods
+        for mark in cfg.marks_min
+        for seed in range(cfg.eval.seeds)
+    ]
+    k, n = cfg.shard
+    mine = [t for i, t in enumerate(tasks) if i % n == k and not _row_path(cfg, *t).is_file()]
+    sets: dict = {}
+    for method, mark, seed in mine:
+        if (method, mark) not in sets:
+            if method in cfg.coresets:
+                images, labels = _coreset(cfg, method)
+                sets[method, mark] = (images, labels, {"elapsed_s": 0.0})
+            else:
+                path = _snap_path(cfg, method, mark)
+                snap = torch.load(path, weights_only=False) if path.is_file() else None
+                if snap is None or snap["images"] is None:
+                    if snap is None:
+                        log(f"{method} @ {mark:g} min: not condensed yet, skipped")
+                    sets[method, mark] = None
+                else:
+                    extra = {"elapsed_s": round(snap["elapsed_s"], 1), **snap["info"]}
+                    sets[method, mark] = (snap["images"], snap["labels"], extra)
+        if sets[method, mark] is None:
+            continue
+        images, labels, extra = sets[method, mark]
+        began = time.perf_counter()
+        acc = train_and_test("convnet", images, labels, cfg.data, cfg.eval, seed, device=cfg.device)
+        row = {
+            "method": method,
+            "mark_min": mark,
+            "seed": seed,
+            "acc": acc,
+            "eval_s": round(time.perf_counter() - began, 1),
+            **extra,
+        }
+        fsio.write_json(_row_path(cfg, method, mark, seed), row)
+        log(f"{method} @ {mark:g} min, seed {seed}: {acc:.2f} %")
+        save()
     return save()
 
 
@@ -322,7 +415,7 @@ def _protocol(cfg: BudgetConfig) -> str:
 
 def summarise(rows: list[dict], cfg: BudgetConfig) -> list[dict]:
     out = []
-    for method in (*cfg.coresets, *cfg.methods):
+    for method in (*cfg.coresets, *METHODS):
         for mark in sorted({r["mark_min"] for r in rows if r["method"] == method}):
             mine = [r for r in rows if (r["method"], r["mark_min"]) == (method, mark)]
             accs = [r["acc"] for r in mine]
@@ -347,20 +440,44 @@ def markdown(payload: dict) -> str:
         f"# Accuracy against wall-clock: {cfg['dataset']} IPC {cfg['ipc']} "
         f"({payload['device']}, {payload['machine']}, commit {payload['commit']})",
         "",
-        f"Protocol: {payload['protocol']}. Each method ran alone from zero (ours: "
-        "pretraining counted; MTT: its experts counted). Accuracy (%) of the set each "
-        "had when the clock passed the mark; random real and herding cost nothing.",
+        f"Protocol: {payload['protocol']}. Each method ran from zero (ours: pretraining "
+        "counted; MTT: its experts counted). Accuracy (%) of the set each had when the "
+        "clock passed the mark (`*`: no set yet); random real and herding cost nothing.",
         "",
+        *_resource_lines(payload),
         "| method | " + " | ".join(f"{m:g} min" for m in marks) + " |",
         "| --- |" + " ---: |" * len(marks),
     ]
-    for method in (*cfg["coresets"], *cfg["methods"]):
+    present = {r["method"] for r in payload["summary"]} | {
+        k.split("@")[0] for k in payload.get("no_set", {})
+    }
+    for method in (*cfg["coresets"], *METHODS):
+        if method not in present:
+            continue
         cells = []
         for m in marks:
             r = by.get((method, m)) or by.get((method, 0.0))
-            cells.append("-" if r is None else f"{r['mean']:.2f} ± {r['std']:.2f}")
+            if r is not None:
+                cells.append(f"{r['mean']:.2f} ± {r['std']:.2f}")
+            else:
+                cells.append("*" if f"{method}@{m:g}" in payload.get("no_set", {}) else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    notes = sorted(set(payload.get("no_set", {}).values()))
+    lines += ["", *[f"`*` {n}." for n in notes]] if notes else []
     return "\n".join(lines) + "\n"
+
+
+def _resource_lines(payload: dict) -> list[str]:
+    res = payload.get("resources") or {}
+    if not res:
+        return []
+    lines = ["| method | torch threads | CPUs | load average (1 min) at snapshots |"]
+    lines.append("| --- | --- | --- | --- |")
+    for method, r in res.items():
+        cpus = "; ".join(",".join(map(str, c)) for c in r["cpus"])
+        lo, hi = r["load_1m"]
+        lines.append(f"| {method} | {', '.join(map(str, r['threads']))} | {cpus} | {lo}-{hi} |")
+    return [*lines, ""]
 
 
 def plot(payload: dict, path: Path) -> None:
@@ -380,7 +497,7 @@ def plot(payload: dict, path: Path) -> None:
                 color="gray" if r["method"] == "random" else "black",
                 label=f"{r['method']} (no cost)",
             )
-    for method in cfg["methods"]:
+    for method in METHODS:
         pts = [r for r in payload["summary"] if r["method"] == method]
         if pts:
             ax.errorbar(

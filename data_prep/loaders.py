@@ -22,17 +22,21 @@ from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
 from data_prep import meta as meta_io
 from data_prep.errors import ConfigError
+from data_prep.options import default_workers, usable_cpus
 from data_prep.orders import ClassGrouped, WorldSliceRandom, build_loader
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def torch_default_threads() -> int:
-    """What torch picks by itself: OMP_NUM_THREADS, else the physical cores."""
+    """What torch picks by itself: OMP_NUM_THREADS, else the physical cores this process may
+    use."""
     import psutil
 
     env = os.environ.get("OMP_NUM_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else psutil.cpu_count(logical=False) or 1
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return min(psutil.cpu_count(logical=False) or 1, usable_cpus())
 
 
 # FFCV sets torch's intra-op threads to 1 when imported and to its worker count whenever a
@@ -56,7 +60,9 @@ def _iterate(loader: Loader) -> Iterator:
 
 
 def default_threads() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    """FFCV's workers: one per usable CPU, at most 8 (more than the affinity allows makes
+    numba refuse)."""
+    return default_workers()
 
 
 class Normalizer:

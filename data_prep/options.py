@@ -18,8 +18,15 @@ DATASETS = (
 )
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, a SLURM cpuset), not all the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    return max(1, min(8, usable_cpus()))
 
 
 @dataclass

@@ -257,8 +257,13 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
         "eval.width=8",
         *[a for s in tiny_baselines for a in ("--baseline", s)],
     ]
-    r = run_cli(*args, timeout=900)
+    # the snapshots first, then the evaluations split over two shards, as two cores would run them
+    r = run_cli(*args, "--phase", "condense", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "work" / "rows").exists()  # condense evaluates nothing
+    for shard in ("0/2", "1/2"):
+        r = run_cli(*args, "--phase", "evaluate", "--shard", shard, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
     payload = json.loads(out.read_text())
     got = {(s["method"], s["mark_min"]) for s in payload["summary"]}
     assert {("random", 0.0), ("herding", 0.0)} <= got
@@ -266,14 +271,23 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
         for mark in (0.4, 0.8):
             assert (method, mark) in got or f"{method}@{mark:g}" in payload["no_set"]
         assert any(m == method for m, _ in got), method  # every method has a set by the end
+        assert payload["resources"][method]["threads"], method  # what it ran with is recorded
     assert all(s["seeds"] == 2 for s in payload["summary"])
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| ours |" in out.with_suffix(".md").read_text()
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").rglob("snapshot_*.pt")}
+    work = tmp_path / "work"
+    stamps = {
+        p: p.stat().st_mtime_ns for p in [*work.rglob("snapshot_*.pt"), *work.rglob("*.json")]
+    }
     r = run_cli(*args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(out.read_text())["rows"] == payload["rows"]
-    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.parent.name == "rows")
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.suffix == ".pt")
+    # the workdir belongs to this configuration: other marks there are refused in one line
+    marks = args.index("--marks") + 1
+    r = run_cli(*args[:marks], "0.4,0.9", *args[marks + 1 :], timeout=300)
+    assert r.returncode != 0 and "marks_min" in r.stderr and "--workdir" in r.stderr, r.stderr
 
 
 def test_every_method_counts_flops_over_the_same_sweep(tmp_path):

@@ -181,3 +181,22 @@ def test_unprepared_folder_is_refused(tmp_path):
     with pytest.raises(DataError, match="no meta.json"):
         TrainLoader(tmp_path, batch_size=4, seed=0)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_loaders_run_when_pinned_to_one_cpu(data):
+    """Under taskset or a SLURM cpuset the loaders size FFCV's workers and torch's threads to
+    the CPUs the process may use (numba refuses more threads than that)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    code = (
+        "import os, torch; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from data_prep.loaders import TrainLoader, default_threads; "
+        f"n = sum(len(x) for x, _ in TrainLoader({str(data)!r}, batch_size=8, seed=0)); "
+        "print(n, default_threads(), torch.get_num_threads())"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == [str((11 * 30 + 5) // 8 * 8), "1", "1"]

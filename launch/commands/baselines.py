@@ -175,7 +175,9 @@ def add_baseline_benches(bench, positive) -> None:
         "snapshotted when the clock passes each mark; every snapshot, random real and herding "
         "are trained on with the eval.* protocol over --set eval.seeds seeds. Snapshots and "
         "accuracies are saved as they come; a rerun skips them. Writes JSON, markdown and a "
-        "PNG plot (default: benchmarks/results/budget_<dataset>_ipc<K>_<device>.json).",
+        "PNG plot (default: benchmarks/results/budget_<dataset>_ipc<K>_<device>.json). "
+        "To keep two cores busy, run two condense phases side by side, each pinned to its "
+        "own core (taskset -c N, OMP_NUM_THREADS=1), then two evaluate shards.",
     )
     b.add_argument("--data", required=True, help="a prepared dataset folder")
     b.add_argument("--ipc", type=positive, default=10, help="images per class (default: 10)")
@@ -219,6 +221,20 @@ def add_baseline_benches(bench, positive) -> None:
         default="runs/budget",
         help="snapshots, ours' runs, the herding net (default: %(default)s)",
     )
+    b.add_argument(
+        "--phase",
+        choices=("all", "condense", "evaluate"),
+        default="all",
+        help="condense: only make the snapshots; evaluate: only train on them; "
+        "all: both (default: %(default)s)",
+    )
+    b.add_argument(
+        "--shard",
+        default="0/1",
+        metavar="K/N",
+        help="evaluate every N-th (method, mark, seed) starting at K, so N processes can "
+        "share the evaluations (default: %(default)s)",
+    )
     b.add_argument("--out", type=Path, default=None, help="result JSON (see above)")
     b.set_defaults(handler=run_budget)
 
@@ -255,7 +271,13 @@ def run_budget(args) -> int:
         preset_overrides=(*preset_sets, f"ipc={args.ipc}"),
         eval=evaluation.eval,
         workdir=args.workdir,
+        phase=args.phase,
     )
+    try:
+        k, n = (int(x) for x in args.shard.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {args.shard!r}: expected K/N, e.g. 0/2") from None
+    cfg.shard = (k, n)
     try:
         cfg.marks_min = tuple(float(m) for m in args.marks.split(",") if m.strip())
     except ValueError:
