@@ -290,6 +290,36 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
     assert r.returncode != 0 and "marks_min" in r.stderr and "--workdir" in r.stderr, r.stderr
 
 
+def test_budget_table_marks_missing_sets_and_ours_minus_the_best_pixel_method():
+    from benchmarks.budget_bench import markdown
+
+    def point(method, mark, mean):
+        return {"method": method, "mark_min": mark, "mean": mean, "std": 0.5, "seeds": 3}
+
+    payload = {
+        "config": {"marks_min": [5.0, 40.0], "coresets": ["random"], "dataset": "d", "ipc": 10},
+        "device": "cpu",
+        "machine": "m",
+        "commit": "c",
+        "protocol": "p",
+        "summary": [
+            point("random", 0.0, 70.0),
+            point("ours", 40.0, 80.0),
+            point("dm", 5.0, 60.0),
+            point("dm", 40.0, 78.0),
+            point("dsa", 40.0, 81.5),
+        ],
+        "no_set": {"ours@5": "no set yet: pretraining"},
+        "resources": {"ours": {"threads": [1], "cpus": [[0]], "load_1m": [1.9, 2.1]}},
+    }
+    md = markdown(payload)
+    assert "| random | 70.00 ± 0.50 | 70.00 ± 0.50 |" in md  # a coreset costs nothing
+    assert "| ours | * | 80.00 ± 0.50 |" in md
+    assert "| ours - best pixel method | - | -1.50 |" in md
+    assert "`*` no set yet: pretraining." in md
+    assert "| ours | 1 | 0 | 1.9-2.1 |" in md
+
+
 def test_every_method_counts_flops_over_the_same_sweep(tmp_path):
     cfg = ThroughputConfig(
         shapes=("cifar10",),
