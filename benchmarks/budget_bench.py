@@ -361,7 +361,23 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
     if cfg.phase == "condense":
         return save()
 
-    # seed-major: every point gets its first seed before any gets its second
+    # a snapshot holding the same set as an earlier mark (ours after its schedule ended) is
+    # not trained on again: its rows copy the earlier mark's, with `same_set_as`
+    sets: dict = {}
+    for method in cfg.methods:
+        seen: dict[str, float] = {}
+        for mark in cfg.marks_min:
+            path = _snap_path(cfg, method, mark)
+            snap = torch.load(path, weights_only=False) if path.is_file() else None
+            if snap is None:
+                log(f"{method} @ {mark:g} min: not condensed yet, skipped")
+            elif snap["images"] is not None:
+                digest = _set_digest(snap["images"], snap["labels"])
+                extra = {"elapsed_s": round(snap["elapsed_s"], 1), **snap["info"]}
+                sets[method, mark] = (snap["images"], snap["labels"], extra, seen.get(digest))
+                seen.setdefault(digest, mark)
+    # seed-major (every point gets its first seed before any gets its second), sharded over
+    # every point there will be, so K/N picks the same tasks whatever has been condensed yet
     tasks = [
         task
         for seed in range(cfg.eval.seeds)
@@ -371,40 +387,46 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
         ]
     ]
     k, n = cfg.shard
-    mine = [t for i, t in enumerate(tasks) if i % n == k and not _row_path(cfg, *t).is_file()]
-    sets: dict = {}
+    mine = [t for i, t in enumerate(tasks) if i % n == k]
+
+    def trained_on(task) -> bool:  # a coreset, or a snapshot with a set no earlier mark had
+        return task[0] in cfg.coresets or (task[:2] in sets and sets[task[:2]][3] is None)
+
+    tasks = [t for t in tasks if trained_on(t)]
+
+    def write_copies(row: dict) -> None:
+        method, mark, seed = row["method"], row["mark_min"], row["seed"]
+        for (m, later), (_, _, its_extra, same) in sets.items():
+            if m == method and same == mark and not _row_path(cfg, m, later, seed).is_file():
+                copy = {**row, **its_extra, "mark_min": later, "eval_s": 0.0, "same_set_as": mark}
+                fsio.write_json(_row_path(cfg, m, later, seed), copy)
+
+    for task in tasks:  # copies that a crash left out
+        if task[0] not in cfg.coresets and _row_path(cfg, *task).is_file():
+            write_copies(json.loads(_row_path(cfg, *task).read_text()))
+    mine = [t for t in mine if t in tasks and not _row_path(cfg, *t).is_file()]
     for method, mark, seed in mine:
-        if (method, mark) not in sets:
-            if method in cfg.coresets:
-                images, labels = _coreset(cfg, method)
-                sets[method, mark] = (images, labels, {"elapsed_s": 0.0})
-            else:
-                path = _snap_path(cfg, method, mark)
-                snap = torch.load(path, weights_only=False) if path.is_file() else None
-                if snap is None or snap["images"] is None:
-                    if snap is None:
-                        log(f"{method} @ {mark:g} min: not condensed yet, skipped")
-                    sets[method, mark] = None
-                else:
-                    extra = {"elapsed_s": round(snap["elapsed_s"], 1), **snap["info"]}
-                    sets[method, mark] = (snap["images"], snap["labels"], extra)
-        if sets[method, mark] is None:
-            continue
-        images, labels, extra = sets[method, mark]
+        if method in cfg.coresets and (method, mark) not in sets:
+            images, labels = _coreset(cfg, method)
+            sets[method, mark] = (images, labels, {"elapsed_s": 0.0}, None)
+        images, labels, extra, _ = sets[method, mark]
         began = time.perf_counter()
         acc = train_and_test("convnet", images, labels, cfg.data, cfg.eval, seed, device=cfg.device)
-        row = {
-            "method": method,
-            "mark_min": mark,
-            "seed": seed,
-            "acc": acc,
-            "eval_s": round(time.perf_counter() - began, 1),
-            **extra,
-        }
+        row = {"method": method, "mark_min": mark, "seed": seed, "acc": acc}
+        row.update(eval_s=round(time.perf_counter() - began, 1), **extra)
         fsio.write_json(_row_path(cfg, method, mark, seed), row)
+        write_copies(row)
         log(f"{method} @ {mark:g} min, seed {seed}: {acc:.2f} %")
         save()
     return save()
+
+
+def _set_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    import hashlib
+
+    h = hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes())
+    h.update(labels.cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _protocol(cfg: BudgetConfig) -> str:
@@ -429,6 +451,7 @@ def summarise(rows: list[dict], cfg: BudgetConfig) -> list[dict]:
                     "mean": float(np.mean(accs)),
                     "std": float(np.std(accs)),
                     "seeds": len(accs),
+                    "same_set_as": mine[0].get("same_set_as"),
                 }
             )
     return out
@@ -438,6 +461,7 @@ def markdown(payload: dict) -> str:
     cfg = payload["config"]
     marks = cfg["marks_min"]
     by = {(r["method"], r["mark_min"]): r for r in payload["summary"]}
+    wanted = cfg.get("eval", {}).get("seeds", 0)
     lines = [
         f"# Accuracy against wall-clock: {cfg['dataset']} IPC {cfg['ipc']} "
         f"({payload['device']}, {payload['machine']}, commit {payload['commit']})",
@@ -460,7 +484,9 @@ def markdown(payload: dict) -> str:
         for m in marks:
             r = by.get((method, m)) or by.get((method, 0.0))
             if r is not None:
-                cells.append(f"{r['mean']:.2f} ± {r['std']:.2f}")
+                short = r["seeds"] < wanted  # still being evaluated
+                seeds = f" ({r['seeds']}/{wanted} seeds)" if short else ""
+                cells.append(f"{r['mean']:.2f} ± {r['std']:.2f}{seeds}")
             else:
                 cells.append("*" if f"{method}@{m:g}" in payload.get("no_set", {}) else "-")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -508,8 +534,8 @@ def plot(payload: dict, path: Path) -> None:
     for method in METHODS:
         pts = [r for r in payload["summary"] if r["method"] == method]
         if pts:
-            ax.errorbar(
-                [r["elapsed_s"] / 60 for r in pts],
+            ax.errorbar(  # a set held on from an earlier mark is drawn at its mark
+                [r["mark_min"] if r.get("same_set_as") else r["elapsed_s"] / 60 for r in pts],
                 [r["mean"] for r in pts],
                 yerr=[r["std"] for r in pts],
                 marker="o",
@@ -519,7 +545,15 @@ def plot(payload: dict, path: Path) -> None:
     ax.set_xlabel(f"wall-clock minutes from zero ({payload['device']})")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{cfg['dataset']} IPC {cfg['ipc']}: accuracy against budget")
-    ax.legend(fontsize=8)
+    missing: dict[str, list[str]] = {}
+    for key in payload.get("no_set", {}):
+        method, _, mark = key.partition("@")
+        missing.setdefault(method, []).append(mark)
+    if missing:
+        text = "; ".join(f"{m} at {', '.join(v)} min" for m, v in missing.items())
+        ax.text(0.01, 0.01, f"no set yet: {text}", transform=ax.transAxes, fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

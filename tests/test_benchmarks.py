@@ -273,6 +273,11 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
         assert any(m == method for m, _ in got), method  # every method has a set by the end
         assert payload["resources"][method]["threads"], method  # what it ran with is recorded
     assert all(s["seeds"] == 2 for s in payload["summary"])
+    # ours' tiny schedule ends before 0.8 min: that mark holds the same set and is not retrained
+    later = [r for r in payload["rows"] if (r["method"], r["mark_min"]) == ("ours", 0.8)]
+    first = {r["seed"]: r for r in payload["rows"] if r["method"] == "ours" and r["mark_min"] < 0.8}
+    assert later and all(r["same_set_as"] < 0.8 and r["eval_s"] == 0.0 for r in later), later
+    assert all(r["acc"] == first[r["seed"]]["acc"] for r in later)
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| ours |" in out.with_suffix(".md").read_text()
     work = tmp_path / "work"
@@ -297,7 +302,13 @@ def test_budget_table_marks_missing_sets_and_ours_minus_the_best_pixel_method():
         return {"method": method, "mark_min": mark, "mean": mean, "std": 0.5, "seeds": 3}
 
     payload = {
-        "config": {"marks_min": [5.0, 40.0], "coresets": ["random"], "dataset": "d", "ipc": 10},
+        "config": {
+            "marks_min": [5.0, 40.0],
+            "coresets": ["random"],
+            "dataset": "d",
+            "ipc": 10,
+            "eval": {"seeds": 3},
+        },
         "device": "cpu",
         "machine": "m",
         "commit": "c",
@@ -307,7 +318,7 @@ def test_budget_table_marks_missing_sets_and_ours_minus_the_best_pixel_method():
             point("ours", 40.0, 80.0),
             point("dm", 5.0, 60.0),
             point("dm", 40.0, 78.0),
-            point("dsa", 40.0, 81.5),
+            {**point("dsa", 40.0, 81.5), "seeds": 1},
         ],
         "no_set": {"ours@5": "no set yet: pretraining"},
         "resources": {"ours": {"threads": [1], "cpus": [[0]], "load_1m": [1.9, 2.1]}},
@@ -316,6 +327,7 @@ def test_budget_table_marks_missing_sets_and_ours_minus_the_best_pixel_method():
     assert "| random | 70.00 ± 0.50 | 70.00 ± 0.50 |" in md  # a coreset costs nothing
     assert "| ours | * | 80.00 ± 0.50 |" in md
     assert "| ours - best pixel method | - | -1.50 |" in md
+    assert "| dsa | - | 81.50 ± 0.50 (1/3 seeds) |" in md  # a point still being evaluated
     assert "`*` no set yet: pretraining." in md
     assert "| ours | 1 | 0 | 1.9-2.1 |" in md
 
