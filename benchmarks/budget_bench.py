@@ -16,7 +16,8 @@ zero-cost lines.
 Every snapshot and every (method, mark, seed) accuracy is written as soon as it exists (the
 accuracies as one file each under WORK/rows/), and a rerun skips them. `phase` splits the work:
 `condense` only makes snapshots, `evaluate` only trains on them (`shard` K/N takes every N-th
-evaluation, so several processes share them safely), `all` does both. Each snapshot records the
+evaluation, so several processes share them safely), `all` does both, `report` only rebuilds
+the result files from the rows. Each snapshot records the
 threads, CPUs and load average it ran with. Writes RESULT.json, RESULT.md and RESULT.png
 (accuracy against wall-clock) from every row in WORK.
 """
@@ -70,7 +71,7 @@ class BudgetConfig:
     seed: int = 0
     workdir: str = "runs/budget"
     device: str = "cpu"
-    phase: str = "all"  # all | condense | evaluate
+    phase: str = "all"  # all | condense | evaluate | report
     shard: tuple[int, int] = (0, 1)  # evaluate every N-th (method, mark, seed) from K
 
     # keys a workdir's snapshots and rows do not depend on
@@ -84,8 +85,8 @@ class BudgetConfig:
             raise ConfigError("--marks: give positive minutes, e.g. 5,10,20,40")
         if list(self.marks_min) != sorted(self.marks_min):
             raise ConfigError("--marks must increase")
-        if self.phase not in ("all", "condense", "evaluate"):
-            raise ConfigError(f"--phase {self.phase!r}: choose all, condense or evaluate")
+        if self.phase not in ("all", "condense", "evaluate", "report"):
+            raise ConfigError(f"--phase {self.phase!r}: choose all, condense, evaluate or report")
         k, n = self.shard
         if not (n >= 1 and 0 <= k < n):
             raise ConfigError(f"--shard {k}/{n}: expected K/N with 0 <= K < N")
@@ -352,6 +353,8 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
         plot(payload, out.with_suffix(".png"))
         return payload
 
+    if cfg.phase == "report":  # the result files from the rows there, nothing trained
+        return save()
     if cfg.phase in ("all", "condense"):
         for method in cfg.methods:
             if method == "ours":

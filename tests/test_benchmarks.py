@@ -273,11 +273,16 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
         assert any(m == method for m, _ in got), method  # every method has a set by the end
         assert payload["resources"][method]["threads"], method  # what it ran with is recorded
     assert all(s["seeds"] == 2 for s in payload["summary"])
-    # ours' tiny schedule ends before 0.8 min: that mark holds the same set and is not retrained
-    later = [r for r in payload["rows"] if (r["method"], r["mark_min"]) == ("ours", 0.8)]
-    first = {r["seed"]: r for r in payload["rows"] if r["method"] == "ours" and r["mark_min"] < 0.8}
-    assert later and all(r["same_set_as"] < 0.8 and r["eval_s"] == 0.0 for r in later), later
-    assert all(r["acc"] == first[r["seed"]]["acc"] for r in later)
+    # a mark holding the set of an earlier one (ours' tiny schedule done) copies its rows and is
+    # not retrained; whether the schedule ended by 0.4 min depends on the machine's speed
+    ours = {(r["mark_min"], r["seed"]): r for r in payload["rows"] if r["method"] == "ours"}
+    for seed in (0, 1):
+        early, late = ours.get((0.4, seed)), ours[0.8, seed]
+        if early is not None and early.get("finished_s") is not None:
+            assert late["same_set_as"] == 0.4 and late["eval_s"] == 0.0, late
+            assert late["acc"] == early["acc"]
+        else:
+            assert "same_set_as" not in late, late
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| ours |" in out.with_suffix(".md").read_text()
     work = tmp_path / "work"
@@ -289,6 +294,10 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
     assert json.loads(out.read_text())["rows"] == payload["rows"]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.parent.name == "rows")
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.suffix == ".pt")
+    out.unlink()
+    r = run_cli(*args, "--phase", "report", timeout=300)  # the files again, from the rows
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(out.read_text())["rows"] == payload["rows"]
     # the workdir belongs to this configuration: other marks there are refused in one line
     marks = args.index("--marks") + 1
     r = run_cli(*args[:marks], "0.4,0.9", *args[marks + 1 :], timeout=300)

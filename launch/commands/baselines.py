@@ -223,10 +223,11 @@ def add_baseline_benches(bench, positive) -> None:
     )
     b.add_argument(
         "--phase",
-        choices=("all", "condense", "evaluate"),
+        choices=("all", "condense", "evaluate", "report"),
         default="all",
         help="condense: only make the snapshots; evaluate: only train on them; "
-        "all: both (default: %(default)s)",
+        "all: both; report: only rebuild the JSON, markdown and plot from the rows "
+        "(default: %(default)s)",
     )
     b.add_argument(
         "--shard",
