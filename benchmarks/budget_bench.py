@@ -337,7 +337,12 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
     config = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     _claim_workdir(cfg, config)
 
-    def save() -> dict:
+    no_set: dict[str, str] | None = None
+
+    def save() -> dict:  # only ever after this process's condensing: no_set is read once
+        nonlocal no_set
+        if no_set is None:
+            no_set = _no_set_notes(cfg)
         rows = _read_rows(cfg)
         summary = summarise(rows, cfg)
         payload = write_result(
@@ -346,7 +351,7 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
             rows,
             summary=summary,
             protocol=_protocol(cfg),
-            no_set=_no_set_notes(cfg),
+            no_set=no_set,
             resources=_resources_by_method(rows),
         )
         out.with_suffix(".md").write_text(markdown(payload))
