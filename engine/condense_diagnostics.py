@@ -202,3 +202,25 @@ def term_warnings(rows: list[dict]) -> list[str]:
                 f"{r['chance']:.4g}): that term gives no signal"
             )
     return out
+
+
+#: mean between-class cosine of the class conditions above which G has nothing to tell the
+#: classes apart by (one-hot conditions: 0)
+ALIKE_CONDITIONS = 0.95
+
+
+def condition_similarity(conditions: Tensor) -> dict:
+    """How far apart the per-class conditions G is given are: the mean and largest cosine between
+    two classes' vectors, with a warning when they are nearly one vector."""
+    c = torch.nn.functional.normalize(conditions.double(), dim=1)
+    n = len(c)
+    if n < 2:
+        return {"mean_cosine": None, "max_cosine": None, "warnings": []}
+    cos = (c @ c.T)[~torch.eye(n, dtype=torch.bool)]
+    out = {"mean_cosine": float(cos.mean()), "max_cosine": float(cos.max()), "warnings": []}
+    if out["mean_cosine"] > ALIKE_CONDITIONS:
+        out["warnings"].append(
+            f"class conditions nearly identical (mean cosine between classes "
+            f"{out['mean_cosine']:.3f}): the generator has little to tell the classes apart by"
+        )
+    return out

@@ -32,6 +32,8 @@ SYNTHETIC_DIR = "synthetic"
 
 def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
     """Teacher, class embeddings and the GAN-pretrained generator -> PRE/pretrained.pt."""
+    from engine import condense_diagnostics as diag
+
     meta = load_meta(data_dir)
     device = torch.device(cfg.device)
     start = time.perf_counter()
@@ -56,11 +58,15 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
         version=artifact.version(),
         seconds=time.perf_counter() - start,
     )
+    similarity = diag.condition_similarity(conditions)
     summary = {
         "teacher_accuracy": teacher_acc,
+        "condition_cosine_mean": similarity["mean_cosine"],
+        "condition_cosine_max": similarity["max_cosine"],
         "gan_steps": cfg.gan.steps,
         "seconds": stage.seconds,
         "path": str(out / artifact.PRETRAINED_FILE),
+        "warnings": similarity["warnings"],
     }
     if distributed.world()[0] == 0:
         stage.save(out / artifact.PRETRAINED_FILE)
@@ -208,11 +214,15 @@ def condense_diagnostics(
     with torch.no_grad():
         guesses = torch.cat([teacher(x).argmax(1) for x in images.split(512)])
     agree = float((guesses == labels).float().mean())
-    warnings = diag.term_warnings(terms) + spread["warnings"] + pixels["warnings"]
+    conditions = diag.condition_similarity(payload.class_embeddings)
+    warnings = (
+        diag.term_warnings(terms) + spread["warnings"] + pixels["warnings"] + conditions["warnings"]
+    )
     report = {
         "terms": terms,
         "spread": spread,
         "pixels": pixels,
+        "conditions": {k: v for k, v in conditions.items() if k != "warnings"},
         "teacher_agreement": agree,
         "warnings": warnings,
     }

@@ -7,6 +7,7 @@ from torch import nn
 
 from engine.condense_diagnostics import (
     chance_levels,
+    condition_similarity,
     loss_terms,
     pixel_extremes,
     set_spread,
@@ -107,3 +108,16 @@ def test_pixel_extremes_flag_blown_out_images():
     out = pixel_extremes(blown, real)
     assert out["top"] > 0.5 > out["top_real"]
     assert len(out["warnings"]) == 1 and out["warnings"][0].startswith("images blown out")
+
+
+def test_condition_similarity_warns_when_the_classes_conditions_are_one_vector():
+    g = torch.Generator().manual_seed(0)
+    distinct = condition_similarity(torch.eye(10))
+    assert distinct["mean_cosine"] == 0 and distinct["warnings"] == []
+    # the shape of post-ReLU class-mean features: a large shared part, small class parts
+    shared = torch.rand(64, generator=g) + 1
+    alike = shared + 0.01 * torch.randn(10, 64, generator=g)
+    report = condition_similarity(alike)
+    assert report["mean_cosine"] > 0.99 and len(report["warnings"]) == 1
+    assert "nearly identical" in report["warnings"][0]
+    assert condition_similarity(alike - alike.mean(0))["warnings"] == []

@@ -51,6 +51,8 @@ def test_condense_ends_with_loss_terms_and_set_spread(run):
     assert all(t["per_phi"] is not None for t in report["terms"])  # outer iterations logged
     assert "Loss terms" in result.stdout and "within-class distance" in result.stdout
     assert "teacher agrees with the label" in result.stdout
+    assert -1 <= report["conditions"]["mean_cosine"] <= report["conditions"]["max_cosine"] <= 1
+    assert "cosine between class conditions" in result.stdout
     for line in report["warnings"]:
         assert "warning: " + line.split(" ")[0] in result.stderr.replace("\n", " ")
 

@@ -138,7 +138,10 @@ def _run_pretrain(args) -> int:
         distributed.teardown()
     if is_rank_zero():
         summary["ranks"] = env.world_size
+        warnings = summary.pop("warnings")
         show_pairs(f"Pretrained {cfg.preset} in {args.out}", list(summary.items()))
+        for line in warnings:
+            console.print(f"[bold yellow]warning:[/] {line}")
     return 0
 
 
@@ -204,6 +207,14 @@ def _show_condense_diagnostics(d: dict) -> None:
                 "pixels at the top / bottom of the range",
                 f"{px['top']:.1%} / {px['bottom']:.1%} (real {px['top_real']:.1%} / "
                 f"{px['bottom_real']:.1%})",
+            )
+        )
+    if d.get("conditions", {}).get("mean_cosine") is not None:
+        c = d["conditions"]
+        pairs.append(
+            (
+                "cosine between class conditions (mean / max)",
+                f"{c['mean_cosine']:.3f} / {c['max_cosine']:.3f} (one-hot 0)",
             )
         )
     if "teacher_agreement" in d:
