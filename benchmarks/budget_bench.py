@@ -307,6 +307,18 @@ def _no_set_notes(cfg: BudgetConfig) -> dict[str, str]:
     return notes
 
 
+def _ours_costs(cfg: BudgetConfig) -> dict:
+    """Where ours' clock went: its pretrain stage's seconds against the clock at its final set."""
+    work = Path(cfg.workdir) / "ours"
+    pre, clock = work / "pre" / "pretrain.json", work / "clock.json"
+    if not (pre.is_file() and clock.is_file()):
+        return {}
+    pretrain_s = json.loads(pre.read_text())["seconds"]
+    finished_s = json.loads(clock.read_text()).get("finished_s")
+    share = pretrain_s / finished_s if finished_s else None
+    return {"pretrain_s": pretrain_s, "finished_s": finished_s, "pretrain_share": share}
+
+
 def _resources_by_method(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for r in rows:
@@ -353,6 +365,7 @@ def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
             protocol=_protocol(cfg),
             no_set=no_set,
             resources=_resources_by_method(rows),
+            ours_costs=_ours_costs(cfg),
         )
         out.with_suffix(".md").write_text(markdown(payload))
         plot(payload, out.with_suffix(".png"))
@@ -506,6 +519,13 @@ def markdown(payload: dict) -> str:
     lines.append("| ours - best pixel method | " + " | ".join(gaps) + " |")
     notes = sorted(set(payload.get("no_set", {}).values()))
     lines += ["", *[f"`*` {n}." for n in notes]] if notes else []
+    costs = payload.get("ours_costs") or {}
+    if costs.get("pretrain_share") is not None:
+        lines += [
+            "",
+            f"Ours' clock: pretraining (teacher and GAN) {costs['pretrain_s']:.0f} s of the "
+            f"{costs['finished_s']:.0f} s to its final set ({costs['pretrain_share']:.0%}).",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -285,6 +285,11 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
             assert "same_set_as" not in late, late
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| ours |" in out.with_suffix(".md").read_text()
+    costs = payload["ours_costs"]  # where ours' clock went: its pretraining, read back
+    assert costs["pretrain_s"] > 0
+    if costs["finished_s"] is not None:
+        assert 0 < costs["pretrain_share"] < 1
+        assert "Ours' clock: pretraining" in out.with_suffix(".md").read_text()
     work = tmp_path / "work"
     stamps = {
         p: p.stat().st_mtime_ns for p in [*work.rglob("snapshot_*.pt"), *work.rglob("*.json")]
