@@ -65,6 +65,9 @@ class GanConfig:
     mode_seeking_weight: float = 1.0
     #: class_feature | one_hot | online_feature
     condition: str = "class_feature"
+    #: raw | centred | standardised: class features rescaled over the classes before G's
+    #: projection (the paper is silent; an affine map the projection could absorb)
+    condition_norm: str = "raw"
 
 
 @dataclass
@@ -399,6 +402,16 @@ class RunConfig:
             raise ConfigError("condense.coreset_fit_warmup must be 0 or more")
         if self.gan.condition not in ("class_feature", "one_hot", "online_feature"):
             raise ConfigError("gan.condition must be class_feature, one_hot or online_feature")
+        if self.gan.condition_norm not in ("raw", "centred", "standardised"):
+            raise ConfigError(
+                "gan.condition_norm must be raw, centred or standardised, "
+                f"not {self.gan.condition_norm!r}"
+            )
+        if self.gan.condition == "online_feature" and self.gan.condition_norm != "raw":
+            raise ConfigError(
+                "gan.condition_norm applies to the fixed class_feature table; "
+                "online_feature conditions are the current phi's raw class means"
+            )
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu or cuda, not {self.device!r}")
         for name in ("outer_iterations", "inner_iterations", "gen_steps", "assoc_per_image"):

@@ -108,11 +108,29 @@ def init_codebook(ipc: int, z_dim: int, kind: str, truncation: float, seed: int)
     return codes
 
 
-def condition_table(kind: str, class_embeddings: torch.Tensor) -> torch.Tensor:
-    """The fixed per-class condition: the teacher's class embeddings, or one-hot labels."""
+CONDITION_NORMS = ("raw", "centred", "standardised")
+
+
+def condition_table(kind: str, class_embeddings: torch.Tensor, norm: str = "raw") -> torch.Tensor:
+    """The fixed per-class condition: the teacher's class embeddings, or one-hot labels.
+
+    `norm` rescales class features over the classes before G's projection layer: `centred`
+    subtracts the mean over classes, `standardised` also divides each channel by its std over
+    classes (a channel constant over classes becomes 0). Both are affine maps that the
+    projection layer could absorb, so G's function class is unchanged; what changes is that
+    the class-to-class differences reach it at the scale of z rather than as a few percent of
+    one shared vector. One-hot labels are left as they are."""
     if kind == "one_hot":
         return torch.eye(len(class_embeddings))
-    return class_embeddings
+    if norm not in CONDITION_NORMS:
+        raise ValueError(f"condition norm must be one of {', '.join(CONDITION_NORMS)}: {norm!r}")
+    table = class_embeddings.double()
+    if norm in ("centred", "standardised"):
+        table = table - table.mean(0, keepdim=True)
+    if norm == "standardised":
+        std = table.std(0, correction=0, keepdim=True)
+        table = torch.where(std > 1e-8 * table.abs().amax().clamp_min(1e-30), table / std, 0.0)
+    return table.to(class_embeddings.dtype)
 
 
 def generate(

@@ -41,7 +41,7 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
     teacher, teacher_acc = train_teacher(data_dir, meta, cfg.teacher, cfg.seed, device)
     log(f"Teacher test accuracy {teacher_acc:.2f} %")
     embeddings = class_embeddings(teacher, data_dir, meta, device)
-    conditions = condition_table(cfg.gan.condition, embeddings)
+    conditions = condition_table(cfg.gan.condition, embeddings, cfg.gan.condition_norm)
     log(f"Pretraining the conditional GAN ({cfg.gan.steps} steps)")
     G, gan_log = pretrain_gan(data_dir, meta, cfg.gan, conditions, cfg.seed, device)
     stage = artifact.PretrainedStage(

@@ -51,6 +51,7 @@ def test_overrides_and_their_types():
         ("nokey=1", "unknown key 'nokey'"),
         ("condense.codebook=weird", "codebook must be learned, fixed or truncated"),
         ("gan.condition=label", "gan.condition must be"),
+        ("gan.condition_norm=whitened", "gan.condition_norm must be raw, centred or"),
         ("device=tpu", "device must be cpu or cuda"),
         ("condense.classifier=phi", "classifier must be head or teacher"),
         ("condense.checkpoint_every=-1", "checkpoint_every must be >= 0"),
@@ -70,6 +71,14 @@ def test_checks_over_several_keys_do_not_depend_on_their_order():
             load_preset("mnist-smoke", order)
     assert load_preset("mnist-smoke", both[:1]).condense.codebook == "fixed"
     assert not load_preset("mnist-smoke", both[1:]).condense.finetune_generator
+
+
+def test_condition_norm_is_refused_with_online_features():
+    both = ["gan.condition=online_feature", "gan.condition_norm=standardised"]
+    for order in (both, both[::-1]):
+        with pytest.raises(ConfigError, match="online_feature conditions are the current phi"):
+            load_preset("mnist-smoke", order)
+    assert load_preset("mnist-smoke", both[1:]).gan.condition_norm == "standardised"
 
 
 def test_smoke_presets_run_the_papers_method():

@@ -44,6 +44,35 @@ def test_codebook_kinds():
     assert condition_table("one_hot", torch.randn(5, 3)).equal(torch.eye(5))
 
 
+def test_condition_norms_spread_classes_that_share_one_vector():
+    """Class features that are one shared vector plus small class offsets (what the teacher's
+    pooled post-ReLU features are: cosine 0.99 between classes) keep their offsets under every
+    norm; centred removes the shared part, standardised gives each channel unit spread over the
+    classes, and a channel constant over the classes becomes 0 rather than NaN."""
+    gen = torch.Generator().manual_seed(0)
+    shared = 5.0 + torch.rand(8, generator=gen)
+    offsets = 0.05 * torch.randn(6, 8, generator=gen)
+    table = shared + offsets
+    table[:, 3] = 2.0  # a channel that does not depend on the class
+    raw = condition_table("class_feature", table, "raw")
+    assert raw.equal(table)
+    cos = torch.nn.functional.cosine_similarity(raw[:, None], raw[None], dim=-1)
+    assert cos.min() > 0.99
+    centred = condition_table("class_feature", table, "centred")
+    assert torch.allclose(centred.mean(0), torch.zeros(8), atol=1e-6)
+    assert torch.allclose(centred[:, 0], offsets[:, 0] - offsets[:, 0].mean(), atol=1e-5)
+    std = condition_table("class_feature", table, "standardised")
+    assert torch.isfinite(std).all()
+    assert std[:, 3].eq(0).all()
+    others = [i for i in range(8) if i != 3]
+    assert torch.allclose(std[:, others].std(0, correction=0), torch.ones(7), atol=1e-5)
+    off = torch.nn.functional.cosine_similarity(std[:, None], std[None], dim=-1)
+    assert off[~torch.eye(6, dtype=torch.bool)].mean() < 0.0  # centred rows average to zero
+    assert condition_table("one_hot", table, "standardised").equal(torch.eye(6))
+    with pytest.raises(ValueError, match="condition norm"):
+        condition_table("class_feature", table, "whitened")
+
+
 def test_collapsed_generator_is_caught_by_diversity():
     """A generator that ignores its code gives K identical images per class: within-class
     distance 0, which the evaluation report's diagnostic shows."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One trial of a smoke preset, resumable: pretrain (once per ROOT), condense into ROOT/TAG, then
 # evaluate seeds 0..SEEDS-1 one at a time into ROOT/TAG/eval_parts (a finished seed is skipped).
+# The --set overrides reach the pretrain stage too (it reads teacher.* and gan.*).
 # usage: faithful_trial.sh PRESET DATA ROOT TAG SEEDS BASELINES [--set k=v ...]
 set -euo pipefail
 preset=$1 data=$2 root=$3 tag=$4 seeds=$5 baselines=$6
@@ -9,7 +10,7 @@ G="python -m launch.cli"
 mkdir -p "$root"
 if [ ! -f "$root/pre/pretrained.pt" ]; then
   echo "$(date -Is) pretrain start"
-  $G pretrain --preset "$preset" --data "$data" --out "$root/pre"
+  $G pretrain --preset "$preset" --data "$data" --out "$root/pre" "$@"
   echo "$(date -Is) pretrain end"
 fi
 if [ ! -f "$root/$tag/condensed.pt" ]; then
