@@ -1,0 +1,47 @@
+"""The grid of a run's plain generator samples: its pretrain stage's G with fixed Gaussian codes
+(the set `evaluate --baselines plain` trains on), one row per class.
+
+    python -m benchmarks.probes.plain_grid RUN --out benchmarks/results/NAME.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from data_prep.loaders import Normalizer
+from engine import artifact, stages
+from engine.generator import init_codebook
+
+
+def plain_grid(run: Path, out: Path) -> Path:
+    payload = stages.load_condensed(run)
+    pre = artifact.PretrainedStage.read(payload.pretrained_dir(run) / artifact.PRETRAINED_FILE)
+    ipc, seed = payload.config["condense"]["ipc"], payload.config["seed"]
+    codes = init_codebook(ipc, pre.generator_spec["z_dim"], "fixed", 0, seed)
+    plain = dataclasses.replace(
+        payload, generator=pre.generator, class_embeddings=pre.conditions, codebook=codes
+    )
+    with torch.no_grad():
+        images, _ = stages.synthetic_set(plain)
+    meta = payload.meta
+    pixels = Normalizer(meta["mean"], meta["std"]).denormalize(images)
+    shown = pixels[: min(meta["num_classes"], 100) * ipc].float() / 255
+    save_image(shown, str(out), nrow=ipc, padding=1)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="a condensed run folder (RUN/condensed.pt)")
+    p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    a = p.parse_args()
+    print(plain_grid(a.run, a.out))
+
+
+if __name__ == "__main__":
+    main()
