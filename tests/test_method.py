@@ -283,3 +283,36 @@ def test_a_submitted_condensation_carries_its_resolved_config(run, tmp_path):
     argv = condense_job_argv(parsed, cfg, str(tmp_path / "logs"))
     assert argv[:2] == ["condense", "--config"] and "--preset" not in argv and "--set" not in argv
     assert RunConfig.from_file(argv[2]).to_dict() == cfg.to_dict()
+
+
+def test_a_standardised_condition_is_what_the_stage_stores_and_condense_uses(cli, tmp_path):
+    """gan.condition_norm=standardised: the stage keeps the raw class embeddings and stores the
+    standardised table G was pretrained with; pretrain.json's cosine is that table's, and the
+    condensed artifact carries the same table."""
+    data = toy(tmp_path / "data")
+    pre, out = tmp_path / "pre", tmp_path / "run"
+    norm = ["gan.condition_norm=standardised"]
+    r = cli(
+        "pretrain", "--preset", "mnist-smoke", "--data", data, "--out", pre, *sets(*TINY, *norm)
+    )
+    assert r.returncode == 0, r.stderr
+    stage = torch.load(pre / "pretrained.pt", weights_only=False)
+    raw, table = stage["class_embeddings"].double(), stage["conditions"].double()
+    assert not torch.allclose(raw, table)
+    assert torch.allclose(
+        table.mean(0), torch.zeros(table.shape[1], dtype=torch.float64), atol=1e-5
+    )
+    live = raw.std(0, correction=0) > 1e-6
+    expected = (raw[:, live] - raw[:, live].mean(0)) / raw[:, live].std(0, correction=0)
+    assert torch.allclose(table[:, live], expected, atol=1e-4)
+    summary = json.loads((pre / "pretrain.json").read_text())
+    cos = torch.nn.functional.cosine_similarity(table[:, None], table[None], dim=-1)
+    off = cos[~torch.eye(len(table), dtype=torch.bool)]
+    assert summary["condition_cosine_mean"] == pytest.approx(float(off.mean()), abs=1e-4)
+    r = cli(
+        "condense", "--preset", "mnist-smoke", "--data", data, "--out", out, "--pretrained", pre,
+        *sets(*TINY, *norm),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    payload = torch.load(out / "condensed.pt", weights_only=False)
+    assert torch.equal(payload["class_embeddings"], stage["conditions"])

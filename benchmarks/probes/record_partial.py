@@ -2,7 +2,7 @@
 means of L_c and D's accuracy from metrics.jsonl, and every finished evaluation seed of
 RUN/eval_parts, as a result file with provenance (marked partial when seeds are missing).
 
-    python -m benchmarks.probes.record_partial RUN --name NAME --seeds N
+    python -m benchmarks.probes.record_partial RUN --name NAME --seeds N [--pretrain PRE]
 """
 
 from __future__ import annotations
@@ -70,5 +70,12 @@ if __name__ == "__main__":
     p.add_argument("run", type=Path)
     p.add_argument("--name", required=True)
     p.add_argument("--seeds", type=int, required=True)
+    p.add_argument(
+        "--pretrain", type=Path, help="the run's pretrain folder: its pretrain.json goes in too"
+    )
+    p.add_argument("--note", default="", help="a line saying what the run is")
     a = p.parse_args()
-    print(json.dumps(record(a.run, a.name, a.seeds)["last_half_means"], indent=1))
+    extra = {"note": a.note} if a.note else {}
+    if a.pretrain:
+        extra["pretrain"] = json.loads((a.pretrain / "pretrain.json").read_text())
+    print(json.dumps(record(a.run, a.name, a.seeds, **extra)["last_half_means"], indent=1))
