@@ -48,7 +48,9 @@ def record(run: Path, name: str, seeds: int, **extra) -> dict:
     classes = round(math.exp(chance["cls"]))
     diagnostics["terms"] = loss_terms(metrics, classes, config["condense"]["ipc"])
     diagnostics["warnings"] = (
-        term_warnings(diagnostics["terms"]) + diagnostics["spread"]["warnings"]
+        term_warnings(diagnostics["terms"])
+        + diagnostics["spread"]["warnings"]
+        + diagnostics.get("pixels", {}).get("warnings", [])
     )
     return write_result(
         RESULTS_DIR / f"{name}.json",
