@@ -28,10 +28,12 @@ def record(run: Path, name: str, seeds: int, **extra) -> dict:
         sorted((run / "eval_parts").glob("seed_*.json")) if (run / "eval_parts").is_dir() else []
     )
     accs: dict[str, list[float]] = {}
-    config = {}
+    config, spread = {}, {}
     for p in parts:
         report = json.loads(p.read_text())
         config = report["config"]
+        # each evaluated set's spread in teacher features (the same sets for every seed)
+        spread = report.get("diagnostics", {}).get("diversity_teacher_features", spread)
         for set_name, by_model in report["results"].items():
             accs.setdefault(set_name, []).append(by_model["convnet"]["accs"][0])
     rows = [
@@ -63,6 +65,7 @@ def record(run: Path, name: str, seeds: int, **extra) -> dict:
         diagnostics=diagnostics,
         steps=metrics[-1]["step"],
         condense_seconds=metrics[-1]["seconds"],
+        evaluated_set_spread=spread,
         **extra,
     )
 
