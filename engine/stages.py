@@ -259,6 +259,24 @@ def synthetic_set(payload: artifact.CondensedArtifact) -> tuple[torch.Tensor, to
     return torch.cat(images), torch.cat(labels).long()
 
 
+def plain_generator(
+    payload: artifact.CondensedArtifact, pre: artifact.PretrainedStage
+) -> artifact.CondensedArtifact:
+    """The run as its pretrained G would make it with fixed Gaussian codes (the paper's 'uniform
+    sample', the `plain` baseline)."""
+    ipc, seed = payload.config["condense"]["ipc"], payload.config["seed"]
+    codes = init_codebook(ipc, pre.generator_spec["z_dim"], "fixed", 0, seed)
+    return dataclasses.replace(
+        payload, generator=pre.generator, class_embeddings=pre.conditions, codebook=codes
+    )
+
+
+def save_grid(pixels: torch.Tensor, num_classes: int, ipc: int, path: Path) -> None:
+    """uint8 NCHW images, class-major, as a PNG with one row per class (the first 100)."""
+    shown = pixels[: min(num_classes, 100) * ipc].float() / 255
+    save_image(shown, str(path), nrow=ipc, padding=1)
+
+
 def run_synthesize(run: Path) -> dict:
     """RUN/synthetic/: images.pt (normalised float32), labels.pt, train.beton (uint8), grid.png."""
     from data_prep.beton import write_beton
@@ -276,8 +294,7 @@ def run_synthesize(run: Path) -> dict:
         pixels = Normalizer(meta.mean, meta.std).denormalize(images)  # uint8 NCHW
         split = Split([Segment(pixels.permute(0, 2, 3, 1).numpy(), labels.numpy(), out)])
         write_beton(out / "train.beton", split, workers=1, description="Writing synthetic beton")
-        shown = pixels[: min(meta.num_classes, 100) * ipc].float() / 255
-        save_image(shown, str(out / "grid.png"), nrow=ipc, padding=1)
+        save_grid(pixels, meta.num_classes, ipc, out / "grid.png")
     return {
         "images": len(labels),
         "classes": meta.num_classes,
@@ -326,11 +343,7 @@ def run_evaluate(
         elif name == "herding":
             sets["herding"] = herding(data_dir, ipc, teacher)
         else:
-            codes = init_codebook(ipc, pre.generator_spec["z_dim"], "fixed", 0, cfg.seed)
-            plain = dataclasses.replace(
-                payload, generator=pre.generator, class_embeddings=pre.conditions, codebook=codes
-            )
-            sets["plain_generator"] = synthetic_set(plain)
+            sets["plain_generator"] = synthetic_set(plain_generator(payload, pre))
     soft = None
     if cfg.condense.soft_labels:
         with torch.no_grad():

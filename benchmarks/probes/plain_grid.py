@@ -7,31 +7,22 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
 from data_prep.loaders import Normalizer
 from engine import artifact, stages
-from engine.generator import init_codebook
 
 
 def plain_grid(run: Path, out: Path) -> Path:
     payload = stages.load_condensed(run)
     pre = artifact.PretrainedStage.read(payload.pretrained_dir(run) / artifact.PRETRAINED_FILE)
-    ipc, seed = payload.config["condense"]["ipc"], payload.config["seed"]
-    codes = init_codebook(ipc, pre.generator_spec["z_dim"], "fixed", 0, seed)
-    plain = dataclasses.replace(
-        payload, generator=pre.generator, class_embeddings=pre.conditions, codebook=codes
-    )
     with torch.no_grad():
-        images, _ = stages.synthetic_set(plain)
+        images, _ = stages.synthetic_set(stages.plain_generator(payload, pre))
     meta = payload.meta
     pixels = Normalizer(meta["mean"], meta["std"]).denormalize(images)
-    shown = pixels[: min(meta["num_classes"], 100) * ipc].float() / 255
-    save_image(shown, str(out), nrow=ipc, padding=1)
+    stages.save_grid(pixels, meta["num_classes"], payload.config["condense"]["ipc"], out)
     return out
 
 
