@@ -29,11 +29,18 @@ ROWS = (
     ("8", "l_feature + l_inter", "l-feature-inter", 65.4),
     ("8", "l_feature + l_intra + l_inter (ours)", "paper", 66.2),
     ("4.5", "IT-GAN: G frozen, no l_intra / l_inter", "it-gan", 57.6),
+    # choices of ours (the paper is silent), each row the preset with one of them undone
+    ("ours", "raw class features (not standardised; its own stage)", "class-feature-raw", None),
+    ("ours", "5 D / head updates a step (not 1)", "disc-steps-5", None),
 )
 
 
-def _row(preset: str, variant: str) -> dict | None:
-    path = RESULTS_DIR / f"{preset}_ablation_{variant}_cpu.json"
+def _stem(preset: str, series: str) -> str:
+    return f"{preset}_ablation{'-' + series if series else ''}"
+
+
+def _row(preset: str, variant: str, series: str = "") -> dict | None:
+    path = RESULTS_DIR / f"{_stem(preset, series)}_{variant}_cpu.json"
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
@@ -50,23 +57,27 @@ def _row(preset: str, variant: str) -> dict | None:
     }
 
 
-def table(preset: str) -> str:
+def table(preset: str, series: str = "", margins: str = "", note: str = "") -> str:
+    """The markdown table of one row series; `margins` names the result file whose other sets
+    (random real, plain samples) are listed beside it (default <preset>_faithful_margins_cpu)."""
+    title = f"{preset}" + (f" ({series})" if series else "")
     lines = [
-        f"# The paper's ablations at CPU scale: {preset}, IPC 10 (CPU, 2 cores)",
+        f"# The paper's ablations at CPU scale: {title}, IPC 10 (CPU, 2 cores)",
         "",
         "Ours: final-epoch test accuracy (%) of ConvNet-3 width 128 trained 300 epochs on the set "
         "(the field's single-op DSA), mean ± std over seeds; each row from "
-        f"benchmarks/results/{preset}_ablation_<row>_cpu.json. Paper: CIFAR-10, IPC 10 (Tables "
-        "6-8, section 4.5). `pretrain` is the SHA-256 prefix of the pretrain stage the row was "
-        "condensed from (rows recorded before it was kept show none).",
+        f"benchmarks/results/{_stem(preset, series)}_<row>_cpu.json. Paper: CIFAR-10, IPC 10 "
+        "(Tables 6-8, section 4.5). `pretrain` is the SHA-256 prefix of the pretrain stage the row "
+        "was condensed from (rows recorded before it was kept show none).",
+        *(["", note] if note else []),
         "",
         "| table | row | ours | seeds | pretrain | paper C-10 | collapsed / blown out |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for tab, label, variant, paper in ROWS:
-        r = _row(preset, variant)
+        r = _row(preset, variant, series)
         if r is None:
-            lines.append(f"| {tab} | {label} | not yet run | | | {paper} | |")
+            lines.append(f"| {tab} | {label} | not yet run | | | {paper or '-'} | |")
             continue
         flags = []
         if any("collapsed" in w for w in r["warnings"]):
@@ -76,12 +87,12 @@ def table(preset: str) -> str:
         seeds = f"{r['seeds']}" + (" (partial)" if r["partial"] else "")
         lines.append(
             f"| {tab} | {label} | {r['mean']:.2f} ± {r['std']:.2f} | {seeds} | "
-            f"{r['pretrain'] or '-'} | {paper} | {', '.join(flags) or '-'} |"
+            f"{r['pretrain'] or '-'} | {paper or '-'} | {', '.join(flags) or '-'} |"
         )
-    margins = RESULTS_DIR / f"{preset}_faithful_margins_cpu.json"
-    if margins.is_file():
-        report = json.loads(margins.read_text())
-        lines += ["", f"Beside them (benchmarks/results/{margins.name}):", ""]
+    path = RESULTS_DIR / f"{margins or preset + '_faithful_margins_cpu'}.json"
+    if path.is_file():
+        report = json.loads(path.read_text())
+        lines += ["", f"Beside them (benchmarks/results/{path.name}):", ""]
         for r in report["rows"]:
             if r["set"] != "condensed":
                 lines.append(f"- {r['set']}: {r['mean']:.2f} ± {r['std']:.2f} ({r['seeds']} seeds)")
@@ -91,12 +102,23 @@ def table(preset: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--preset", default="fashion-mnist-smoke", help="the rows' preset")
+    p.add_argument("--series", default="", help="a named row series (see ablation_rows --series)")
     p.add_argument(
-        "--out", type=Path, default=None, help="default: results/<preset>_ablation_cpu.md"
+        "--margins",
+        default="",
+        help="result file (stem) of the sets listed beside the rows "
+        "(default: <preset>_faithful_margins_cpu)",
+    )
+    p.add_argument("--note", default="", help="a paragraph under the table's heading")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: results/<preset>_ablation[-<series>]_cpu.md",
     )
     a = p.parse_args()
-    out = a.out or RESULTS_DIR / f"{a.preset}_ablation_cpu.md"
-    fsio.write_text(out, table(a.preset))
+    out = a.out or RESULTS_DIR / f"{_stem(a.preset, a.series)}_cpu.md"
+    fsio.write_text(out, table(a.preset, a.series, a.margins, a.note))
     print(out)
 
 

@@ -409,8 +409,9 @@ class RunConfig:
             )
         if self.gan.condition == "online_feature" and self.gan.condition_norm != "raw":
             raise ConfigError(
-                "gan.condition_norm applies to the fixed class_feature table; "
-                "online_feature conditions are the current phi's raw class means"
+                f"gan.condition=online_feature needs gan.condition_norm=raw (it is "
+                f"{self.gan.condition_norm}; the smoke presets standardise): online_feature "
+                "conditions are the current phi's raw class means"
             )
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ConfigError(f"device must be cpu or cuda, not {self.device!r}")

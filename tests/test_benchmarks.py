@@ -402,6 +402,12 @@ def test_ablation_table_sets_each_recorded_row_beside_the_paper(tmp_path, monkey
     line = next(x for x in text.splitlines() if "| l_real |" in x)
     assert "61.50 ± 0.50 | 3 (partial) | abababababab | 63.2 | blown out" in line
     assert "| l_feature | not yet run |" in text
+    # a named series (rows of an earlier preset setting) is a table of its own
+    (tmp_path / "p_ablation-old_l-feature_cpu.json").write_text(json.dumps(row))
+    assert "| l_feature | not yet run |" in ablation_table.table("p")
+    old = ablation_table.table("p", "old")
+    assert "p_ablation-old_<row>_cpu.json" in old and "| l_real | not yet run |" in old
+    assert "| l_feature | 61.50 ± 0.50 |" in old
 
 
 def test_ablation_rows_redo_a_row_from_another_pretrain_stage(tmp_path, monkeypatch):

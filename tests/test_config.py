@@ -79,6 +79,10 @@ def test_condition_norm_is_refused_with_online_features():
         with pytest.raises(ConfigError, match="online_feature conditions are the current phi"):
             load_preset("mnist-smoke", order)
     assert load_preset("mnist-smoke", both[1:]).gan.condition_norm == "standardised"
+    with pytest.raises(ConfigError, match="needs gan.condition_norm=raw"):
+        load_preset("mnist-smoke", both[:1])  # the smoke presets standardise
+    raw = load_preset("mnist-smoke", [both[0], "gan.condition_norm=raw"])
+    assert raw.gan.condition == "online_feature"
 
 
 def test_smoke_presets_run_the_papers_method():

@@ -38,8 +38,10 @@ def _run(*args: str) -> None:
     subprocess.run([*CLI, *args], check=True)
 
 
-def result_name(preset: str, variant: str) -> str:
-    return f"{preset}_ablation_{variant}_cpu"
+def result_name(preset: str, variant: str, series: str = "") -> str:
+    """benchmarks/results/<preset>_ablation[-<series>]_<row>_cpu.json: a series keeps rows of an
+    earlier preset setting (e.g. `raw-condition`) apart from the preset as it is now."""
+    return f"{preset}_ablation{'-' + series if series else ''}_{variant}_cpu"
 
 
 def finished(name: str, seeds: int, stage_sha256: str | None = None) -> bool:
@@ -90,7 +92,7 @@ def run_row(a: argparse.Namespace, variant: str, overrides: list[str]) -> None:
             *sets,
         )
     digest = sha256(pre / "pretrained.pt")
-    name = result_name(a.preset, variant)
+    name = result_name(a.preset, variant, a.series)
     for i in range(a.seeds):
         if not (run / "eval_parts" / f"seed_{i}.json").exists():
             _run(
@@ -119,6 +121,12 @@ def main() -> None:
     p.add_argument("--only", default="", help="comma list of rows to run (default: all)")
     p.add_argument("--baselines", default="", help="baselines evaluated beside each row")
     p.add_argument(
+        "--series",
+        default="",
+        help="name of a row series apart from the preset as it is (its result files are "
+        "<preset>_ablation-<series>_<row>_cpu.json)",
+    )
+    p.add_argument(
         "--pretrained",
         type=Path,
         default=None,
@@ -136,7 +144,7 @@ def main() -> None:
     for variant, overrides in load_variants(a.variants).items():
         if only and variant not in only:
             continue
-        if finished(result_name(a.preset, variant), a.seeds, stage):
+        if finished(result_name(a.preset, variant, a.series), a.seeds, stage):
             _log(f"{variant}: recorded, skipped")
             continue
         run_row(a, variant, overrides)
