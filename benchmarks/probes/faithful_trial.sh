@@ -3,6 +3,7 @@
 # evaluate seeds 0..SEEDS-1 one at a time into ROOT/TAG/eval_parts (a finished seed is skipped).
 # The --set overrides reach the pretrain stage too (it reads teacher.* and gan.*).
 # usage: faithful_trial.sh PRESET DATA ROOT TAG SEEDS BASELINES [--set k=v ...]
+# ONLY_SEEDS="5 6 7" evaluates just those of the SEEDS (two of them side by side, one a core).
 set -euo pipefail
 preset=$1 data=$2 root=$3 tag=$4 seeds=$5 baselines=$6
 shift 6
@@ -18,7 +19,7 @@ if [ ! -f "$root/$tag/condensed.pt" ]; then
   $G condense --preset "$preset" --data "$data" --out "$root/$tag" --pretrained "$root/pre" "$@"
   echo "$(date -Is) condense end $tag"
 fi
-for ((i = 0; i < seeds; i++)); do
+for i in ${ONLY_SEEDS:-$(seq 0 $((seeds - 1)))}; do
   if [ ! -f "$root/$tag/eval_parts/seed_$i.json" ]; then
     $G evaluate "$root/$tag" --data "$data" --seeds "$seeds" --seed-index "$i" \
       --baselines "$baselines"
