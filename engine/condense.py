@@ -495,10 +495,12 @@ def condense_step(
                 targets = [t.repeat_interleave(K, 0) for t in targets]
         if c.feature_match == "mean":
             loss_f = losses.feature_matching(
-                [f.view(n_mine, K, *f.shape[1:]).mean(1) for f in syn_feats], targets
+                [f.view(n_mine, K, *f.shape[1:]).mean(1) for f in syn_feats],
+                targets,
+                c.feature_reduction,
             )
         else:
-            loss_f = losses.feature_matching(syn_feats, targets)
+            loss_f = losses.feature_matching(syn_feats, targets, c.feature_reduction)
         syn_pooled = phi_vector(syn_feats[-1], c.phi_feature)
         origin = centers_all.mean(0)  # the mean real feature of the step's classes
         loss_intra = losses.intra_class_diversity(

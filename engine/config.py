@@ -145,6 +145,10 @@ class CondenseConfig:
     #: (each synthetic image vs its class's real mean), `mean` (the class's mean synthetic feature
     #: vs the class's real mean, DM's objective, layer-wise)
     feature_match: str = "image"
+    #: L_f's reduction: `mean` (per-element MSE, summed over layers) or `sum` (Eq. 2 as written,
+    #: CAFE's: each image's squared error summed over every element of every layer, mean over
+    #: images; about 16,000 times `mean` for ConvNet-3 on 28 px)
+    feature_reduction: str = "mean"
     #: `learned` (Gaussian start, trained), `fixed` (Gaussian, not trained) or `truncated` (the
     #: paper's "random with threshold": Gaussian entries beyond ±`truncation` redrawn, not trained)
     codebook: str = "learned"
@@ -385,6 +389,10 @@ class RunConfig:
         if c.feature_match not in ("image", "class", "mean"):
             raise ConfigError(
                 f"condense.feature_match must be image, class or mean, not {c.feature_match!r}"
+            )
+        if c.feature_reduction not in ("mean", "sum"):
+            raise ConfigError(
+                f"condense.feature_reduction must be mean or sum, not {c.feature_reduction!r}"
             )
         if c.classifier not in ("head", "teacher"):
             raise ConfigError(f"condense.classifier must be head or teacher, not {c.classifier!r}")
