@@ -52,6 +52,7 @@ def test_overrides_and_their_types():
         ("condense.codebook=weird", "codebook must be learned, fixed or truncated"),
         ("gan.condition=label", "gan.condition must be"),
         ("gan.condition_norm=whitened", "gan.condition_norm must be raw, centred or"),
+        ("condense.feature_reduction=l1", "feature_reduction must be mean or sum"),
         ("device=tpu", "device must be cpu or cuda"),
         ("condense.classifier=phi", "classifier must be head or teacher"),
         ("condense.checkpoint_every=-1", "checkpoint_every must be >= 0"),

@@ -13,6 +13,14 @@ def test_feature_matching_is_mean_squared_error_summed_over_layers():
     assert losses.feature_matching([s1, s2], [t1, t2]).item() == 6.5
 
 
+def test_feature_matching_sum_is_each_images_summed_squared_error_averaged_over_images():
+    # two images; layer 1: (1 + 4) and (0 + 1); layer 2: 4 and 0 -> (5 + 1) / 2 + (4 + 0) / 2
+    s1, t1 = torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.zeros(2, 2)
+    s2, t2 = torch.tensor([[[3.0]], [[1.0]]]), torch.ones(2, 1, 1)
+    assert losses.feature_matching([s1, s2], [t1, t2], "sum").item() == 5.0
+    assert losses.feature_matching([s1, s2], [t1, t2]).item() == 3.5  # (6 / 4) + (4 / 2)
+
+
 def test_intra_class_diversity_by_hand():
     # one class, K = 2, features already unit length; center along x
     f = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
