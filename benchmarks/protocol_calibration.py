@@ -131,15 +131,21 @@ def run(cfg: CalibrationConfig, out: str | Path | None = None) -> dict:
 
     out = Path(out or RESULTS_DIR / "protocol_calibration_cpu.json")
     rows: list[dict] = []
+    feature_nets: dict = {}  # the herding nets' provenance, kept across reruns of one file
     if out.is_file():
         old = json.loads(out.read_text())
         wanted = json.loads(json.dumps(dataclasses.asdict(cfg.eval)))
         same_draws = old.get("config", {}).get("redraw_random", False) == cfg.redraw_random
         if old.get("config", {}).get("eval") == wanted and same_draws:
             rows = old["rows"]
+            feature_nets = dict(old.get("herding_nets", {}))
     done = {_key(r) for r in rows}
-    feature_nets: dict = {}
     config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "workdir"}
+    if rows:  # a rerun on part of the grid: the file still describes every row it holds
+        before = old["config"]
+        config["datasets"] = {**before.get("datasets", {}), **config["datasets"]}
+        config["ipcs"] = sorted({*before.get("ipcs", []), *config["ipcs"]})
+        config["sets"] = sorted({*before.get("sets", []), *config["sets"]})
 
     def save() -> dict:
         summary = summarise(rows, cfg)

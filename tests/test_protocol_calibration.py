@@ -58,3 +58,24 @@ def test_redraw_random_trains_each_seed_on_its_own_draw(tmp_path, monkeypatch):
     seen.clear()
     run(CalibrationConfig(**base, redraw_random=True), tmp_path / "redraw.json")
     assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
+def test_a_rerun_on_part_of_the_grid_keeps_the_other_rows_and_their_herding_net(tmp_path):
+    data = toy(tmp_path / "data")
+    common = dict(
+        datasets={"mnist": str(data)},
+        eval=EvalConfig(seeds=1, epochs=1, width=8, batch_size=8, test_batch_size=64),
+        teacher=TeacherConfig(width=8, epochs=1, batch_size=32),
+        workdir=str(tmp_path / "work"),
+    )
+    out = tmp_path / "calibration.json"
+    first = run(CalibrationConfig(**common, ipcs=(1,)), out)
+    assert set(first["herding_nets"]) == {"mnist"}
+    more = run(CalibrationConfig(**common, ipcs=(2,), sets=("random",)), out)
+    assert {(r["set"], r["ipc"]) for r in more["rows"]} == {
+        ("random", 1),
+        ("herding", 1),
+        ("random", 2),
+    }
+    assert more["herding_nets"] == first["herding_nets"]  # not lost by a random-only rerun
+    assert more["config"]["ipcs"] == [1, 2] and more["config"]["sets"] == ["herding", "random"]
