@@ -145,9 +145,9 @@ class CondenseConfig:
     #: (each synthetic image vs its class's real mean), `mean` (the class's mean synthetic feature
     #: vs the class's real mean, DM's objective, layer-wise)
     feature_match: str = "image"
-    #: L_f's reduction: `mean` (per-element MSE, summed over layers) or `sum` (Eq. 2 as written,
-    #: CAFE's: each image's squared error summed over every element of every layer, mean over
-    #: images; about 16,000 times `mean` for ConvNet-3 on 28 px)
+    #: L_f's reduction: `mean` (per-element MSE, as the paper's text says, summed over layers) or
+    #: `sum` (Eq. 2's squared norm as written, CAFE's: each image's squared error summed over every
+    #: element of every layer, mean over images; about 16,000 times `mean` for ConvNet-3 on 28 px)
     feature_reduction: str = "mean"
     #: `learned` (Gaussian start, trained), `fixed` (Gaussian, not trained) or `truncated` (the
     #: paper's "random with threshold": Gaussian entries beyond ±`truncation` redrawn, not trained)
