@@ -162,6 +162,36 @@ def set_spread(
     return out
 
 
+#: a set whose images moved less than this share of real images' within-class spread (teacher
+#: features) from where condensation started is, for training a ConvNet, the starting set
+UNMOVED = 0.05
+
+
+def set_movement(
+    start: Tensor, end: Tensor, labels: Tensor, real_within_class: float, net: nn.Module
+) -> dict:
+    """How far condensation moved each image from its start (the pretrained G's image of the
+    same initial code and class): mean distance in `net.embed` space, that distance over real
+    images' within-class spread, and the pixels' RMS change (inputs normalised as the net sees
+    them), with a warning when the set hardly moved."""
+    moved = (_features(net, end) - _features(net, start)).norm(dim=1)
+    ratio = float(moved.mean()) / real_within_class if real_within_class > 0 else 0.0
+    per_class = torch.stack([moved[labels.cpu() == c].mean() for c in labels.unique().cpu()])
+    out = {
+        "teacher_features": float(moved.mean()),
+        "over_real_within_class": ratio,
+        "least_moved_class": int(per_class.argmin()),
+        "pixel_rms": float((end.double() - start.double()).pow(2).mean().sqrt()),
+        "warnings": [],
+    }
+    if ratio < UNMOVED:
+        out["warnings"].append(
+            f"the set hardly moved: its images are {ratio:.1%} of real images' within-class "
+            f"spread from where condensation started (the pretrained generator's)"
+        )
+    return out
+
+
 def pixel_extremes(images: Tensor, real_images: Tensor) -> dict:
     """Share of pixels within EXTREME of the top / bottom of [0, 255] (uint8 or float 0..255
     tensors of any shape), for the set and for real images, and a warning when the set has

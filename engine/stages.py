@@ -215,12 +215,25 @@ def condense_diagnostics(
         guesses = torch.cat([teacher(x).argmax(1) for x in images.split(512)])
     agree = float((guesses == labels).float().mean())
     conditions = diag.condition_similarity(payload.class_embeddings)
+    c = cfg.condense
+    codes = init_codebook(c.ipc, pre.generator_spec["z_dim"], c.codebook, c.truncation, cfg.seed)
+    start = dataclasses.replace(
+        payload, generator=pre.generator, class_embeddings=pre.conditions, codebook=codes
+    )
+    movement = diag.set_movement(
+        synthetic_set(start)[0], images, labels, spread["within_class_real"], teacher
+    )
     warnings = (
-        diag.term_warnings(terms) + spread["warnings"] + pixels["warnings"] + conditions["warnings"]
+        diag.term_warnings(terms)
+        + spread["warnings"]
+        + pixels["warnings"]
+        + conditions["warnings"]
+        + movement["warnings"]
     )
     report = {
         "terms": terms,
         "spread": spread,
+        "movement": movement,
         "pixels": pixels,
         "conditions": {k: v for k, v in conditions.items() if k != "warnings"},
         "teacher_agreement": agree,

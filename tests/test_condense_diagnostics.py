@@ -10,6 +10,7 @@ from engine.condense_diagnostics import (
     condition_similarity,
     loss_terms,
     pixel_extremes,
+    set_movement,
     set_spread,
     term_warnings,
 )
@@ -79,6 +80,19 @@ def test_spread_flags_collapsed_class_and_alike_rows():
     assert bad["collapsed_classes"] == [1]
     assert bad["alike_pairs"] == [(0, 2)]
     assert len(bad["warnings"]) == 2
+
+
+def test_set_movement_measures_each_image_against_its_own_start():
+    labels = torch.arange(2).repeat_interleave(3)
+    start = torch.zeros(6, 8)
+    end = start.clone()
+    end[:3, 0] = 2.0  # class 0 moved by 2, class 1 stayed
+    moved = set_movement(start, end, labels, real_within_class=4.0, net=Flat())
+    assert moved["teacher_features"] == 1.0 and moved["over_real_within_class"] == 0.25
+    assert moved["least_moved_class"] == 1 and moved["warnings"] == []
+    assert abs(moved["pixel_rms"] - (4 * 3 / 48) ** 0.5) < 1e-12
+    still = set_movement(start, start + 0.01, labels, real_within_class=4.0, net=Flat())
+    assert len(still["warnings"]) == 1 and "hardly moved" in still["warnings"][0]
 
 
 def test_a_term_that_falls_within_every_phi_life_is_live_though_it_averages_at_chance():

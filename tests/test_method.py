@@ -53,6 +53,8 @@ def test_condense_ends_with_loss_terms_and_set_spread(run):
     assert "teacher agrees with the label" in result.stdout
     assert -1 <= report["conditions"]["mean_cosine"] <= report["conditions"]["max_cosine"] <= 1
     assert "cosine between class conditions" in result.stdout
+    assert report["movement"]["teacher_features"] > 0  # G and the codes were trained
+    assert "moved from the pretrained G's images" in result.stdout
     for line in report["warnings"]:
         assert "warning: " + line.split(" ")[0] in result.stderr.replace("\n", " ")
 

@@ -53,6 +53,7 @@ def record(run: Path, name: str, seeds: int, **extra) -> dict:
         term_warnings(diagnostics["terms"])
         + diagnostics["spread"]["warnings"]
         + diagnostics.get("pixels", {}).get("warnings", [])
+        + diagnostics.get("movement", {}).get("warnings", [])
     )
     return write_result(
         RESULTS_DIR / f"{name}.json",

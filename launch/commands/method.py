@@ -217,6 +217,15 @@ def _show_condense_diagnostics(d: dict) -> None:
                 f"{c['mean_cosine']:.3f} / {c['max_cosine']:.3f} (one-hot 0)",
             )
         )
+    if "movement" in d:
+        mv = d["movement"]
+        pairs.append(
+            (
+                "moved from the pretrained G's images (features / pixel RMS)",
+                f"{mv['teacher_features']:.4g} ({mv['over_real_within_class']:.1%} of real "
+                f"within-class distance) / {mv['pixel_rms']:.3g}",
+            )
+        )
     if "teacher_agreement" in d:
         pairs.append(("teacher agrees with the label", f"{d['teacher_agreement']:.1%}"))
     show_pairs("Synthetic set in teacher features (real: random real images, same IPC)", pairs)
