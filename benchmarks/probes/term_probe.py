@@ -75,6 +75,9 @@ def probe(
             "between_class_real": d["spread"]["between_class_real"],
             "warnings": d["warnings"],
         }
+        if "movement" in d:  # how far the set moved from the pretrained G's images
+            row["moved_over_real_within_class"] = d["movement"]["over_real_within_class"]
+            row["moved_pixel_rms"] = d["movement"]["pixel_rms"]
         for term in ("feature", "adv", "cls", "intra", "inter", "disc_acc"):
             if term in terms:
                 row[f"{term}_last_half"] = terms[term]["last_half"]
