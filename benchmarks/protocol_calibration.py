@@ -46,6 +46,12 @@ class CalibrationConfig:
     device: str = "cpu"
 
 
+def _protocol(eval_config: dict) -> dict:
+    """The eval keys that change how a coreset is trained (`baselines` only lists the sets
+    `evaluate` adds beside a condensed one)."""
+    return json.loads(json.dumps({k: v for k, v in eval_config.items() if k != "baselines"}))
+
+
 def _key(row: dict) -> tuple:
     return (row["dataset"], row["set"], row["ipc"], row["seed"])
 
@@ -134,9 +140,12 @@ def run(cfg: CalibrationConfig, out: str | Path | None = None) -> dict:
     feature_nets: dict = {}  # the herding nets' provenance, kept across reruns of one file
     if out.is_file():
         old = json.loads(out.read_text())
-        wanted = json.loads(json.dumps(dataclasses.asdict(cfg.eval)))
         same_draws = old.get("config", {}).get("redraw_random", False) == cfg.redraw_random
-        if old.get("config", {}).get("eval") == wanted and same_draws:
+        if (
+            _protocol(old.get("config", {}).get("eval", {}))
+            == _protocol(dataclasses.asdict(cfg.eval))
+            and same_draws
+        ):
             rows = old["rows"]
             feature_nets = dict(old.get("herding_nets", {}))
     done = {_key(r) for r in rows}

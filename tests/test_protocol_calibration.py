@@ -71,7 +71,10 @@ def test_a_rerun_on_part_of_the_grid_keeps_the_other_rows_and_their_herding_net(
     out = tmp_path / "calibration.json"
     first = run(CalibrationConfig(**common, ipcs=(1,)), out)
     assert set(first["herding_nets"]) == {"mnist"}
-    more = run(CalibrationConfig(**common, ipcs=(2,), sets=("random",)), out)
+    other_baselines = EvalConfig(**{**common["eval"].__dict__, "baselines": ("random",)})
+    more = run(
+        CalibrationConfig(**{**common, "eval": other_baselines}, ipcs=(2,), sets=("random",)), out
+    )
     assert {(r["set"], r["ipc"]) for r in more["rows"]} == {
         ("random", 1),
         ("herding", 1),
