@@ -54,6 +54,7 @@ def _row(preset: str, variant: str, series: str = "") -> dict | None:
         "partial": report.get("partial", False),
         "pretrain": (report.get("pretrain_sha256") or "")[:12],
         "warnings": warnings,
+        "moved": diagnostics.get("movement", {}).get("over_real_within_class"),
     }
 
 
@@ -68,16 +69,18 @@ def table(preset: str, series: str = "", margins: str = "", note: str = "") -> s
         "(the field's single-op DSA), mean ± std over seeds; each row from "
         f"benchmarks/results/{_stem(preset, series)}_<row>_cpu.json. Paper: CIFAR-10, IPC 10 "
         "(Tables 6-8, section 4.5). `pretrain` is the SHA-256 prefix of the pretrain stage the row "
-        "was condensed from (rows recorded before it was kept show none).",
+        "was condensed from (rows recorded before it was kept show none). `moved`: how far the "
+        "loop moved the set from the pretrained G's images, as a share of real images' "
+        "within-class distance in teacher features (rows recorded before that diagnostic: -).",
         *(["", note] if note else []),
         "",
-        "| table | row | ours | seeds | pretrain | paper C-10 | collapsed / blown out |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| table | row | ours | seeds | pretrain | paper C-10 | collapsed / blown out | moved |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for tab, label, variant, paper in ROWS:
         r = _row(preset, variant, series)
         if r is None:
-            lines.append(f"| {tab} | {label} | not yet run | | | {paper or '-'} | |")
+            lines.append(f"| {tab} | {label} | not yet run | | | {paper or '-'} | | |")
             continue
         flags = []
         if any("collapsed" in w for w in r["warnings"]):
@@ -85,9 +88,10 @@ def table(preset: str, series: str = "", margins: str = "", note: str = "") -> s
         if any("blown out" in w for w in r["warnings"]):
             flags.append("blown out")
         seeds = f"{r['seeds']}" + (" (partial)" if r["partial"] else "")
+        moved = "-" if r["moved"] is None else f"{r['moved']:.0%}"
         lines.append(
             f"| {tab} | {label} | {r['mean']:.2f} ± {r['std']:.2f} | {seeds} | "
-            f"{r['pretrain'] or '-'} | {paper or '-'} | {', '.join(flags) or '-'} |"
+            f"{r['pretrain'] or '-'} | {paper or '-'} | {', '.join(flags) or '-'} | {moved} |"
         )
     path = RESULTS_DIR / f"{margins or preset + '_faithful_margins_cpu'}.json"
     if path.is_file():

@@ -400,7 +400,11 @@ def test_ablation_table_sets_each_recorded_row_beside_the_paper(tmp_path, monkey
     (tmp_path / "p_ablation_l-real_cpu.json").write_text(json.dumps(row))
     text = ablation_table.table("p")
     line = next(x for x in text.splitlines() if "| l_real |" in x)
-    assert "61.50 ± 0.50 | 3 (partial) | abababababab | 63.2 | blown out" in line
+    assert "61.50 ± 0.50 | 3 (partial) | abababababab | 63.2 | blown out | - |" in line
+    row["diagnostics"]["movement"] = {"over_real_within_class": 0.42}
+    (tmp_path / "p_ablation_l-real_cpu.json").write_text(json.dumps(row))
+    line = next(x for x in ablation_table.table("p").splitlines() if "| l_real |" in x)
+    assert line.endswith("| blown out | 42% |")
     assert "| l_feature | not yet run |" in text
     # a named series (rows of an earlier preset setting) is a table of its own
     (tmp_path / "p_ablation-old_l-feature_cpu.json").write_text(json.dumps(row))
