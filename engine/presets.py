@@ -71,9 +71,11 @@ def _smoke(dataset: str) -> RunConfig:
     if dataset == "fashion-mnist":
         cfg.budget_note = (
             "CPU budget, measured for fashion-mnist on one core of a 2-core machine "
-            "(OMP_NUM_THREADS=1, taskset; benchmarks/results/budget_fashion-mnist_ipc10_cpu."
-            "json): pretrain 28.4 min (teacher 2.0, GAN 24.7), condensation 600 steps in 12 "
-            "resumed chunks 13.0 min; 41.5 min in all"
+            "(OMP_NUM_THREADS=1, taskset, the other core busy): pretrain 24.4 min (teacher, "
+            "class features, 2500 GAN steps; benchmarks/ablations/fashion-mnist-smoke-one-hot-"
+            "pre/pretrain.json, the same nets with a one-hot G input), condensation 600 steps "
+            "9.0 min (benchmarks/results/fashion-mnist-smoke_faithful_margins_cpu.json); about "
+            "34 min in all"
         )
     return cfg
 
