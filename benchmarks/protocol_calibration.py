@@ -82,10 +82,14 @@ def _feature_net(cfg: CalibrationConfig, name: str, data: str, log: dict):
 
 
 def summarise(rows: list[dict], cfg: CalibrationConfig) -> list[dict]:
+    """One line per (dataset, IPC, set) the rows hold, this run's grid or an earlier one's."""
     out = []
-    for name in cfg.datasets:
-        for ipc in cfg.ipcs:
-            for kind in cfg.sets:
+    names = list(dict.fromkeys([*cfg.datasets, *(r["dataset"] for r in rows)]))
+    ipcs = sorted({*cfg.ipcs, *(r["ipc"] for r in rows)})
+    kinds = [k for k in ("random", "herding") if k in {*cfg.sets, *(r["set"] for r in rows)}]
+    for name in names:
+        for ipc in ipcs:
+            for kind in kinds:
                 accs = [
                     r["acc"]
                     for r in rows

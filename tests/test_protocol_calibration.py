@@ -81,4 +81,9 @@ def test_a_rerun_on_part_of_the_grid_keeps_the_other_rows_and_their_herding_net(
         ("random", 2),
     }
     assert more["herding_nets"] == first["herding_nets"]  # not lost by a random-only rerun
+    assert {(r["set"], r["ipc"]) for r in more["summary"]} == {
+        ("random", 1),
+        ("herding", 1),
+        ("random", 2),
+    }  # the table covers every row the file holds
     assert more["config"]["ipcs"] == [1, 2] and more["config"]["sets"] == ["herding", "random"]
