@@ -7,8 +7,9 @@ losses agree to ~1e-7. Unit-normalised features with a sharp temperature amplify
 this tiny toy problem, so the test uses intra_temperature 1 (at 0.5 one process run with 1
 instead of 2 intra-op threads, nothing else changed, already ends 6e-4 away; at 1, 2.4e-5,
 measured). Parameters must agree within atol 5e-4 / rtol 1e-3 (20x that noise floor), the first
-steps' losses within 1e-5. A real bug is far outside: halving one loss weight (what scaling a
-loss by the wrong rank share does) moves the parameters by more than 2.5e-3, checked below.
+steps' logged losses within rel 1e-4 or abs 1e-4. A real bug is far outside: halving one loss
+weight (what scaling a loss by the wrong rank share does) moves the parameters by more than
+2.5e-3, checked below.
 The same world size resumed from a checkpoint must match bit for bit."""
 
 import json
@@ -70,10 +71,13 @@ def test_world_size_invariance(setup, world):
     ref = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
     assert len(mine) == len(ref) == STEPS
     # before rounding is amplified; D's disc_steps updates a step compound it (measured: a 2e-5
-    # relative gap in the loss by step 4 on 2 ranks, with the parameters well inside tolerance)
+    # relative gap in the loss by step 4 on 2 ranks, with the parameters well inside tolerance).
+    # L_inter is a hinge residual near 0 (0.02-0.05 here), so its relative gap is large: on an
+    # AMD EPYC, 4 ranks, 1.8e-6 at step 3 and 8.5e-5 at step 4, at the commit before this
+    # tolerance too; hence abs 1e-4 for every term. A wrong rank share is off by 1/W or W.
     for a, b in zip(mine[:4], ref[:4], strict=True):
         for key in ("loss", "feature", "intra", "inter", "adv", "cls", "disc"):
-            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-4), key
     print(f"world {world}: max parameter gap to 1 rank {max_gap(params(out), params(one)):.2e}")
 
 
