@@ -6,7 +6,7 @@ Normalisation choices (the paper leaves them open):
   says) summed over layers, or `sum`, Eq. 2's squared norm as written (CAFE's summed squared
   error): each image's squared distance summed over every element of every layer, averaged over
   images. `sum` is larger by the elements per image (about 16,000 for ConvNet-3 on 28 px): at
-  the paper's rates it blows G out within ten steps.
+  the paper's rates it blows G out within 30 steps.
 - L_intra and L_inter use unit-length features, so temperature and margin have a fixed scale
   while phi is re-initialised every outer iteration.
 - L_inter is the mean over ordered class pairs (the paper sums), so its size does not grow with
