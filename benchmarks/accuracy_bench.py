@@ -23,8 +23,8 @@ import torch
 
 from benchmarks.baselines.base import check_choices
 from benchmarks.results import RESULTS_DIR, write_result
-from data_prep.console import log
-from data_prep.errors import ConfigError
+from common.console import log
+from common.errors import ConfigError
 
 METHODS = ("dm", "dsa", "mtt", "tesla", "random", "herding")
 DEFAULT_DATA = {"mnist": "/tmp/d/mnist", "fashion-mnist": "/tmp/d/fmnist"}

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks.results import RESULTS_DIR, write_result
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from engine.config import EvalConfig
 
 METHODS = ("ours", "dm", "dsa", "mtt")
@@ -100,7 +100,7 @@ def _snap_path(cfg: BudgetConfig, method: str, mark: float) -> Path:
 
 
 def _save_snapshot(cfg, method, mark, images, labels, elapsed, info, state=None) -> None:
-    from data_prep import fsio
+    from common import fsio
 
     payload = {
         "images": None if images is None else images.detach().cpu(),
@@ -125,8 +125,8 @@ def _missing_marks(cfg: BudgetConfig, method: str) -> list[float]:
 
 def run_ours(cfg: BudgetConfig, log) -> None:
     """Pretrain, then condense chunk by chunk; the clock is persisted in WORK/ours/clock.json."""
-    from data_prep import fsio
-    from data_prep.runlock import hold
+    from common import fsio
+    from common.runlock import hold
     from engine.presets import load_preset_for
     from engine.stages import load_condensed, run_condense, run_pretrain, synthetic_set
 
@@ -247,7 +247,7 @@ def _coreset(cfg: BudgetConfig, kind: str):
 
     if kind == "random":
         return random_real(cfg.data, cfg.ipc, cfg.seed)
-    from data_prep import fsio
+    from common import fsio
     from data_prep.meta import load_meta
     from engine.config import TeacherConfig
 
@@ -273,7 +273,7 @@ def _row_path(cfg: BudgetConfig, method: str, mark: float, seed: int) -> Path:
 
 def _claim_workdir(cfg: BudgetConfig, config: dict) -> None:
     """A workdir belongs to one configuration: refuse to mix snapshots of two."""
-    from data_prep import fsio
+    from common import fsio
 
     mine = {k: v for k, v in config.items() if k not in cfg.PER_PROCESS}
     path = Path(cfg.workdir) / "budget_config.json"
@@ -341,7 +341,7 @@ def _resources_by_method(rows: list[dict]) -> dict[str, dict]:
 def run(cfg: BudgetConfig, out: str | Path | None = None, log=print) -> dict:
     """Condense every method to its marks, then evaluate every snapshot and coreset (as
     `phase` and `shard` say); the result files are rebuilt from every row in the workdir."""
-    from data_prep import fsio
+    from common import fsio
     from engine.evaluate import train_and_test
 
     cfg.check()

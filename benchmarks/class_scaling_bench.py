@@ -22,7 +22,7 @@ import psutil
 
 from benchmarks.prep_bench import tree_memory
 from benchmarks.results import RESULTS_DIR, write_result
-from data_prep.console import log
+from common.console import log
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare_arrays
 from data_prep.splits import RawDataset, Segment, Split

@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.results import RESULTS_DIR, write_result
-from data_prep.console import log, progress_bar
-from data_prep.errors import GencondError
+from common.console import log, progress_bar
+from common.errors import GencondError
 from data_prep.loaders import ClassGroupedLoader, Normalizer, TrainLoader, default_threads
 from data_prep.meta import load_meta
 from data_prep.options import PrepOptions

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.results import RESULTS_DIR, write_result
-from data_prep.console import log
+from common.console import log
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
 

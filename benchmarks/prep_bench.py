@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 
 from benchmarks.results import RESULTS_DIR, write_result
-from data_prep.console import log, progress_bar
+from common.console import log, progress_bar
 from data_prep.options import default_workers
 
 

@@ -4,7 +4,7 @@ benchmarks/results/cost_model.json: `python -m benchmarks.preset_costs`."""
 from __future__ import annotations
 
 from benchmarks.results import RESULTS_DIR, write_result
-from engine.cost_model import preset_costs
+from benchmarks.cost_model import preset_costs
 
 PRESETS = [
     "cifar10-ipc10",

@@ -15,8 +15,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.results import RESULTS_DIR, write_result
 from benchmarks.speed_bench import StepHarness, time_step
-from data_prep.console import log
-from engine import cost_model
+from common.console import log
+from benchmarks import cost_model
 from engine.presets import load_preset
 
 REGIONS = ("phi_real", "generate", "phi_syn", "losses", "backward_zg", "update_dh", "phi_update")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmarks.results import RESULTS_DIR, write_result
-from data_prep import fsio
+from common import fsio
 from engine.config import EvalConfig, TeacherConfig
 
 # Zhang et al. 2023, Table 2 (random real / herding at IPC 1 and 10)
@@ -136,7 +136,7 @@ def markdown(summary: list[dict], cfg: CalibrationConfig) -> str:
 
 
 def run(cfg: CalibrationConfig, out: str | Path | None = None) -> dict:
-    from data_prep.console import log
+    from common.console import log
     from engine.evaluate import herding, random_real, train_and_test
 
     out = Path(out or RESULTS_DIR / "protocol_calibration_cpu.json")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from data_prep import fsio
+from common import fsio
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

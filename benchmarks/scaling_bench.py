@@ -15,8 +15,8 @@ from pathlib import Path
 
 from benchmarks.results import RESULTS_DIR, write_result
 from benchmarks.throughput_bench import GIB, Point, ThroughputConfig, measure_all
-from data_prep.console import log
-from data_prep.errors import ConfigError
+from common.console import log
+from common.errors import ConfigError
 
 FITS = {True: "yes", False: "no", None: "?"}
 COLORS = {

@@ -49,8 +49,8 @@ import psutil
 
 from benchmarks.baselines.base import check_choices
 from benchmarks.results import RESULTS_DIR, write_result
-from data_prep.console import log, progress_bar
-from data_prep.errors import ConfigError
+from common.console import log, progress_bar
+from common.errors import ConfigError
 
 METHODS = ("ours", "dm", "dsa", "mtt", "tesla")
 # shape -> (channels, image size, classes, our preset's dataset)
@@ -300,7 +300,7 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     steps = c.sweep_steps(p.classes)  # the engine's schedule: every class once
     sweep = step_s / len(timed) * p.classes + steps / c.gen_steps * phi_s
     learned = [m.codebook] + (list(m.G.parameters()) if c.finetune_generator else [])
-    from engine.cost_model import condense_step_cost, steps_per_sweep
+    from benchmarks.cost_model import condense_step_cost, steps_per_sweep
 
     modelled = condense_step_cost(run, p.channels, p.image_size, p.classes).flops
     step_flops, phi_flops = _count_flops(one_step, 0), _count_flops(one_phi_update, 0)

@@ -15,9 +15,9 @@ import numpy as np
 from ffcv.fields import IntField, NDArrayField
 from ffcv.writer import DatasetWriter, MemoryAllocator
 
-from data_prep import fsio
-from data_prep.console import progress_bar
-from data_prep.errors import DataError
+from common import fsio
+from common.console import progress_bar
+from common.errors import DataError
 from data_prep.splits import Split
 
 PAGE_SIZE = 1 << 23  # FFCV's default (4 x 2 MiB): every worker writes whole pages

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from data_prep.console import progress_bar
-from data_prep.errors import ConfigError, DataError
+from common.console import progress_bar
+from common.errors import ConfigError, DataError
 from data_prep.loaders import ClassGroupedLoader, TestLoader, TrainLoader
 
 

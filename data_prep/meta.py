@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.errors import DataError
+from common.errors import DataError
 
 META_FILE = "meta.json"
 TRAIN_BETON = "train.beton"

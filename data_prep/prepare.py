@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import fsio, meta, runlock
-from data_prep.console import log, progress_bar
-from data_prep.errors import ConfigError, DataError
+from common import fsio, runlock
+from data_prep import meta
+from common.console import log, progress_bar
+from common.errors import ConfigError, DataError
 from data_prep.options import DATASETS, PrepOptions
 from data_prep.readers import cifar, idx, imagefolder, imagenet64, svhn
 from data_prep.splits import RawDataset, Split, validate

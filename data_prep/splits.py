@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.errors import DataError
+from common.errors import DataError
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from data_prep.console import progress_bar
+from common.console import progress_bar
 
 
 def create(path: Path, shape: tuple[int, ...]) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from data_prep import fsio
-from data_prep.errors import DataError
+from common import fsio
+from common.errors import DataError
 from data_prep.meta import DatasetMeta, gencond_version
 from engine.generator import Generator
 

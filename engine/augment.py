@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 

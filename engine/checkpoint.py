@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from data_prep import fsio
-from data_prep.errors import DataError, GencondError
+from common import fsio
+from common.errors import DataError, GencondError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1  # files without the key are version 0

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import record_function
 
-from data_prep.console import log, progress_bar
-from data_prep.errors import ConfigError
+from common.console import log, progress_bar
+from common.errors import ConfigError
 from data_prep.loaders import ClassGroupedLoader, TrainLoader
 from data_prep.meta import DatasetMeta
 from engine import checkpoint, distributed, losses

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep import fsio
-from data_prep.errors import ConfigError
+from common import fsio
+from common.errors import ConfigError
 
 
 @dataclass

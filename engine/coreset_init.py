@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from data_prep.console import log, progress_bar
-from data_prep.errors import ConfigError
+from common.console import log, progress_bar
+from common.errors import ConfigError
 from engine import distributed
 from engine.config import RunConfig
 from engine.evaluate import herding, random_real

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from data_prep.errors import ConfigError, GencondError, InUseError
-from data_prep.runlock import hold
+from common.errors import ConfigError, GencondError, InUseError
+from common.runlock import hold
 
 
 class RankFailure(GencondError):

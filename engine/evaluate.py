@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from data_prep.console import log, progress_bar
-from data_prep.errors import ConfigError
+from common.console import log, progress_bar
+from common.errors import ConfigError
 from data_prep.loaders import TestLoader, read_indices
 from data_prep.meta import load_class_index, load_meta
 from engine import distributed

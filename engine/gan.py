@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from data_prep.console import progress_bar
-from data_prep.errors import ConfigError
+from common.console import progress_bar
+from common.errors import ConfigError
 from data_prep.loaders import TrainLoader
 from data_prep.meta import DatasetMeta
 from engine import distributed

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 
 NORMS = ("instancenorm", "batchnorm", "none")
 

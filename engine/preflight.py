@@ -3,8 +3,8 @@ the data can hold, and a step whose memory is not clearly beyond the device."""
 
 from __future__ import annotations
 
-from data_prep.errors import ConfigError
-from data_prep.fsio import human
+from common.errors import ConfigError
+from common.fsio import human
 from data_prep.meta import DatasetMeta
 from engine.config import RunConfig
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from data_prep.meta import load_meta
 from engine.config import RunConfig
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from data_prep import fsio
-from data_prep.console import log
-from data_prep.errors import ConfigError, DataError
+from common import fsio
+from common.console import log
+from common.errors import ConfigError, DataError
 from data_prep.loaders import Normalizer
 from data_prep.meta import DatasetMeta, load_meta
 from engine import artifact, checkpoint, distributed, preflight

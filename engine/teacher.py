@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from data_prep.console import progress_bar
-from data_prep.errors import ConfigError
+from common.console import progress_bar
+from common.errors import ConfigError
 from data_prep.loaders import TestLoader, TrainLoader
 from data_prep.meta import DatasetMeta
 from engine import distributed

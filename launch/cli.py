@@ -11,8 +11,8 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from data_prep.console import console
-from data_prep.errors import GencondError
+from common.console import console
+from common.errors import GencondError
 from launch.commands import bench, config, data, jobs, method
 
 PREEMPTED_EXIT = 3  # stopped on SIGTERM / SIGUSR2 after checkpointing; run again to resume
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line(e: BaseException) -> tuple[str, int]:
     """(message, exit status) of an exception no gencond check turned into a GencondError."""
-    from data_prep.fsio import disk_error
+    from common.fsio import disk_error
 
     mapped = disk_error(e, Path(getattr(e, "filename", None) or "?"))
     if mapped is not None:  # a full disk, permission denied, not a folder, ...

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from data_prep.errors import GencondError
+from common.errors import GencondError
 
 STATE_DIR = Path("/var/tmp/gencond-slurm")
 SLURM_CONF = Path("/etc/slurm/slurm.conf")

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from data_prep.errors import ConfigError, GencondError
+from common.errors import ConfigError, GencondError
 
 _HOME_DEFAULTS = Path.home() / ".config" / "gencond" / "clusters.toml"
 DEFAULTS_FILE = Path(os.environ.get("GENCOND_CLUSTER_DEFAULTS", _HOME_DEFAULTS))
@@ -224,7 +224,7 @@ def wait(jobs: list, poll_s: float = 2.0) -> list[str]:
     from rich.live import Live
     from rich.table import Table
 
-    from data_prep.console import console
+    from common.console import console
 
     _quiet_submitit()
 

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 
 VARIANT = "variant"
 
@@ -176,7 +176,7 @@ def finished_seed(plan: SweepPlan, point: dict, seed_index: int) -> bool:
 
 def gather_sweep(root: Path, points: list[dict]) -> dict:
     """One JSON over the sweep's points: each point's overrides and eval.json results."""
-    from data_prep import fsio
+    from common import fsio
 
     rows = []
     for point in points:

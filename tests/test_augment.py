@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from engine.augment import DEFAULT_STRATEGY, OPS, DiffAugment, DSAParams, parse_strategy
 
 

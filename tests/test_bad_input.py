@@ -13,7 +13,7 @@ import pytest
 from formats import write_idx, write_imagefolder, write_imagenet64
 from helpers import ROOT
 
-from data_prep.errors import DataError
+from common.errors import DataError
 from data_prep.meta import load_meta
 
 

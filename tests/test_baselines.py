@@ -21,7 +21,7 @@ from benchmarks.baselines.gradient_matching import (
 )
 from benchmarks.baselines.mtt import MTTConfig, TrajectoryMatching, random_trajectories
 from benchmarks.baselines.presets import load_baseline_preset
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 
 SHAPE = SetShape(num_classes=3, ipc=2, channels=1, image_size=8)
 

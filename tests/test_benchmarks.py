@@ -388,7 +388,7 @@ def test_a_baseline_sweep_updates_every_synthetic_image(method):
 
 
 def test_ablation_table_sets_each_recorded_row_beside_the_paper(tmp_path, monkeypatch):
-    from benchmarks import ablation_table
+    from research.probes import ablation_table
 
     monkeypatch.setattr(ablation_table, "RESULTS_DIR", tmp_path)
     row = {
@@ -415,7 +415,7 @@ def test_ablation_table_sets_each_recorded_row_beside_the_paper(tmp_path, monkey
 
 
 def test_ablation_rows_redo_a_row_from_another_pretrain_stage(tmp_path, monkeypatch):
-    from benchmarks.probes import ablation_rows
+    from research.probes import ablation_rows
 
     monkeypatch.setattr(ablation_rows, "RESULTS_DIR", tmp_path)
     done = {"partial": False, "seeds_wanted": 5, "pretrain_sha256": "a" * 64}

@@ -95,7 +95,7 @@ def test_dead_writer_process_is_an_error_not_a_hang(tmp_path):
         from pathlib import Path
         from data_prep.beton import write_beton
         from data_prep.splits import Segment, Split
-        from data_prep.errors import DataError
+        from common.errors import DataError
 
         class Dying(Split):
             def __getitem__(self, i):

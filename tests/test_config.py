@@ -2,7 +2,7 @@
 
 import pytest
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from engine.config import RunConfig
 from engine.presets import PRESETS, load_preset
 
@@ -116,7 +116,7 @@ def test_every_class_is_visited_once_per_sweep(num_classes, per_step):
     """The engine's schedule, the cost model and the throughput bench share one rule; a class
     count that does not divide leaves no class out (10 classes, 4 a step: blocks of 4, 3, 3)."""
     from engine.condense import class_schedule
-    from engine.cost_model import steps_per_sweep
+    from benchmarks.cost_model import steps_per_sweep
 
     cfg = RunConfig()
     cfg.condense.classes_per_step = per_step

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from engine.config import RunConfig
 from engine.coreset_init import fit_to_coreset, warmup_cosine
 from engine.generator import Generator, generate, init_codebook

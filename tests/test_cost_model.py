@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.speed_bench import StepHarness
 from benchmarks.speed_bench import tiny_config as small
-from engine import cost_model
+from benchmarks import cost_model
 from engine.presets import load_preset
 
 CASES = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from data_prep.loaders import read_all, read_indices
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare_arrays

@@ -176,7 +176,7 @@ def test_loaders_on_cuda(data):
 
 
 def test_unprepared_folder_is_refused(tmp_path):
-    from data_prep.errors import DataError
+    from common.errors import DataError
 
     with pytest.raises(DataError, match="no meta.json"):
         TrainLoader(tmp_path, batch_size=4, seed=0)

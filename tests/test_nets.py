@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from engine.nets import NETS, ConvNet, build_net, reinit_
 
 CLASSES = 5

@@ -23,8 +23,9 @@ from formats import write_idx, write_imagefolder, write_imagenet64, write_svhn
 from helpers import ROOT, TINY, sets, toy
 from PIL import Image
 
-from data_prep import beton, fsio, runlock
-from data_prep.errors import ConfigError, DataError, InUseError
+from common import fsio, runlock
+from data_prep import beton
+from common.errors import ConfigError, DataError, InUseError
 from data_prep.meta import load_meta
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare
@@ -183,7 +184,7 @@ def test_a_killed_folder_build_leaves_the_old_folder_whole(tmp_path):
     (target / "images.pt").write_text("old")
     (target / "grid.png").write_text("old")
     code = (
-        f"from data_prep import fsio; import time\nwith fsio.build_dir({str(target)!r}) as d:\n"
+        f"from common import fsio; import time\nwith fsio.build_dir({str(target)!r}) as d:\n"
         "    (d / 'images.pt').write_text('new')\n"
         "    print('half', flush=True); time.sleep(60)"
     )
@@ -371,7 +372,7 @@ def test_ipc_and_memory_beyond_the_data_are_refused_before_any_work(run, capsys)
 
 def _holder(folder: Path, command: str) -> subprocess.Popen:
     code = (
-        f"import time; from data_prep.runlock import hold\nwith hold({str(folder)!r}, "
+        f"import time; from common.runlock import hold\nwith hold({str(folder)!r}, "
         f"{command!r}):\n    print('held', flush=True); time.sleep(120)"
     )
     proc = subprocess.Popen(
@@ -406,7 +407,7 @@ def test_two_real_processes_race_for_one_folder(tmp_path):
     """Two processes started together: exactly one gets the lock, the other is refused."""
     folder = tmp_path / "run"
     code = (
-        "import sys, time; from data_prep.runlock import hold\ntry:\n"
+        "import sys, time; from common.runlock import hold\ntry:\n"
         f"    with hold({str(folder)!r}, 'condense'):\n        time.sleep(2)\n"
         "except Exception as e:\n    print(type(e).__name__, e); sys.exit(2)"
     )

@@ -91,7 +91,7 @@ def test_imagefolder(tmp_path, test_dir):
 
 @pytest.mark.parametrize("dataset", ["tiny-imagenet", "imagefolder"])
 def test_a_class_subset_keeps_only_those_classes(tmp_path, dataset):
-    from data_prep.errors import DataError
+    from common.errors import DataError
 
     wnids = ["n03", "n01", "n02", "n04"]
     expected = write_tiny_imagenet(tmp_path / "src", wnids, per_class=4, val=12, seed=7)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks.speed_bench import StepHarness, tiny_config
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from engine.presets import load_preset
 
 STEPS = 3  # gen_steps=2: phi's update runs after step 1, so step 2 sees an updated phi

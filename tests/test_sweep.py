@@ -49,7 +49,7 @@ def test_variants_form_the_first_axis(tmp_path):
     [("[a]\nx = [", "not valid TOML"), ("x = 1\n", "not a [table]"), ("", "no [variant]")],
 )
 def test_bad_variants_file(tmp_path, text, needle):
-    from data_prep.errors import ConfigError
+    from common.errors import ConfigError
 
     path = tmp_path / "v.toml"
     path.write_text(text)

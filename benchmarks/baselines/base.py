@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 from engine import distributed
 from engine.nets import ConvNet, reinit_
 

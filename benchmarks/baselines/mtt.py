@@ -147,7 +147,7 @@ class TrajectoryMatching(PixelCondenser):
         self.name = "tesla" if cfg.constant_memory else "mtt"
         self.trajectories = trajectories
         if len(trajectories[0]) < cfg.expert_epochs + 2:
-            from data_prep.errors import ConfigError
+            from common.errors import ConfigError
 
             raise ConfigError(
                 f"experts of {len(trajectories[0]) - 1} epochs are too short for "

@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks.baselines.dm import DistributionMatching, DMConfig
 from benchmarks.baselines.gradient_matching import GradientMatching, GradientMatchingConfig
 from benchmarks.baselines.mtt import MTTConfig, TrajectoryMatching
-from data_prep.errors import ConfigError
+from common.errors import ConfigError
 
 METHODS = ("dm", "dc", "dsa", "mtt", "tesla")
 BUDGETS = ("paper", "cpu")

@@ -44,7 +44,7 @@ TINY = [
 
 
 def _condense(preset: str, overrides: list[str], data: str, out: Path) -> None:
-    from data_prep.runlock import hold
+    from common.runlock import hold
     from engine.presets import load_preset_for
     from engine.stages import run_condense
 
@@ -54,7 +54,7 @@ def _condense(preset: str, overrides: list[str], data: str, out: Path) -> None:
 
 
 def _evaluate(run: Path, data: str, seeds: int, seed_index: int, device: str) -> None:
-    from data_prep.runlock import hold, run_lock_path
+    from common.runlock import hold, run_lock_path
     from engine.config import RunConfig
     from engine.stages import load_condensed, run_evaluate
 

@@ -19,7 +19,7 @@ import torch
 
 from benchmarks import peak, profile_bench, speed_bench
 from benchmarks.results import write_result
-from engine import cost_model
+from benchmarks import cost_model
 from engine.presets import load_preset
 
 # the targets

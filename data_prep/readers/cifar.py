@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from data_prep.errors import DataError
+from common.errors import DataError
 from data_prep.options import PrepOptions
 from data_prep.splits import RawDataset, Segment, Split, integer_labels
 

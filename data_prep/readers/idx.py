@@ -10,7 +10,7 @@ import numpy as np
 from torchvision.datasets import MNIST, FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from data_prep.errors import DataError
+from common.errors import DataError
 from data_prep.options import PrepOptions
 from data_prep.splits import RawDataset, Segment, Split
 

@@ -244,11 +244,11 @@ def run_budget(args) -> int:
     import ast
 
     from benchmarks.budget_bench import BudgetConfig, run
-    from data_prep.console import log
-    from data_prep.errors import ConfigError
+    from common.console import log
+    from common.errors import ConfigError
     from data_prep.meta import load_meta
     from engine.config import RunConfig
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     if not (Path(args.data) / "meta.json").is_file():
         raise ConfigError(f"{args.data}: not a prepared dataset (no meta.json)")
@@ -367,7 +367,7 @@ def _fits(row: dict) -> str:
 
 def run_throughput(args) -> int:
     from benchmarks.throughput_bench import run
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     cfg = _timing_config(args, shapes=tuple(args.shapes), ipcs=tuple(args.ipcs))
     result = run(cfg, args.out)
@@ -395,7 +395,7 @@ def run_throughput(args) -> int:
 
 def run_scaling(args) -> int:
     from benchmarks.scaling_bench import ScalingConfig, run
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     cfg = ScalingConfig(
         classes=tuple(args.classes),
@@ -422,7 +422,7 @@ def run_scaling(args) -> int:
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
-    from data_prep.errors import ConfigError
+    from common.errors import ConfigError
 
     out = {}
     for item in items:
@@ -435,8 +435,8 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
 
 def run_accuracy(args) -> int:
     from benchmarks.accuracy_bench import DEFAULT_DATA, AccuracyConfig, run
-    from data_prep.errors import ConfigError
-    from engine.tables import show_rows
+    from common.errors import ConfigError
+    from launch.tables import show_rows
 
     if args.budget not in ("cpu", "paper"):
         raise ConfigError(f"--budget must be cpu or paper, not {args.budget!r}")

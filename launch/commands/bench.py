@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_prep.console import console
+from common.console import console
 from launch.commands.common import positive
 
 
@@ -216,9 +216,9 @@ def add(sub) -> None:
 
 def _run_bench_calibrate(args) -> int:
     from benchmarks.protocol_calibration import CalibrationConfig, run
-    from data_prep.errors import ConfigError
+    from common.errors import ConfigError
     from engine.config import RunConfig, TeacherConfig
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     holder = RunConfig()
     for item in args.overrides:
@@ -331,7 +331,7 @@ def _add_bench_speed(bench) -> None:
 
 def _run_bench_peak(args) -> int:
     from benchmarks.peak import PeakConfig, run
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     result = run(PeakConfig(size=args.size, repeats=args.repeats, device=args.device), args.out)
     show_rows(f"Peak FLOP/s on {result['machine']} ({args.device})", result["rows"])
@@ -340,7 +340,7 @@ def _run_bench_peak(args) -> int:
 
 def _run_bench_profile(args) -> int:
     from benchmarks.profile_bench import ProfileConfig, run
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     cfg = ProfileConfig(
         preset=args.preset,
@@ -360,7 +360,7 @@ def _run_bench_profile(args) -> int:
 
 def _run_bench_speed(args) -> int:
     from benchmarks.speed_bench import VARIANTS, SpeedConfig, run
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     cfg = SpeedConfig(
         preset=args.preset,
@@ -385,7 +385,7 @@ def _run_bench_speed(args) -> int:
 
 def _run_bench_loader(args) -> int:
     from benchmarks.loader_bench import LoaderBenchConfig, run
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     cfg = LoaderBenchConfig(
         images=args.images,
@@ -406,7 +406,7 @@ def _run_bench_loader(args) -> int:
 
 def _run_bench_classes(args) -> int:
     from benchmarks.class_scaling_bench import ClassScalingConfig, run
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     cfg = ClassScalingConfig(
         classes=tuple(args.classes),
@@ -421,7 +421,7 @@ def _run_bench_classes(args) -> int:
 
 def _run_bench_prep(args) -> int:
     from benchmarks.prep_bench import PrepBenchConfig, run
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     cfg = PrepBenchConfig(
         batches=tuple(args.batches),

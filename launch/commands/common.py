@@ -59,7 +59,7 @@ def add_run_options(p, out_help: str, set_help: str = SET_HELP) -> None:
 def run_config(args):
     """The resolved, validated RunConfig of --preset and --set (or of --config), refused when
     made for another dataset than --data (when there is a --data)."""
-    from data_prep.errors import ConfigError
+    from common.errors import ConfigError
     from engine.config import RunConfig
     from engine.presets import check_dataset, load_preset
 

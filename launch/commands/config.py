@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data_prep.console import console
+from common.console import console
 from launch.commands.common import SET_HELP, run_config
 
 
@@ -55,7 +55,7 @@ def add(sub) -> None:
 def _run_config(args) -> int:
     from rich.table import Table
 
-    from data_prep.console import stdout_console
+    from common.console import stdout_console
     from engine.config_table import keys, values
 
     cfg = run_config(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_prep.console import console
+from common.console import console
 from launch.commands.common import positive
 
 SOURCES_HELP = """\
@@ -65,10 +65,10 @@ def add_prep(sub) -> None:
 
 
 def _run_prep(args) -> int:
-    from data_prep.errors import ConfigError
+    from common.errors import ConfigError
     from data_prep.options import PrepOptions
     from data_prep.prepare import prepare
-    from engine.tables import show_pairs
+    from launch.tables import show_pairs
 
     classes = None
     if args.classes is not None:
@@ -124,7 +124,7 @@ def add_inspect(sub) -> None:
 
 def _run_inspect(args) -> int:
     from data_prep.inspect import class_grid, loader_pass
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     rows = loader_pass(args.data, args.device, args.batch_size)
     if args.grid:

@@ -143,7 +143,7 @@ def _add_sweep_options(p) -> None:
         default=None,
         metavar="FILE",
         help='a TOML file of named variants, one [name] table of "key" = value overrides '
-        "each (e.g. benchmarks/ablations/fashion-mnist-smoke.toml); they form the grid's first "
+        "each (e.g. research/ablations/fashion-mnist-smoke.toml); they form the grid's first "
         "axis and name its points (OUT/variant-NAME...)",
     )
     p.add_argument(
@@ -187,7 +187,7 @@ def _sweep_plan(args):
 
 
 def _show_sweep(payload: dict, title: str) -> None:
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     rows = [{k: v for k, v in r.items() if k != "point"} for r in payload["rows"]]
     show_rows(title, rows)
@@ -196,7 +196,7 @@ def _show_sweep(payload: dict, title: str) -> None:
 def _run_sweep_here(args) -> int:
     """Every point in turn: condense (skipped when finished), each evaluation seed (skipped
     when its part exists), gather; then OUT/sweep.json over the points."""
-    from data_prep.console import log
+    from common.console import log
     from launch.sweep import finished_condense, finished_seed, gather_sweep, point_name
 
     plan = _sweep_plan(args)
@@ -253,7 +253,7 @@ def _submit_options(args):
     extra = dict(values.pop("sbatch", {}))
     for item in args.sbatch:
         if "=" not in item:
-            from data_prep.errors import ConfigError
+            from common.errors import ConfigError
 
             raise ConfigError(f"--sbatch {item!r}: expected key=value")
         key, value = item.split("=", 1)
@@ -280,7 +280,7 @@ def condense_job_argv(parsed, cfg, log_dir: str) -> list[str]:
 
 
 def _run_submit(args) -> int:
-    from engine.tables import show_pairs
+    from launch.tables import show_pairs
     from launch import submit
     from launch.tasks import CommandTask, GatherSweepTask, SequenceTask
 
@@ -375,7 +375,7 @@ def _run_submit(args) -> int:
 
 
 def _run_slurm_local(args) -> int:
-    from engine.tables import show_pairs
+    from launch.tables import show_pairs
     from launch import slurm_local
 
     result = getattr(slurm_local, args.action)()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_prep.console import console
+from common.console import console
 from launch.commands.common import (
     MISMATCH_HELP,
     PRETRAIN_SET_HELP,
@@ -124,11 +124,11 @@ def add(sub) -> None:
 
 def _run_pretrain(args) -> int:
     cfg = run_config(args)  # a bad preset, key or dataset fails before torch and ffcv load
-    from data_prep.console import is_rank_zero
+    from common.console import is_rank_zero
     from engine import distributed
     from engine.distributed import hold_on_rank0
     from engine.stages import run_pretrain
-    from engine.tables import show_pairs
+    from launch.tables import show_pairs
 
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
@@ -147,11 +147,11 @@ def _run_pretrain(args) -> int:
 
 def _run_condense(args) -> int:
     cfg = run_config(args)  # a bad preset, key or dataset fails before torch and ffcv load
-    from data_prep.console import is_rank_zero
+    from common.console import is_rank_zero
     from engine import distributed
     from engine.distributed import hold_on_rank0
     from engine.stages import run_condense
-    from engine.tables import show_pairs
+    from launch.tables import show_pairs
 
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
@@ -175,7 +175,7 @@ def _run_condense(args) -> int:
 
 
 def _show_condense_diagnostics(d: dict) -> None:
-    from engine.tables import show_pairs, show_rows
+    from launch.tables import show_pairs, show_rows
 
     terms = [
         {
@@ -242,9 +242,9 @@ def _require_condensed(run: Path) -> None:
 
 def _run_synthesize(args) -> int:
     _require_condensed(args.run)
-    from data_prep.runlock import hold
+    from common.runlock import hold
     from engine.stages import run_synthesize
-    from engine.tables import show_pairs
+    from launch.tables import show_pairs
 
     with hold(args.run, "synthesize"):
         summary = run_synthesize(args.run)
@@ -254,8 +254,8 @@ def _run_synthesize(args) -> int:
 
 def _run_evaluate(args) -> int:
     _require_condensed(args.run)
-    from data_prep.console import is_rank_zero
-    from data_prep.runlock import hold, run_lock_path
+    from common.console import is_rank_zero
+    from common.runlock import hold, run_lock_path
     from engine import distributed
     from engine.config import RunConfig
     from engine.distributed import hold_on_rank0
@@ -293,7 +293,7 @@ def _run_evaluate(args) -> int:
 
 def eval_config(cfg, args):
     """The run's evaluation protocol (cfg.eval) with this command's flags and --set eval.*."""
-    from data_prep.errors import ConfigError
+    from common.errors import ConfigError
 
     for item in args.overrides:
         if not item.strip().startswith("eval."):
@@ -311,7 +311,7 @@ def eval_config(cfg, args):
 
 def show_evaluation(report: dict) -> None:
     from engine.evaluate import summarize
-    from engine.tables import show_rows
+    from launch.tables import show_rows
 
     div = report["diagnostics"]["diversity_teacher_features"]
     rows = summarize(report["results"])

@@ -1,0 +1,251 @@
+"""Every file and folder gencond writes goes through here: a unique temporary name beside the
+target, an atomic rename on success, the temporary removed on any failure, and a full disk (or
+any other OSError) turned into one DataError line naming the path and the space needed.
+
+Folders are built aside (a hidden sibling) and swapped in as a whole only once complete: with
+renameat2(RENAME_EXCHANGE) where the filesystem has it (one atomic step), else two renames."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from common.errors import DataError
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+TMP_TAG = ".gencond-tmp-"
+OLD_TAG = ".gencond-old-"
+
+
+def human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def free_bytes(path: Path) -> int:
+    """Free space (for an unprivileged writer) on the filesystem holding path or its nearest
+    existing ancestor."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def shown(path: Path) -> Path:
+    """The path a user knows: a file inside a folder being built aside (.NAME.gencond-tmp-*/,
+    its .scratch/) is shown at the folder's final place."""
+    parts = []
+    for part in Path(path).parts:
+        if part == ".scratch" and parts:
+            continue
+        if part.startswith(".") and TMP_TAG in part:
+            part = part[1:].split(TMP_TAG)[0]
+        parts.append(part)
+    return Path(*parts) if parts else Path(path)
+
+
+def check_space(path: Path, need: int, what: str) -> None:
+    """Refuse before writing when the filesystem holding path cannot take `need` bytes."""
+    free = free_bytes(path)
+    if need > free:
+        raise DataError(
+            f"{shown(path)}: not enough free space for {what}: needs about {human(need)}, "
+            f"{human(free)} free"
+        )
+
+
+def _full_disk(error: BaseException | None) -> OSError | None:
+    """The ENOSPC / EDQUOT / EFBIG OSError in an exception's chain (torch wraps it)."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, OSError) and error.errno in FULL:
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def disk_error(error: BaseException, path: Path, need: int | None = None) -> DataError | None:
+    """One DataError line for an OSError (or an error caused by one), else None."""
+    full = _full_disk(error)
+    if full is not None:
+        free = free_bytes(Path(path).parent)
+        needs = f"needs about {human(need)}, " if need else ""
+        return DataError(
+            f"{shown(path)}: {full.strerror or 'no space left on device'} while "
+            f"writing ({needs}{human(free)} free)"
+        )
+    if isinstance(error, OSError):
+        where = error.filename or path
+        return DataError(f"{shown(where)}: {error.strerror or error}")
+    return None
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden, unique name beside path (same filesystem, so the final rename is atomic)."""
+    return path.with_name(f".{path.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(3)}")
+
+
+def make_dir(path: Path) -> Path:
+    """mkdir -p with one line for an --out that is a file, lies under one, or is not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise disk_error(e, path) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: not writable (permission denied)")
+    return path
+
+
+def write_file(
+    path: Path, write: Callable[[IO[bytes]], Any], need: int | None = None, what: str = ""
+) -> None:
+    """write(f) into a temporary file beside path, fsync, rename over path. `need` (bytes, an
+    estimate) is checked against the free space first. Nothing is left behind on failure."""
+    path = Path(path)
+    make_dir(path.parent)
+    if need:
+        check_space(path.parent, need, what or path.name)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        mapped = disk_error(e, path, need)
+        if mapped is not None:
+            raise mapped from None
+        raise
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) payload: what torch.save will write, near enough."""
+    import torch
+
+    if torch.is_tensor(obj):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def save_torch(obj: Any, path: Path, what: str = "") -> None:
+    import torch
+
+    write_file(path, lambda f: torch.save(obj, f), tensor_bytes(obj) + (64 << 10), what)
+
+
+def write_text(path: Path, text: str) -> None:
+    data = text.encode()
+    write_file(path, lambda f: f.write(data), len(data))
+
+
+def write_json(path: Path, payload: Any, **dump: Any) -> None:
+    write_text(path, json.dumps(payload, indent=1, **dump) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the complete folder `new` at `target`, replacing what was there as a whole. At every
+    instant `target` is either the old folder or the new one (or, only where the filesystem
+    lacks an atomic exchange, briefly absent while the old one waits beside it)."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.rename(new, target)
+        return
+    old = target.with_name(f".{target.name}{OLD_TAG}{os.getpid()}")
+    if _exchange(new, target):
+        os.rename(new, old)  # new now holds the old contents
+    else:
+        os.rename(target, old)
+        try:
+            os.rename(new, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_leftovers(target: Path) -> None:
+    """Remove the hidden siblings of target that an interrupted build or swap left (call it
+    holding target's lock, so none of them belongs to a live writer)."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    for tag in (TMP_TAG, OLD_TAG):
+        for stale in target.parent.glob(f".{target.name}{tag}*"):
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def build_dir(target: Path) -> Iterator[Path]:
+    """Yield an empty hidden sibling of target to fill; on success it replaces target as a
+    whole, on any failure it is removed and target is left exactly as it was."""
+    target = Path(target)
+    make_dir(target.parent)
+    work = temp_name(target)
+    try:
+        work.mkdir()
+        yield work
+        replace_dir(work, target)
+    except BaseException as e:
+        shutil.rmtree(work, ignore_errors=True)
+        mapped = disk_error(e, target)
+        if mapped is not None and not isinstance(e, DataError):
+            raise mapped from None
+        raise
