@@ -3,8 +3,8 @@ benchmarks/results/cost_model.json: `python -m benchmarks.preset_costs`."""
 
 from __future__ import annotations
 
-from benchmarks.results import RESULTS_DIR, write_result
 from benchmarks.cost_model import preset_costs
+from benchmarks.results import RESULTS_DIR, write_result
 
 PRESETS = [
     "cifar10-ipc10",

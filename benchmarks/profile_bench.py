@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks import cost_model
 from benchmarks.results import RESULTS_DIR, write_result
 from benchmarks.speed_bench import StepHarness, time_step
 from common.console import log
-from benchmarks import cost_model
 from engine.presets import load_preset
 
 REGIONS = ("phi_real", "generate", "phi_syn", "losses", "backward_zg", "update_dh", "phi_update")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import cost_model
 from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log
 from data_prep.meta import DatasetMeta
-from benchmarks import cost_model
 from engine.augment import DiffAugment
 from engine.condense import PHI_STREAM, StepModules, _seeded, condense_step, phi_update
 from engine.config import RunConfig

@@ -20,8 +20,8 @@ from ffcv.fields.ndarray import NDArrayDecoder
 from ffcv.loader import Loader, OrderOption
 from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
-from data_prep import meta as meta_io
 from common.errors import ConfigError
+from data_prep import meta as meta_io
 from data_prep.options import default_workers, usable_cpus
 from data_prep.orders import ClassGrouped, WorldSliceRandom, build_loader
 

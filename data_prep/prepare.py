@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from common import fsio, runlock
-from data_prep import meta
 from common.console import log, progress_bar
 from common.errors import ConfigError, DataError
+from data_prep import meta
 from data_prep.options import DATASETS, PrepOptions
 from data_prep.readers import cifar, idx, imagefolder, imagenet64, svhn
 from data_prep.splits import RawDataset, Split, validate

@@ -115,8 +115,8 @@ def test_unknown_preset():
 def test_every_class_is_visited_once_per_sweep(num_classes, per_step):
     """The engine's schedule, the cost model and the throughput bench share one rule; a class
     count that does not divide leaves no class out (10 classes, 4 a step: blocks of 4, 3, 3)."""
-    from engine.condense import class_schedule
     from benchmarks.cost_model import steps_per_sweep
+    from engine.condense import class_schedule
 
     cfg = RunConfig()
     cfg.condense.classes_per_step = per_step

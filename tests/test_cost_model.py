@@ -10,9 +10,9 @@ for their direction here.
 import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import cost_model
 from benchmarks.speed_bench import StepHarness
 from benchmarks.speed_bench import tiny_config as small
-from benchmarks import cost_model
 from engine.presets import load_preset
 
 CASES = {

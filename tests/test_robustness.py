@@ -24,8 +24,8 @@ from helpers import ROOT, TINY, sets, toy
 from PIL import Image
 
 from common import fsio, runlock
-from data_prep import beton
 from common.errors import ConfigError, DataError, InUseError
+from data_prep import beton
 from data_prep.meta import load_meta
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare

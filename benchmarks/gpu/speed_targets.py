@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import peak, profile_bench, speed_bench
+from benchmarks import cost_model, peak, profile_bench, speed_bench
 from benchmarks.results import write_result
-from benchmarks import cost_model
 from engine.presets import load_preset
 
 # the targets

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from data_prep import staging
 from common.errors import DataError
+from data_prep import staging
 from data_prep.options import PrepOptions
 from data_prep.splits import RawDataset, Segment, Split
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import staging
 from common.errors import DataError
+from data_prep import staging
 from data_prep.options import PrepOptions
 from data_prep.splits import RawDataset, Segment, Split, integer_labels
 

@@ -280,8 +280,8 @@ def condense_job_argv(parsed, cfg, log_dir: str) -> list[str]:
 
 
 def _run_submit(args) -> int:
-    from launch.tables import show_pairs
     from launch import submit
+    from launch.tables import show_pairs
     from launch.tasks import CommandTask, GatherSweepTask, SequenceTask
 
     opts = _submit_options(args)
@@ -375,8 +375,8 @@ def _run_submit(args) -> int:
 
 
 def _run_slurm_local(args) -> int:
-    from launch.tables import show_pairs
     from launch import slurm_local
+    from launch.tables import show_pairs
 
     result = getattr(slurm_local, args.action)()
     show_pairs(f"slurm-local {args.action}", [(k, str(v)) for k, v in result.items()])

@@ -23,9 +23,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from research.probes.record_partial import record
-from research import RESULTS_DIR
 from engine.config import load_variants
+from research import RESULTS_DIR
+from research.probes.record_partial import record
 
 CLI = [sys.executable, "-m", "launch.cli"]
 

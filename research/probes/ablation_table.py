@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from research import RESULTS_DIR
 from common import fsio
+from research import RESULTS_DIR
 
 # (table, row as the paper names it, our variant, paper CIFAR-10 IPC 10)
 ROWS = (

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from benchmarks.results import write_result
-from research import RESULTS_DIR
 from data_prep.loaders import Normalizer
 from engine.artifact import PretrainedStage
 from engine.condense_diagnostics import loss_terms, pixel_extremes
@@ -23,6 +22,7 @@ from engine.evaluate import random_real
 from engine.generator import init_codebook
 from engine.nets import ConvNet
 from engine.stages import load_condensed, synthetic_set
+from research import RESULTS_DIR
 
 
 def invariance(channels: int, size: int) -> dict:

@@ -14,10 +14,10 @@ import hashlib
 from pathlib import Path
 
 from benchmarks.results import write_result
-from research import RESULTS_DIR
 from data_prep.meta import load_meta
 from engine.condense_diagnostics import condition_similarity
 from engine.stages import load_pretrained
+from research import RESULTS_DIR
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import write_result
-from research import RESULTS_DIR
 from engine.condense_diagnostics import loss_terms, term_warnings
+from research import RESULTS_DIR
 
 
 def record(run: Path, name: str, seeds: int, **extra) -> dict:

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 from benchmarks.results import write_result
-from research import RESULTS_DIR
 from engine.stages import load_condensed
+from research import RESULTS_DIR
 
 
 def record(run: Path, name: str, wall_seconds: dict | None = None) -> dict:

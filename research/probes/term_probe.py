@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.results import write_result
-from research import RESULTS_DIR
 from engine.config import load_variants
 from engine.presets import load_preset
+from research import RESULTS_DIR
 
 
 def probe(
