@@ -22,7 +22,7 @@ def pytest_collection_modifyitems(items):
     `torchrun` for multi-rank runs and `slurm` for the tests that submit to a real SLURM."""
     for item in items:
         sources = [_source(getattr(item, "function", None))]
-        for defs in getattr(item, "_fixtureinfo").name2fixturedefs.values():
+        for defs in item._fixtureinfo.name2fixturedefs.values():
             sources += [_source(d.func) for d in defs if "tests" in str(inspect.getfile(d.func))]
         text = "\n".join(sources)
         slurm = item.path.name == "test_slurm.py"
