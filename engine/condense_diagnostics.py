@@ -26,6 +26,9 @@ MOVED = 0.02
 COLLAPSED = 0.15
 # alike: two class centres closer than this fraction of the real images' closest pair
 ALIKE = 0.25
+#: real images a class, at least, that the spread and movement of a set are measured against (a
+#: within-class spread needs more than one image, whatever the IPC)
+REAL_PER_CLASS = 10
 # extremes: a pixel within this fraction of the range's end; blown out: this many more such
 # pixels (as a share of all pixels) than real images have
 EXTREME = 0.02
@@ -66,14 +69,28 @@ def per_phi_change(records: list[dict], term: str) -> float | None:
     return _mean(changes) if changes else None
 
 
-def loss_terms(records: list[dict], num_classes: int, ipc: int) -> list[dict]:
+def terms_that_cannot_apply(num_classes: int, ipc: int, weights: dict[str, float]) -> set[str]:
+    """Terms with nothing to judge: L_intra with one image a class (it is 0 by definition),
+    L_inter with one class, and any term whose weight is 0 (`weights`: term -> weight)."""
+    out = {term for term, w in weights.items() if w == 0}
+    if ipc <= 1:
+        out.add("intra")
+    if num_classes <= 1:
+        out.add("inter")
+    return out
+
+
+def loss_terms(
+    records: list[dict], num_classes: int, ipc: int, skip: frozenset[str] | set[str] = frozenset()
+) -> list[dict]:
     """One row per logged term: first (mean of the first tenth of the log), last_half (mean
     of the second half), last, chance, per_phi (per_phi_change) and status: 'moved', 'never
     moved' or 'at chance'. A term whose second-half mean sits at chance but that changes within
-    each phi's life by more than MOVED of its chance level is 'moved'."""
+    each phi's life by more than MOVED of its chance level is 'moved'. Terms in `skip`
+    (terms_that_cannot_apply) get no row."""
     if not records:
         return []
-    chance = chance_levels(num_classes, ipc)
+    chance = {t: v for t, v in chance_levels(num_classes, ipc).items() if t not in skip}
     head = records[: max(1, len(records) // 10)]
     tail = records[len(records) // 2 :] or records
     rows = []
@@ -126,7 +143,7 @@ def _spread(feats: Tensor, labels: Tensor) -> tuple[list[float], Tensor]:
 def set_spread(
     images: Tensor, labels: Tensor, real_images: Tensor, real_labels: Tensor, net: nn.Module
 ) -> dict:
-    """Spread of a set against real images of the same IPC in `net.embed` space:
+    """Spread of a set against real images (at least REAL_PER_CLASS a class) in `net.embed` space:
     within_class (mean over classes), its smallest class, between_class (mean centre distance),
     the closest pair of class centres, and the warnings they call for."""
     within, dist = _spread(_features(net, images), labels.cpu())
@@ -134,12 +151,16 @@ def set_spread(
     n = len(within)
     off = ~torch.eye(n, dtype=torch.bool)
     real_within = _mean(r_within)
+    # one image a class has no within-class spread: nothing can collapse
+    single = int(torch.bincount(labels.cpu()).max()) <= 1
     out = {
-        "within_class": _mean(within),
+        "within_class": None if single else _mean(within),
         "within_class_real": real_within,
         "between_class": float(dist[off].mean()) if n > 1 else 0.0,
         "between_class_real": float(r_dist[off].mean()) if n > 1 else 0.0,
-        "collapsed_classes": [c for c, w in enumerate(within) if w < COLLAPSED * real_within],
+        "collapsed_classes": []
+        if single
+        else [c for c, w in enumerate(within) if w < COLLAPSED * real_within],
         "alike_pairs": [],
         "warnings": [],
     }

@@ -199,14 +199,20 @@ def condense_diagnostics(
     pre: artifact.PretrainedStage,
 ) -> dict:
     """RUN/diagnostics.json: each loss term against its chance level, D's accuracy, and the
-    set's spread in the teacher's features against random real images of the same IPC."""
+    set's spread in the teacher's features against random real images (at least
+    diag.REAL_PER_CLASS a class); terms that cannot apply (IPC 1, a weight of 0) are not judged."""
     from engine import condense_diagnostics as diag
 
     metrics = out / "metrics.jsonl"
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    terms = diag.loss_terms(records, meta.num_classes, cfg.condense.ipc)
+    c = cfg.condense
+    weights = {"adv": c.weight_gan, "cls": c.weight_gan * c.weight_cls}
+    weights |= {"feature": c.weight_feature, "intra": c.weight_intra, "inter": c.weight_inter}
+    skip = diag.terms_that_cannot_apply(meta.num_classes, c.ipc, weights)
+    terms = diag.loss_terms(records, meta.num_classes, c.ipc, skip)
     images, labels = synthetic_set(payload)
-    real = random_real(data_dir, cfg.condense.ipc, seed=cfg.seed)
+    smallest = int(np.diff(meta.class_offsets).min())
+    real = random_real(data_dir, max(c.ipc, min(diag.REAL_PER_CLASS, smallest)), seed=cfg.seed)
     teacher = teacher_from(pre, meta)
     spread = diag.set_spread(images, labels, *real, teacher)
     normalizer = Normalizer(meta.mean, meta.std)
@@ -215,7 +221,6 @@ def condense_diagnostics(
         guesses = torch.cat([teacher(x).argmax(1) for x in images.split(512)])
     agree = float((guesses == labels).float().mean())
     conditions = diag.condition_similarity(payload.class_embeddings)
-    c = cfg.condense
     codes = init_codebook(c.ipc, pre.generator_spec["z_dim"], c.codebook, c.truncation, cfg.seed)
     start = dataclasses.replace(
         payload, generator=pre.generator, class_embeddings=pre.conditions, codebook=codes

@@ -13,6 +13,7 @@ from engine.condense_diagnostics import (
     set_movement,
     set_spread,
     term_warnings,
+    terms_that_cannot_apply,
 )
 
 
@@ -135,3 +136,34 @@ def test_condition_similarity_warns_when_the_classes_conditions_are_one_vector()
     assert report["mean_cosine"] > 0.99 and len(report["warnings"]) == 1
     assert "nearly identical" in report["warnings"][0]
     assert condition_similarity(alike - alike.mean(0))["warnings"] == []
+
+
+def test_at_ipc_1_nothing_warns_about_what_cannot_apply():
+    # one image a class: L_intra is 0 by definition, there is no within-class spread to collapse
+    skip = terms_that_cannot_apply(num_classes=10, ipc=1, weights={"adv": 1.0, "intra": 1.0})
+    assert skip == {"intra"}
+    n = 20
+    log = records(intra=[0.0] * n, cls=[2.0 - 0.05 * i for i in range(n)])
+    rows = loss_terms(log, num_classes=10, ipc=1, skip=skip)
+    assert [r["term"] for r in rows] == ["cls"] and term_warnings(rows) == []
+    # without the skip the same log warns (what the run printed before)
+    assert any("intra" in w for w in term_warnings(loss_terms(log, num_classes=10, ipc=1)))
+
+    g = torch.Generator().manual_seed(0)
+    labels1 = torch.arange(3)
+    centres = torch.randn(3, 8, generator=g) * 10
+    real_labels = torch.arange(3).repeat_interleave(10)
+    real = centres[real_labels] + torch.randn(30, 8, generator=g)
+    spread = set_spread(centres.clone(), labels1, real, real_labels, Flat())
+    assert spread["within_class"] is None and spread["collapsed_classes"] == []
+    assert spread["within_class_real"] > 0 and spread["warnings"] == []
+    # a moved IPC-1 set measured against real images' spread (10 a class) does not warn
+    moved = set_movement(centres, centres + 3.0, labels1, spread["within_class_real"], Flat())
+    assert moved["over_real_within_class"] > 0.05 and moved["warnings"] == []
+
+
+def test_a_term_switched_off_is_not_judged():
+    skip = terms_that_cannot_apply(num_classes=10, ipc=10, weights={"adv": 0.0, "intra": 1.0})
+    assert skip == {"adv"}
+    rows = loss_terms(records(adv=[0.69] * 10), num_classes=10, ipc=10, skip=skip)
+    assert rows == []

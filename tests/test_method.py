@@ -59,6 +59,22 @@ def test_condense_ends_with_loss_terms_and_set_spread(run):
         assert "warning: " + line.split(" ")[0] in result.stderr.replace("\n", " ")
 
 
+def test_an_ipc_1_run_warns_about_nothing_that_cannot_apply(run, cli, tmp_path):
+    root, data, out, _ = run
+    one = tmp_path / "ipc1"
+    args = ("--data", data, "--out", one, "--pretrained", out / "pretrained")
+    r = cli("condense", "--preset", "mnist-smoke", *args, *sets(*TINY, "ipc=1"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((one / "diagnostics.json").read_text())
+    assert "intra" not in {t["term"] for t in report["terms"]}  # 0 by definition with K = 1
+    assert report["spread"]["within_class"] is None and report["spread"]["collapsed_classes"] == []
+    assert report["spread"]["within_class_real"] > 0  # measured on 10 real images a class
+    text = " ".join(report["warnings"]) + r.stderr
+    for cannot in ("intra", "collapsed", "hardly moved"):
+        assert cannot not in text, text
+    assert "none (one image a class)" in r.stdout
+
+
 def test_truncated_codes_stay_fixed(run):
     root, data, _, _ = run
     from helpers import run_cli

@@ -196,8 +196,12 @@ def _show_condense_diagnostics(d: dict) -> None:
         "between_class": "between-class distance",
         "closest_pair": "closest class pair",
     }
+    def value(key: str) -> str:
+        v = s.get(key, float("nan"))
+        return "none (one image a class)" if v is None else f"{v:.4g}"
+
     pairs = [
-        (text, f"{s.get(key, float('nan')):.4g} (real {s.get(key + '_real', float('nan')):.4g})")
+        (text, f"{value(key)} (real {s.get(key + '_real', float('nan')):.4g})")
         for key, text in labels.items()
     ]
     if "pixels" in d:
@@ -228,7 +232,7 @@ def _show_condense_diagnostics(d: dict) -> None:
         )
     if "teacher_agreement" in d:
         pairs.append(("teacher agrees with the label", f"{d['teacher_agreement']:.1%}"))
-    show_pairs("Synthetic set in teacher features (real: random real images, same IPC)", pairs)
+    show_pairs("Synthetic set in teacher features (real: random real, 10 a class or more)", pairs)
     for line in d["warnings"]:
         console.print(f"[bold yellow]warning:[/] {line}")
 
