@@ -196,6 +196,7 @@ def _show_condense_diagnostics(d: dict) -> None:
         "between_class": "between-class distance",
         "closest_pair": "closest class pair",
     }
+
     def value(key: str) -> str:
         v = s.get(key, float("nan"))
         return "none (one image a class)" if v is None else f"{v:.4g}"
