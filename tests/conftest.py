@@ -6,7 +6,9 @@ from helpers import run_cli, toy_pretrained
 
 # What starts other processes, by the names the tests call: `-m "not subprocess"` is the fast
 # local subset (docs/architecture.md, "Tests"); CI runs everything.
-_SPAWNS = re.compile(r"\b(run_cli|single_rank_cli|torchrun|subprocess\.|Popen|cli\(|toy_stage)\b")
+_SPAWNS = re.compile(
+    r"\b(run_cli|single_rank_cli|torchrun|subprocess\.|Popen|cli\(|toy_stage|start_processes|mp\.spawn)"
+)
 _TORCHRUN = re.compile(r"\btorchrun\(")
 
 
