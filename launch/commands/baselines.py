@@ -27,11 +27,11 @@ class ArrayOptions:
     )
 
 
-def add_baseline_benches(bench) -> None:
-    """Add the throughput, scaling, accuracy and budget parsers to the `bench` subparsers; an
-    accuracy job array's elements run args.entry (launch.cli.main, set by the dispatcher)."""
+def add_baseline_benches(bench, add_bench) -> None:
+    """Add the throughput, scaling, accuracy and budget parsers to the `bench` subparsers with
+    bench.py's `add_bench`; an accuracy job array's elements run args.entry (launch.cli.main,
+    set by the dispatcher)."""
     from benchmarks import config as c
-    from launch.commands.bench import add_bench
 
     add_bench(
         bench,

@@ -28,7 +28,7 @@ def add(sub) -> None:
         "bench", help="benchmarks (results under benchmarks/results/)", description="Benchmarks."
     )
     bench = p.add_subparsers(dest="bench", required=True, metavar=f"<{NAMES}>")
-    add_baseline_benches(bench)  # throughput, scaling, accuracy, budget
+    add_baseline_benches(bench, add_bench)  # throughput, scaling, accuracy, budget
     add_bench(
         bench,
         "loader",
