@@ -48,15 +48,21 @@ def eval_overrides(items: list[str], base: EvalConfig | None = None) -> EvalConf
 # --- generated data: loader, peak, profile, speed ------------------------------------------
 
 
+def generated_classes(**kw):
+    """--classes of the generated data a benchmark runs on."""
+    return option(1000, "classes of the generated data (default: %(default)s)", type=positive, **kw)
+
+
+def generated_size():
+    """--image-size of the generated data a benchmark runs on."""
+    return option(64, "side of the generated square images (default: %(default)s)", type=positive)
+
+
 @dataclass
 class LoaderBenchConfig:
     images: int = option(200_000, "generated training images (default: %(default)s)", type=positive)
-    classes: int = option(
-        1000, "classes of the generated data (default: %(default)s)", type=positive
-    )
-    image_size: int = option(
-        64, "side of the generated square images (default: %(default)s)", type=positive
-    )
+    classes: int = generated_classes()
+    image_size: int = generated_size()
     batch_size: int = option(
         256, "images per batch of each loader (default: %(default)s)", type=positive
     )
@@ -123,15 +129,8 @@ class StepBenchConfig:
     channels: int = option(
         3, "image channels of the generated tensors (default: %(default)s)", type=positive
     )
-    image_size: int = option(
-        64, "side of the generated square images (default: %(default)s)", type=positive
-    )
-    num_classes: int = option(
-        1000,
-        "classes of the generated data (default: %(default)s)",
-        flag="--classes",
-        type=positive,
-    )
+    image_size: int = generated_size()
+    num_classes: int = generated_classes(flag="--classes")
     overrides: list[str] = option(
         default_factory=list,
         help="config override on the preset (repeatable)",
