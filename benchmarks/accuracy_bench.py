@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from benchmarks.baselines.base import check_choices
+from benchmarks.config import ACCURACY_METHODS as METHODS
+from benchmarks.config import AccuracyConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log
-from common.errors import ConfigError
-
-METHODS = ("dm", "dsa", "mtt", "tesla", "random", "herding")
-DEFAULT_DATA = {"mnist": "/tmp/d/mnist", "fashion-mnist": "/tmp/d/fmnist"}
 
 # Published ConvNet accuracies (%), IPC -> value, with their source.
 PUBLISHED = {
@@ -44,38 +41,6 @@ PUBLISHED = {
     ),
 }
 NOT_PUBLISHED = "not reported (DM and MTT/TESLA report no MNIST / Fashion-MNIST results)"
-
-
-@dataclass
-class AccuracyConfig:
-    datasets: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DATA))
-    ipcs: tuple[int, ...] = (1, 10)
-    methods: tuple[str, ...] = ("dm", "dsa", "mtt", "random", "herding")
-    seeds: int = 2
-    eval_epochs: int = 100
-    eval_width: int = 128
-    net_width: int = 0  # condensation / expert net width; 0: the preset's (128)
-    budget: str = "cpu"
-    condense_seed: int = 0
-    device: str = "cpu"
-    ours: dict[str, str] = field(default_factory=dict)  # dataset -> RUN folder with eval.json
-    workdir: str = "/tmp/gencond-bench-accuracy"
-    only: tuple[str, ...] = ()  # "method:dataset:ipc" points to run (a job array element's)
-
-    def check(self) -> None:
-        check_choices("method", self.methods, METHODS)
-        check_choices("ipc", self.ipcs)
-        for name, folder in {**self.datasets}.items():
-            if not (Path(folder) / "meta.json").is_file():
-                raise ConfigError(
-                    f"{name}: {folder} is not a prepared dataset (no meta.json; "
-                    f"see `gencond prep {name} --help`)"
-                )
-        for name, run in self.ours.items():
-            if not (Path(run) / "eval.json").is_file():
-                raise ConfigError(f"--ours {name}={run}: no eval.json there")
-        if self.seeds < 1 or self.eval_epochs < 1:
-            raise ConfigError("seeds and eval-epochs must be at least 1")
 
 
 def load_pool(data_dir: str | Path):

@@ -28,71 +28,18 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.config import BUDGET_METHODS as METHODS
+from benchmarks.config import BudgetConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from common.errors import ConfigError
-from engine.config import EvalConfig
 
-METHODS = ("ours", "dm", "dsa", "mtt")
 NO_SET_OURS = "no set yet: the mark passed while G was pretrained"
 NO_SET_MTT = "no set yet: the mark passed while the expert trajectories were trained"
-
-
-@dataclass
-class BudgetConfig:
-    data: str = "data/fashion-mnist"
-    dataset: str = "fashion-mnist"
-    ipc: int = 10
-    methods: tuple[str, ...] = METHODS
-    marks_min: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)
-    preset: str = "fashion-mnist-smoke"  # ours
-    preset_overrides: tuple[str, ...] = ()
-    ours_chunk: int = 100  # condensation steps between clock checks (a resumed call each)
-    baseline_budget: str = "paper"  # the baselines' presets: paper | cpu
-    # method -> {setting: value}; MTT's 100 experts x 50 epochs would outlast any CPU budget,
-    # so the CPU run trains 2 experts x 5 epochs on 6000-image epochs (its CPU preset's)
-    baseline_overrides: dict = field(
-        default_factory=lambda: {
-            "mtt": {
-                "num_experts": 2,
-                "train_epochs": 5,
-                "expert_images": 6000,
-                "max_start_epoch": 3,
-            }
-        }
-    )
-    eval: EvalConfig = field(default_factory=lambda: EvalConfig(seeds=3, baselines=()))
-    coresets: tuple[str, ...] = ("random", "herding")
-    seed: int = 0
-    workdir: str = "runs/budget"
-    device: str = "cpu"
-    phase: str = "all"  # all | condense | evaluate | report
-    shard: tuple[int, int] = (0, 1)  # evaluate every N-th (method, mark, seed) from K
-
-    # keys a workdir's snapshots and rows do not depend on
-    PER_PROCESS = ("methods", "phase", "shard", "workdir")
-
-    def check(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise ConfigError(f"unknown method {unknown[0]!r} (choose from: {', '.join(METHODS)})")
-        if not self.marks_min or any(m <= 0 for m in self.marks_min):
-            raise ConfigError("--marks: give positive minutes, e.g. 5,10,20,40")
-        if list(self.marks_min) != sorted(self.marks_min):
-            raise ConfigError("--marks must increase")
-        if self.phase not in ("all", "condense", "evaluate", "report"):
-            raise ConfigError(f"--phase {self.phase!r}: choose all, condense, evaluate or report")
-        k, n = self.shard
-        if not (n >= 1 and 0 <= k < n):
-            raise ConfigError(f"--shard {k}/{n}: expected K/N with 0 <= K < N")
-        if not (Path(self.data) / "meta.json").is_file():
-            raise ConfigError(f"{self.data}: not a prepared dataset (no meta.json)")
-        self.eval.check()
 
 
 def _snap_path(cfg: BudgetConfig, method: str, mark: float) -> Path:

@@ -14,12 +14,13 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import psutil
 
+from benchmarks.config import ClassScalingConfig
 from benchmarks.prep_bench import tree_memory
 from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log
@@ -44,18 +45,6 @@ SMALL = [
     "condense.inner_iterations=20",
     "condense.gen_steps=2",
 ]
-
-
-@dataclass
-class ClassScalingConfig:
-    classes: tuple[int, ...] = (100, 1000, 2000)
-    classes_per_step: int = 10
-    ipc: int = 10
-    per_class: int = 4  # training images per class
-    image_size: int = 64
-    steps: int = 40
-    warmup: int = 5
-    workdir: str = "/tmp/gencond-bench-classes"
 
 
 def _dataset(folder: Path, classes: int, cfg: ClassScalingConfig) -> Path:

@@ -9,36 +9,22 @@ JIT compilation), with the same batch size and the same number of threads/worker
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.config import LoaderBenchConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log, progress_bar
 from common.errors import GencondError
-from data_prep.loaders import ClassGroupedLoader, Normalizer, TrainLoader, default_threads
+from data_prep.loaders import ClassGroupedLoader, Normalizer, TrainLoader
 from data_prep.meta import load_meta
 from data_prep.options import PrepOptions
 from data_prep.prepare import prepare_arrays
 from data_prep.splits import RawDataset, Segment, Split
-
-
-@dataclass
-class LoaderBenchConfig:
-    images: int = 200_000
-    classes: int = 1000
-    image_size: int = 64
-    batch_size: int = 256
-    classes_per_step: int = 100
-    n_per_class: int = 32
-    grouped_steps: int = 100
-    threads: int = field(default_factory=default_threads)
-    device: str = "cpu"
-    seed: int = 0
-    workdir: str = "/tmp/gencond-bench-loader"
 
 
 def generated_dataset(cfg: LoaderBenchConfig) -> tuple[np.ndarray, np.ndarray]:

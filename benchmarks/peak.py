@@ -10,26 +10,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from benchmarks.config import PeakConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log
 
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
-
-
-@dataclass
-class PeakConfig:
-    size: int = 0  # 0: 8192 on CUDA, 2048 on the CPU
-    repeats: int = 0  # 0: 50 on CUDA, 5 on the CPU
-    warmup: int = 3
-    device: str = "cpu"
-    dtypes: tuple[str, ...] = ("fp32", "bf16", "tf32")
-    operand_sets: int = 3
-    seed: int = 0
 
 
 def _times(fn, repeats: int, warmup: int, cuda: bool) -> list[float]:

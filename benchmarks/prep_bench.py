@@ -12,25 +12,15 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import psutil
 
+from benchmarks.config import PrepBenchConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log, progress_bar
-from data_prep.options import default_workers
-
-
-@dataclass
-class PrepBenchConfig:
-    batches: tuple[int, ...] = (2, 4)  # one conversion per entry: memory must not grow with it
-    images_per_batch: int = 50_000
-    val_images: int = 10_000
-    workers: int = field(default_factory=default_workers)
-    seed: int = 0
-    workdir: str = "/tmp/gencond-bench-prep"
 
 
 def write_npz_set(folder: Path, cfg: PrepBenchConfig, batches: int) -> int:

@@ -7,34 +7,20 @@ FLOPs beside them and the achieved FLOP/s (and MFU where a peak measurement is g
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks import cost_model
+from benchmarks.config import ProfileConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from benchmarks.speed_bench import StepHarness, time_step
 from common.console import log
 from engine.presets import load_preset
 
 REGIONS = ("phi_real", "generate", "phi_syn", "losses", "backward_zg", "update_dh", "phi_update")
-
-
-@dataclass
-class ProfileConfig:
-    preset: str = "imagenet64-ipc10"
-    channels: int = 3
-    image_size: int = 64
-    num_classes: int = 1000
-    overrides: list[str] = field(default_factory=list)  # --set key=value on the preset
-    warmup: int = 1
-    steps: int = 2  # profiled steps; phi's update runs once among them (amortised below)
-    timed: int = 3  # unprofiled steps for the wall-clock median
-    top: int = 25
-    device: str = "cpu"
-    peak_tflops: float = 0.0  # MFU denominator (benchmarks/peak.py); 0: no MFU
 
 
 def _self_time(evt, cuda: bool) -> float:

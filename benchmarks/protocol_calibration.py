@@ -12,15 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.config import CalibrationConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from common import fsio
-from engine.config import EvalConfig, TeacherConfig
 
 # Zhang et al. 2023, Table 2 (random real / herding at IPC 1 and 10)
 PUBLISHED = {
@@ -29,21 +28,6 @@ PUBLISHED = {
     ("fashion-mnist", "random"): {1: 51.4, 10: 73.8},
     ("fashion-mnist", "herding"): {1: 67.0, 10: 71.1},
 }
-
-
-@dataclass
-class CalibrationConfig:
-    datasets: dict[str, str] = field(default_factory=dict)  # name -> prepared folder
-    ipcs: tuple[int, ...] = (1, 10)
-    sets: tuple[str, ...] = ("random", "herding")
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(width=128, epochs=2))
-    coreset_seed: int = 0  # which random images; the training seeds are 0..eval.seeds-1
-    # True: training seed s trains on random draw coreset_seed + s (DC's "random" rows average
-    # over experiments that each draw a new subset); False: one draw for every seed
-    redraw_random: bool = False
-    workdir: str = "runs/calibration"
-    device: str = "cpu"
 
 
 def _protocol(eval_config: dict) -> dict:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
+from benchmarks.config import ScalingConfig
 from benchmarks.results import RESULTS_DIR, write_result
-from benchmarks.throughput_bench import GIB, Point, ThroughputConfig, measure_all
+from benchmarks.throughput_bench import GIB, Point, measure_all
 from common.console import log
-from common.errors import ConfigError
 
 FITS = {True: "yes", False: "no", None: "?"}
 COLORS = {
@@ -26,22 +26,6 @@ COLORS = {
     "mtt": (148, 103, 189),
     "tesla": (255, 127, 14),
 }
-
-
-@dataclass
-class ScalingConfig:
-    classes: tuple[int, ...] = (10, 100, 1000, 10000)
-    resolutions: tuple[int, ...] = (32, 64, 128)
-    ipc: int = 10
-    timing: ThroughputConfig = field(default_factory=ThroughputConfig)
-
-    def check(self) -> None:
-        self.timing.check()
-        if self.ipc < 1 or min(self.classes) < 1:
-            raise ConfigError("ipc and class counts must be at least 1")
-        for r in self.resolutions:
-            if r < 8:
-                raise ConfigError(f"resolution {r} is below 8 px (ConvNet-3's three poolings)")
 
 
 def scaling_points(cfg: ScalingConfig) -> list[Point]:

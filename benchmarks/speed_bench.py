@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import cost_model
+from benchmarks.config import VARIANTS, SpeedConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log
 from data_prep.meta import DatasetMeta
@@ -119,39 +120,6 @@ class StepHarness:
 
 
 # --- the benchmark ---------------------------------------------------------------------------
-
-VARIANTS: dict[str, list[str]] = {
-    "reference": [],
-    "bf16": ["condense.precision=bf16"],
-    "channels_last": ["condense.channels_last=true"],
-    "fused_optimizer": ["condense.fused_optimizer=true"],
-    "compile": ["condense.compile=true"],
-    "bf16+channels_last+fused": [
-        "condense.precision=bf16",
-        "condense.channels_last=true",
-        "condense.fused_optimizer=true",
-    ],
-    "all": [
-        "condense.precision=bf16",
-        "condense.channels_last=true",
-        "condense.fused_optimizer=true",
-        "condense.compile=true",
-    ],
-}
-
-
-@dataclass
-class SpeedConfig:
-    preset: str = "imagenet64-ipc10"
-    channels: int = 3
-    image_size: int = 64
-    num_classes: int = 1000
-    overrides: list[str] = field(default_factory=list)  # --set on the preset, every variant
-    variants: tuple[str, ...] = tuple(VARIANTS)
-    warmup: int = 2  # steps (with a phi update) before timing; compilation happens here
-    repeats: int = 5
-    device: str = "cpu"
-    peak_json: str = ""  # benchmarks/peak.py result for MFU; "" = none
 
 
 class _Timer:

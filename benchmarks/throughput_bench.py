@@ -42,23 +42,13 @@ import queue
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
-
-from benchmarks.baselines.base import check_choices
+from benchmarks.config import SHAPES, ThroughputConfig
 from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log, progress_bar
-from common.errors import ConfigError
 
-METHODS = ("ours", "dm", "dsa", "mtt", "tesla")
-# shape -> (channels, image size, classes, our preset's dataset)
-SHAPES = {
-    "cifar10": (3, 32, 10, "cifar10"),
-    "tiny-imagenet": (3, 64, 200, "tiny-imagenet"),
-    "imagenet64": (3, 64, 1000, "imagenet64"),
-}
 GIB = 1 << 30
 SWEEP = (
     "a sweep = every synthetic image of every class updated once (ours: classes / "
@@ -66,42 +56,6 @@ SWEEP = (
     "image update of every class + DC's network training; MTT / TESLA: ceil(classes x IPC "
     "/ (syn_steps x batch_syn)) iterations)"
 )
-
-
-def default_mem_limit_gb(device: str = "cpu") -> float:
-    """This machine's RAM, or the GPU's memory."""
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_properties(0).total_memory / GIB
-    return psutil.virtual_memory().total / GIB
-
-
-@dataclass
-class ThroughputConfig:
-    shapes: tuple[str, ...] = tuple(SHAPES)
-    ipcs: tuple[int, ...] = (1, 10, 50)
-    methods: tuple[str, ...] = METHODS
-    timed_classes: int = 1
-    timed_syn_steps: int = 2  # MTT / TESLA student steps timed per iteration
-    warmup: int = 1
-    repeats: int = 2
-    device: str = "cpu"
-    mem_limit_gb: float = field(default_factory=default_mem_limit_gb)
-    point_timeout_s: float = 300.0
-    seed: int = 0
-    # sizes of one point, overridable for tests: {"image_size": 8, "classes": 3, "width": 8}
-    shrink: dict = field(default_factory=dict)
-
-    def check(self) -> None:
-        check_choices("shape", self.shapes, SHAPES)
-        check_choices("method", self.methods, METHODS)
-        check_choices("ipc", self.ipcs)
-        for name in ("timed_classes", "timed_syn_steps", "repeats"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be at least 1")
-        if self.warmup < 0 or not self.mem_limit_gb > 0 or not self.point_timeout_s > 0:
-            raise ConfigError("warmup must be >= 0, mem-limit-gb and point-timeout-s positive")
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,6 @@ from engine import distributed
 from engine.nets import ConvNet, reinit_
 
 
-def check_choices(kind: str, values, allowed=None) -> None:
-    """ConfigError for a value not in `allowed` (names), or below 1 (counts, allowed None)."""
-    for value in values:
-        if allowed is None and value < 1:
-            raise ConfigError(f"{kind} must be at least 1, got {value}")
-        if allowed is not None and value not in allowed:
-            raise ConfigError(f"unknown {kind} {value!r} (choose from: {', '.join(allowed)})")
-
-
 def keyed_generator(*key: int) -> torch.Generator:
     """A CPU generator seeded from a tuple of ints (seed, stream, iteration, class, ...): the
     same key gives the same draws on every rank, whatever the rank owns."""

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
+from common.cli_options import positive  # noqa: F401 (the commands' integer type)
 
 SET_HELP = (
     "override a config value: key=value; keys every preset honours: ipc, seed, max_steps "
