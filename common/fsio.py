@@ -76,19 +76,34 @@ def _full_disk(error: BaseException | None) -> OSError | None:
     return None
 
 
-def disk_error(error: BaseException, path: Path, need: int | None = None) -> DataError | None:
-    """One DataError line for an OSError (or an error caused by one), else None."""
+def disk_error(
+    error: BaseException, path: Path | None, need: int | None = None
+) -> DataError | None:
+    """One DataError line for an OSError (or an error caused by one), else None. A full disk
+    names the file that failed and the free space of its own filesystem."""
     full = _full_disk(error)
     if full is not None:
-        free = free_bytes(Path(path).parent)
+        where = _failed_file(full, path)
         needs = f"needs about {human(need)}, " if need else ""
-        return DataError(
-            f"{shown(path)}: {full.strerror or 'no space left on device'} while "
-            f"writing ({needs}{human(free)} free)"
-        )
+        reason = full.strerror or "no space left on device"
+        if where is None:  # the library named no file: no filesystem to measure
+            return DataError(f"{reason} while writing a file the library did not name ({error})")
+        free = free_bytes(where.parent)  # the filesystem of the file that failed
+        return DataError(f"{shown(where)}: {reason} while writing ({needs}{human(free)} free)")
     if isinstance(error, OSError):
-        where = error.filename or path
+        where = _failed_file(error, path)
+        if where is None:
+            return DataError(f"{error.strerror or error}")
         return DataError(f"{shown(where)}: {error.strerror or error}")
+    return None
+
+
+def _failed_file(error: OSError, path: Path | None) -> Path | None:
+    """The file a write failed on: the OSError's own filename (e.g. a file a worker wrote)
+    before the caller's guess; None when neither names one."""
+    for name in (error.filename, path):
+        if name is not None and str(name) not in ("", "?"):
+            return Path(os.fsdecode(name))
     return None
 
 
@@ -249,3 +264,14 @@ def build_dir(target: Path) -> Iterator[Path]:
         if mapped is not None and not isinstance(e, DataError):
             raise mapped from None
         raise
+
+
+def read_json(path: Path, what: str = "JSON file") -> Any:
+    """The parsed JSON of a file gencond wrote, or one DataError line naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: no {what} here") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from None

@@ -180,6 +180,7 @@ def write_prepared(
     for name in (meta.TRAIN_BETON, meta.TEST_BETON, meta.CLASS_INDEX_FILE):
         os.replace(workdir / name, out / name)
         info.files[name] = (out / name).stat().st_size
+        info.digests[name] = meta.file_digest(out / name)
     fsio.write_json(out / meta.META_FILE, info.to_dict())
     return info
 

@@ -64,7 +64,27 @@ def _from_payload(cls, payload: dict, path: Path, what: str):
     missing = [k for k in required if k not in payload]
     if missing:
         raise DataError(f"{path}: not a complete {what} (no {missing[0]!r} key)")
+    for key in ("generator", "codebook", "class_embeddings", "conditions", "teacher"):
+        bad = non_finite(payload.get(key), key)
+        if bad:
+            raise DataError(
+                f"{path}: {bad} holds NaN or inf values (a diverged or damaged {what}); "
+                "it would only produce NaN images: redo the stage"
+            )
     return cls(**{k: payload[k] for k in names if k in payload})
+
+
+def non_finite(obj: Any, name: str) -> str | None:
+    """The name of the first floating tensor in obj (a tensor or a dict of them) holding a NaN
+    or an inf, else None."""
+    if torch.is_tensor(obj):
+        return name if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            bad = non_finite(value, f"{name}[{key!r}]")
+            if bad:
+                return bad
+    return None
 
 
 def _stored(obj) -> dict:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from common.console import log, progress_bar
-from common.errors import ConfigError
+from common.errors import ConfigError, DataError
 from data_prep.loaders import ClassGroupedLoader, TrainLoader
 from data_prep.meta import DatasetMeta
 from engine import checkpoint, distributed, losses
@@ -392,6 +392,11 @@ def condense(
 def _check_resumable(saved: checkpoint.Checkpoint, cfg: RunConfig, path: Path) -> None:
     """Only the stopping point (max_steps) and the device may differ from the saved run, and
     max_steps cannot go back before the checkpoint's step."""
+    if not isinstance(saved.step, int) or not 0 <= saved.step <= cfg.condense.total_steps:
+        raise DataError(
+            f"{path}: its step {saved.step} lies outside this run's 0..{cfg.condense.total_steps} "
+            "steps (not this run's checkpoint, or damaged); delete it to start over"
+        )
     if cfg.max_steps and cfg.max_steps < saved.step:
         raise ConfigError(
             f"max_steps={cfg.max_steps} is below the step of {path} ({saved.step}): a run "

@@ -18,6 +18,34 @@ from common import fsio
 from common.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class Range:
+    """The meaningful values of a numeric key (each section's LIMITS), checked once by
+    RunConfig.validate for --set, presets and config files alike."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself excluded
+    hi_open: bool = False
+
+    def holds(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def __str__(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+        return f"in {left}{self.lo:g}, {self.hi:g}{right}"
+
+
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, lo_open=True)
+MOMENTUM = Range(0, 1, hi_open=True)
+
+
 @dataclass
 class TeacherConfig:
     """ConvNet trained on the real data: class embeddings and (where asked) soft labels."""
@@ -34,6 +62,16 @@ class TeacherConfig:
     momentum: float = 0.9
     #: SGD weight decay
     weight_decay: float = 5e-4
+
+    # the meaningful range of every numeric key (checked in RunConfig.validate)
+    LIMITS = {
+        "width": AT_LEAST_1,
+        "epochs": AT_LEAST_1,
+        "batch_size": AT_LEAST_1,
+        "lr": POSITIVE,
+        "momentum": MOMENTUM,
+        "weight_decay": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -68,6 +106,21 @@ class GanConfig:
     #: raw | centred | standardised: class features rescaled over the classes before G's
     #: projection (the paper is silent; an affine map the projection could absorb)
     condition_norm: str = "raw"
+
+    # the meaningful range of every numeric key (checked in RunConfig.validate)
+    LIMITS = {
+        "steps": NON_NEGATIVE,
+        "batch_size": AT_LEAST_1,
+        "z_dim": AT_LEAST_1,
+        "proj_dim": AT_LEAST_1,
+        "width": AT_LEAST_1,
+        "disc_width": AT_LEAST_1,
+        "lr_g": POSITIVE,
+        "lr_d": POSITIVE,
+        "betas": MOMENTUM,
+        "aux_weight": NON_NEGATIVE,
+        "mode_seeking_weight": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -205,6 +258,37 @@ class CondenseConfig:
     #: fused SGD kernels (`fused=True`) for Z/G, D/head and phi; the same update within rounding
     fused_optimizer: bool = False
 
+    # the meaningful range of every numeric key (checked in RunConfig.validate)
+    LIMITS = {
+        "ipc": AT_LEAST_1,
+        "outer_iterations": AT_LEAST_1,
+        "inner_iterations": AT_LEAST_1,
+        "gen_steps": AT_LEAST_1,
+        "classes_per_step": NON_NEGATIVE,
+        "assoc_per_image": AT_LEAST_1,
+        "phi_width": AT_LEAST_1,
+        "phi_batch": AT_LEAST_1,
+        "lr_codebook": NON_NEGATIVE,
+        "lr_generator": NON_NEGATIVE,
+        "lr_phi": NON_NEGATIVE,
+        "lr_disc": NON_NEGATIVE,
+        "disc_steps": AT_LEAST_1,
+        "momentum": MOMENTUM,
+        "weight_gan": NON_NEGATIVE,
+        "weight_cls": NON_NEGATIVE,
+        "weight_feature": NON_NEGATIVE,
+        "weight_intra": NON_NEGATIVE,
+        "weight_inter": NON_NEGATIVE,
+        "intra_temperature": POSITIVE,
+        "inter_margin": Range(0, 2),  # between unit-length feature means
+        "truncation": POSITIVE,
+        "coreset_fit_steps": NON_NEGATIVE,
+        "coreset_fit_lr": POSITIVE,
+        "coreset_fit_warmup": NON_NEGATIVE,
+        "log_every": AT_LEAST_1,
+        "checkpoint_every": NON_NEGATIVE,
+    }
+
     @property
     def total_steps(self) -> int:
         return self.outer_iterations * self.inner_iterations * self.gen_steps
@@ -260,6 +344,18 @@ class EvalConfig:
     #: every op on every image (not comparable with published tables)
     dsa_mode: str = "single"
 
+    # the meaningful range of every numeric key (checked in check())
+    LIMITS = {
+        "seeds": AT_LEAST_1,
+        "epochs": AT_LEAST_1,
+        "width": AT_LEAST_1,
+        "lr": POSITIVE,
+        "momentum": MOMENTUM,
+        "weight_decay": NON_NEGATIVE,
+        "batch_size": AT_LEAST_1,
+        "test_batch_size": AT_LEAST_1,
+    }
+
     def __post_init__(self) -> None:
         for name in ("models", "baselines"):
             value = getattr(self, name)
@@ -285,6 +381,7 @@ class EvalConfig:
             raise ConfigError(
                 f"unknown baseline {unknown[0]!r} (choose from: {', '.join(BASELINES)})"
             )
+        check_fields(self, "eval.")
 
 
 @dataclass
@@ -308,6 +405,9 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: what the preset costs, as measured
     budget_note: str = ""
+
+    # the meaningful range of every numeric key (checked in validate())
+    LIMITS = {"seed": NON_NEGATIVE, "max_steps": NON_NEGATIVE, "collective_timeout_s": POSITIVE}
 
     # the contract's top-level --set keys that live in a section
     SHORTCUTS = {"ipc": "condense.ipc"}
@@ -344,6 +444,8 @@ class RunConfig:
         for key, value in data.items():
             if key not in known:
                 raise ConfigError(f"{path}: unknown key {key!r}")
+            if isinstance(known[key], dict) and not isinstance(value, dict):
+                raise ConfigError(f"{path}: {key} must be an object of {key}.* keys")
             if isinstance(known[key], dict):
                 unknown = [
                     k for k in (value if isinstance(value, dict) else [None]) if k not in known[key]
@@ -351,7 +453,10 @@ class RunConfig:
                 if unknown:
                     raise ConfigError(f"{path}: unknown key '{key}.{unknown[0]}'")
         cfg = RunConfig.from_dict(data)
-        cfg.validate()
+        try:
+            cfg.validate()
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
         return cfg
 
     def to_file(self, path: Path) -> None:
@@ -383,6 +488,8 @@ class RunConfig:
         setattr(target, name, _parse(text.strip(), current, key))
 
     def validate(self) -> None:
+        for prefix, section in self._sections():
+            check_fields(section, prefix, ranges=False)
         c = self.condense
         if c.ipc < 1:
             raise ConfigError(f"ipc must be at least 1, got {c.ipc}")
@@ -454,6 +561,66 @@ class RunConfig:
             )
         if self.max_steps < 0:
             raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}")
+        for prefix, section in self._sections():
+            check_fields(section, prefix)
+
+    def _sections(self) -> list[tuple[str, Any]]:
+        return [("", self)] + [
+            (f"{f.name}.", getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if dataclasses.is_dataclass(getattr(self, f.name))
+        ]
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, bool):
+        return "a boolean (true or false)"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, tuple):
+        numbers = default and isinstance(default[0], float)
+        return "a list of numbers" if numbers else "a list of strings"
+    return "a string"
+
+
+def _has_type(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, tuple):
+        if not isinstance(value, tuple | list):
+            return False
+        if default and isinstance(default[0], float):
+            return all(_has_type(v, 0.0) for v in value)
+        return all(isinstance(v, str) for v in value)
+    return isinstance(value, str)
+
+
+def check_fields(section: Any, prefix: str = "", ranges: bool = True) -> None:
+    """Every key of a config section has its declared type and (with ranges) lies in its
+    section's LIMITS; ConfigError naming the key and what it may be."""
+    limits = getattr(type(section), "LIMITS", {})
+    for f in dataclasses.fields(section):
+        if f.default is dataclasses.MISSING:  # a section (default_factory)
+            continue
+        default, value = f.default, getattr(section, f.name)
+        if not _has_type(value, default):
+            raise ConfigError(
+                f"{prefix}{f.name} must be {_kind(default)}, got {json.dumps(value, default=str)}"
+            )
+        if not ranges or f.name not in limits:
+            continue
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if not math.isfinite(item) or not limits[f.name].holds(item):
+                raise ConfigError(
+                    f"{prefix}{f.name}={_text(value)} is out of range: it must be "
+                    f"{limits[f.name]} (docs/config_reference.md)"
+                )
 
 
 def _parse(text: str, current: Any, key: str) -> Any:
@@ -506,6 +673,6 @@ def load_variants(path: str | Path | None) -> dict[str, list[str]]:
 def _text(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return ",".join(_text(v) for v in value)
     return str(value)

@@ -33,7 +33,8 @@ def step_memory_floor(cfg: RunConfig, meta: DatasetMeta, world_size: int = 1) ->
     pixels = meta.image_size * meta.image_size
     synthetic = classes * c.ipc * c.phi_width * pixels * FLOAT_BYTES
     real = classes * c.ipc * c.assoc_per_image * meta.channels * pixels * FLOAT_BYTES
-    return synthetic + real
+    phi_batch = -(-c.phi_batch // max(1, world_size)) * c.phi_width * pixels * FLOAT_BYTES
+    return synthetic + real + phi_batch
 
 
 def device_memory(device: str) -> int:
@@ -46,7 +47,7 @@ def device_memory(device: str) -> int:
         return torch.cuda.get_device_properties(0 if index is None else index).total_memory
     import psutil
 
-    return psutil.virtual_memory().total
+    return psutil.virtual_memory().available  # what this process can still get, not the total
 
 
 def check_condense(cfg: RunConfig, meta: DatasetMeta, world_size: int = 1) -> None:
@@ -56,5 +57,6 @@ def check_condense(cfg: RunConfig, meta: DatasetMeta, world_size: int = 1) -> No
         raise ConfigError(
             f"ipc={cfg.condense.ipc} with these settings needs at least {human(need)} of "
             f"{cfg.device} memory per step on each of {world_size} rank(s), and the device has "
-            f"{human(have)}: lower ipc or condense.classes_per_step, or use more ranks"
+            f"{human(have)}{' available' if cfg.device == 'cpu' else ''}: lower ipc, "
+            "condense.classes_per_step or condense.phi_batch, or use more ranks"
         )

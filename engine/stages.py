@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torchvision.utils import save_image
 
 from common import fsio
@@ -88,6 +90,119 @@ def load_pretrained(
 
 
 PROVENANCE_FILE = "provenance.json"
+# what a condensation leaves in RUN/ and what is made from it: replaced together or not at all
+RUN_OUTPUTS = (
+    artifact.CONDENSED_FILE,
+    checkpoint.CHECKPOINT_FILE,
+    "metrics.jsonl",
+    "diagnostics.json",
+    "eval.json",
+    "eval_parts",
+    SYNTHETIC_DIR,
+    PROVENANCE_FILE,
+)
+# keys a finished or checkpointed run may change and still be the same run
+RESUMABLE_KEYS = ("max_steps", "device", "eval")
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _differs(mine: dict, theirs: dict, ignore: tuple[str, ...] = RESUMABLE_KEYS) -> str | None:
+    """The first config key (dotted) on which two recorded configs differ, else None."""
+    for key in sorted({*mine, *theirs} - set(ignore)):
+        a, b = mine.get(key), theirs.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _differs(a, b, ())
+            if inner:
+                return f"{key}.{inner}"
+        elif json.dumps(a, default=str) != json.dumps(b, default=str):
+            return key
+    return None
+
+
+def check_replace(cfg: RunConfig, out: Path, force: bool, is_main: bool = True) -> None:
+    """A run folder holding a run (condensed.pt or a checkpoint) made with another config is
+    refused unless `force`; with `force` that run's outputs (condensed.pt, checkpoint, metrics,
+    synthetic/, eval.json, eval_parts/, ...) are removed first, so nothing of it stays beside
+    the new one. The same config resumes or redoes the run as before."""
+    recorded = None
+    for path, read in (
+        (out / artifact.CONDENSED_FILE, lambda p: artifact.CondensedArtifact.read(p).config),
+        (out / checkpoint.CHECKPOINT_FILE, lambda p: checkpoint.Checkpoint.read(p).config),
+    ):
+        if path.is_file():
+            try:
+                key = _differs(cfg.to_dict(), dict(read(path)))
+            except DataError:
+                if not force:
+                    raise
+                key = "(unreadable)"
+            if key:
+                recorded = (path, key)
+                break
+    if recorded is None:
+        return
+    path, key = recorded
+    if not force:
+        raise ConfigError(
+            f"{path}: a run made with another config ({key} differs) is in this folder; use a "
+            f"new --out, or pass --force to replace it (its synthetic/ and eval.json go too)"
+        )
+    log(f"--force: removing the run made with another config from {out} ({key} differed)")
+    if is_main:
+        _remove([out / name for name in RUN_OUTPUTS])
+    distributed.barrier()
+
+
+def _same_stage(
+    cfg: RunConfig,
+    meta: DatasetMeta,
+    stage: artifact.PretrainedStage,
+    keys: tuple[str, ...] = ("teacher", "gan", "seed"),
+) -> str | None:
+    """The first setting on which a pretrain stage differs from what cfg and the data would
+    make (the dataset, then `keys` of the config), else None."""
+    if artifact.data_identity(stage.meta) != artifact.data_identity(meta.to_dict()):
+        return "the dataset"
+    mine, theirs = cfg.to_dict(), stage.config
+    return _differs({k: mine[k] for k in keys}, {k: theirs.get(k) for k in keys}, ())
+
+
+def existing_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path, force: bool) -> dict | None:
+    """`pretrain` into a folder that holds a stage: the same settings reuse it (its summary;
+    rewriting it would change the sha256 the runs made from it record), other settings are
+    refused unless `force`, which removes the old stage first."""
+    path = out / artifact.PRETRAINED_FILE
+    if not path.is_file():
+        return None
+    meta = load_meta(data_dir)
+    try:
+        differs = _same_stage(cfg, meta, artifact.PretrainedStage.read(path))
+    except DataError:
+        if not force:
+            raise
+        differs = "(unreadable)"
+    if differs is None:
+        log(f"{path} was made with these settings: reused (pass another --out to redo it)")
+        summary_path = out / "pretrain.json"
+        summary = fsio.read_json(summary_path, "pretrain summary") if summary_path.is_file() else {}
+        return {**summary, "path": str(path), "reused": True, "warnings": []}
+    if not force:
+        raise ConfigError(
+            f"{path}: a pretrain stage made with other settings ({differs} differs) is here, and "
+            "the runs made from it record its sha256; use a new --out, or pass --force to "
+            "replace it (those runs can then no longer be evaluated)"
+        )
+    if distributed.world()[0] == 0:
+        _remove([path, out / "pretrain.json"])
+    distributed.barrier()
+    return None
 
 
 def _check_provenance(out: Path, record: dict, allow_other: bool) -> None:
@@ -96,7 +211,7 @@ def _check_provenance(out: Path, record: dict, allow_other: bool) -> None:
     path = out / PROVENANCE_FILE
     if not path.is_file() or allow_other:
         return
-    old = json.loads(path.read_text())
+    old = fsio.read_json(path, "run provenance")
     for key, what in (("data_identity", "dataset"), ("pretrained_sha256", "pretrain stage")):
         if key in record and old.get(key) and old[key] != record[key]:
             raise DataError(
@@ -104,6 +219,23 @@ def _check_provenance(out: Path, record: dict, allow_other: bool) -> None:
                 f"{old[key][:12]}, now {record[key][:12]}); use a new --out, or pass "
                 f"{artifact.MISMATCH_FLAG} to continue it anyway"
             )
+
+
+def _replace_own_pretrain(cfg: RunConfig, meta: DatasetMeta, pre_dir: Path, is_main: bool) -> None:
+    """condense --force: RUN/pretrained made with other teacher / GAN settings (or data) is
+    removed with the run made from it, to be redone with this config."""
+    if not (pre_dir / artifact.PRETRAINED_FILE).is_file():
+        return
+    try:  # the seed may differ: a run's own stage is reused across seeds (_check_same_pretrain)
+        stage = artifact.PretrainedStage.read(pre_dir / artifact.PRETRAINED_FILE)
+        differs = _same_stage(cfg, meta, stage, ("teacher", "gan"))
+    except DataError:
+        differs = "(unreadable)"
+    if differs:
+        log(f"--force: removing {pre_dir} ({differs} differed) and the run made from it")
+        if is_main:
+            _remove([pre_dir, *(pre_dir.parent / name for name in RUN_OUTPUTS)])
+        distributed.barrier()
 
 
 def teacher_from(pre: artifact.PretrainedStage, meta: DatasetMeta) -> torch.nn.Module:
@@ -119,6 +251,7 @@ def run_condense(
     pretrained: Path | None = None,
     env: DistEnv | None = None,
     allow_mismatch: bool = False,
+    force: bool = False,
 ) -> dict:
     """Condense into RUN/condensed.pt; without --pretrained the stage runs into RUN/pretrained
     (and is reused when a previous run left it there). Every rank calls this; rank 0 writes."""
@@ -128,9 +261,12 @@ def run_condense(
     distributed.check_split(cfg.condense.step_classes(meta.num_classes)[1], env.world_size)
     preflight.check_condense(cfg, meta, env.world_size)
     out.mkdir(parents=True, exist_ok=True)
+    pre_dir = pretrained or out / "pretrained"
+    if force and pretrained is None:
+        _replace_own_pretrain(cfg, meta, pre_dir, env.is_main)
+    check_replace(cfg, out, force, env.is_main)
     provenance = {"dataset": meta.dataset, "data_identity": artifact.data_identity(meta.to_dict())}
     _check_provenance(out, provenance, allow_mismatch)
-    pre_dir = pretrained or out / "pretrained"
     missing = pretrained is None and not (pre_dir / artifact.PRETRAINED_FILE).is_file()
     if distributed.broadcast_object(missing):
         run_pretrain(cfg, data_dir, pre_dir)
@@ -138,6 +274,10 @@ def run_condense(
     if pretrained is None:
         _check_same_pretrain(cfg, pre, pre_dir)
     provenance.update(pretrained=str(pre_dir.resolve()), pretrained_sha256=pre.sha256)
+    if pretrained is not None:
+        moot = stage_settings_not_applied(cfg, pre, pre_dir)
+        if moot:
+            provenance["not_applied"] = moot
     _check_provenance(out, provenance, allow_mismatch)
     if env.is_main:
         fsio.write_json(out / PROVENANCE_FILE, provenance)
@@ -248,6 +388,28 @@ def condense_diagnostics(
     return report
 
 
+def stage_settings_not_applied(
+    cfg: RunConfig, pre: artifact.PretrainedStage, pre_dir: Path
+) -> dict[str, dict]:
+    """teacher.* and gan.* values of cfg that a given pretrain stage makes moot (it was made
+    with others): {key: {"asked", "stage"}}, warned about once here and recorded in the run's
+    provenance, so the config a run records is not mistaken for what made its stage."""
+    theirs = RunConfig.from_dict(pre.config)
+    moot = {}
+    for section in ("teacher", "gan"):
+        mine, old = getattr(cfg, section).__dict__, getattr(theirs, section).__dict__
+        for key, value in mine.items():
+            if old.get(key) != value:
+                moot[f"{section}.{key}"] = {"asked": value, "stage": old.get(key)}
+    if moot:
+        shown = ", ".join(f"{k}={v['asked']} (stage: {v['stage']})" for k, v in moot.items())
+        log(
+            f"[bold yellow]warning:[/] {escape(shown)} did not apply: --pretrained {pre_dir} "
+            f"was made with the stage's values (recorded as not applied in {PROVENANCE_FILE})"
+        )
+    return moot
+
+
 def _check_same_pretrain(cfg: RunConfig, pre: artifact.PretrainedStage, pre_dir: Path) -> None:
     """RUN/pretrained is reused only if it was made with this run's teacher / GAN settings."""
     theirs = RunConfig.from_dict(pre.config)
@@ -345,6 +507,7 @@ def run_evaluate(
     final-epoch accuracy; plus the diagnostics (plain generator samples, diversity).
     `eval_cfg` defaults to the run's own (its preset's `eval` section)."""
     payload = load_condensed(run)
+    condensed_sha256 = fsio.sha256_file(run / artifact.CONDENSED_FILE)
     meta = load_meta(data_dir)
     artifact.check_matches(payload, meta, run / artifact.CONDENSED_FILE, allow_mismatch)
     cfg = RunConfig.from_dict(payload.config)
@@ -393,6 +556,7 @@ def run_evaluate(
         "dataset": meta.dataset,
         "eval": dataclasses.asdict(eval_cfg),
         "config": cfg.to_dict(),
+        "condensed_sha256": condensed_sha256,
         "version": artifact.version(),
     }
     report["ranks"] = distributed.world()[1]
@@ -418,6 +582,40 @@ def _write_json(path: Path, report: dict) -> None:
     fsio.write_json(path, _finite(report), allow_nan=False)
 
 
+PART_SETTINGS = ("eval", "epochs", "ipc", "dataset")
+
+
+def check_parts(run: Path, parts: list[dict], seeds: int) -> None:
+    """Every part is one seed of the same N-seed evaluation (the same protocol and epochs) of
+    the run's current condensed.pt (its sha256): parts that are not refuse the merge."""
+    current = fsio.sha256_file(run / artifact.CONDENSED_FILE)
+    for i, part in enumerate(parts):
+        name = f"{EVAL_PARTS}/seed_{i}.json"
+        made = part.get("condensed_sha256")
+        if made != current:
+            what = f"condensed.pt {made[:12]}" if made else "no condensed.pt hash (older gencond)"
+            raise DataError(
+                f"{run}: {name} was evaluated from {what}, but {artifact.CONDENSED_FILE} is now "
+                f"{current[:12]}; redo that seed (evaluate --seed-index {i})"
+            )
+        if part.get("seed_index") != i or part.get("seeds") != seeds:
+            raise DataError(
+                f"{run}: {name} is seed {part.get('seed_index')} of {part.get('seeds')}, not seed "
+                f"{i} of {seeds}; redo it (evaluate --seeds {seeds} --seed-index {i})"
+            )
+        for key in PART_SETTINGS:
+            first, mine = parts[0].get(key), part.get(key)
+            if mine != first:
+                if isinstance(first, dict) and isinstance(mine, dict):
+                    key = next(k for k in sorted({*first, *mine}) if first.get(k) != mine.get(k))
+                    first, mine = first.get(key), mine.get(key)
+                    key = f"eval.{key}"
+                raise DataError(
+                    f"{run}: {EVAL_PARTS}/seed_0.json and {name} were made with different "
+                    f"settings ({key} {first} vs {mine}); redo the parts with one setting"
+                )
+
+
 def gather_evaluation(run: Path, seeds: int) -> dict:
     """Merge RUN/eval_parts/seed_{0..N-1}.json (one job-array element each) into RUN/eval.json,
     exactly what one `gencond evaluate --seeds N` writes (seed i trains with seed i)."""
@@ -426,7 +624,8 @@ def gather_evaluation(run: Path, seeds: int) -> dict:
         path = run / EVAL_PARTS / f"seed_{i}.json"
         if not path.is_file():
             raise DataError(f"{path}: missing (evaluation seed {i} did not finish)")
-        parts.append(json.loads(path.read_text()))
+        parts.append(fsio.read_json(path, "evaluation part"))
+    check_parts(run, parts, seeds)
     report = {k: v for k, v in parts[0].items() if k not in ("seed_index", "seeds")}
     results: dict = {}
     for name, by_model in parts[0]["results"].items():

@@ -7,7 +7,6 @@ import argparse
 import importlib
 import os
 import sys
-from pathlib import Path
 
 from rich.markup import escape
 
@@ -19,8 +18,17 @@ PREEMPTED_EXIT = 3  # stopped on SIGTERM / SIGUSR2 after checkpointing; run agai
 DEBUG_ENV = "GENCOND_DEBUG"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the error contract: a bad option is one `error:` line (naming the command
+    and `--help`) and exit 2, not the usage block. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        _error(f"{self.prog}: {message} (see {self.prog} --help)")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gencond",
         description="Condense an image dataset into a codebook + class-conditional generator "
         "(Zhang et al., ICCV 2023). Start with `gencond prep`.",
@@ -41,7 +49,7 @@ def _one_line(e: BaseException) -> tuple[str, int]:
     """(message, exit status) of an exception no gencond check turned into a GencondError."""
     from common.fsio import disk_error
 
-    mapped = disk_error(e, Path(getattr(e, "filename", None) or "?"))
+    mapped = disk_error(e, getattr(e, "filename", None))
     if mapped is not None:  # a full disk, permission denied, not a folder, ...
         return str(mapped), 2
     text = " ".join(str(e).split()) or "(no message)"

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import fsio
 from common.errors import ConfigError
 
 VARIANT = "variant"
@@ -26,16 +27,37 @@ VARIANT = "variant"
 def sweep_points(grid: list[str], variants: dict[str, list[str]] | None = None) -> list[dict]:
     """`key=v1,v2` axes (and the variants' names, as a first axis) -> the Cartesian product as
     a list of {key: value}."""
+    from engine.config import RunConfig
+
     axes = [[(VARIANT, name) for name in variants]] if variants else []
+    seen: dict[str, str] = {}  # the key each axis sets (shortcuts resolved) -> how it was given
     for item in grid:
         if "=" not in item:
             raise ConfigError(f"--grid {item!r}: expected key=value1,value2,...")
         key, values = item.split("=", 1)
+        key = key.strip()
         options = [v.strip() for v in values.split(",") if v.strip()]
         if not options:
             raise ConfigError(f"--grid {item!r}: no values")
-        axes.append([(key.strip(), v) for v in options])
-    return [dict(point) for point in itertools.product(*axes)] or [{}]
+        full = RunConfig.SHORTCUTS.get(key, key)
+        if full in seen or key == VARIANT:
+            other = seen.get(full, "the variants")
+            raise ConfigError(
+                f"--grid {item!r}: sets {full} again (also {other}); one axis per key"
+            )
+        seen[full] = repr(item)
+        axes.append([(key, v) for v in options])
+    points = [dict(point) for point in itertools.product(*axes)] or [{}]
+    named: dict[str, dict] = {}
+    for point in points:
+        name = point_name(point)
+        if name in named:
+            raise ConfigError(
+                f"sweep points {named[name]} and {point} would share the folder {name} (a value "
+                "given twice, or variant names or keys that read alike): make them distinct"
+            )
+        named[name] = point
+    return points
 
 
 def point_name(point: dict[str, str]) -> str:
@@ -165,7 +187,7 @@ def finished_seed(plan: SweepPlan, point: dict, seed_index: int) -> bool:
         return False
     wanted = json.loads(json.dumps(dataclasses.asdict(plan.config(point).eval)))
     wanted["seeds"] = 1  # a part is one seed of N
-    recorded = json.loads(path.read_text()).get("eval")
+    recorded = fsio.read_json(path, "evaluation part").get("eval")
     if recorded != wanted:
         raise ConfigError(
             f"{path} was evaluated with another protocol than sweep point {point_name(point)} "
@@ -181,7 +203,7 @@ def gather_sweep(root: Path, points: list[dict]) -> dict:
     rows = []
     for point in points:
         run = root / point_name(point)
-        report = json.loads((run / "eval.json").read_text())
+        report = fsio.read_json(run / "eval.json", "evaluation report")
         for name, by_model in report["results"].items():
             for model, r in by_model.items():
                 row = {"point": point_name(point), **point, "set": name, "model": model}

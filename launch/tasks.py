@@ -13,6 +13,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from common import fsio
+
 PREEMPTED_EXIT = 3  # launch.cli's exit status after a signal and a checkpoint
 
 
@@ -103,11 +105,10 @@ class GatherSweepTask:
         self.root = str(root)
 
     def __call__(self) -> dict:
-        import json
         from pathlib import Path
 
         from launch.sweep import gather_sweep
 
         root = Path(self.root)
-        points = json.loads((root / "sweep_points.json").read_text())
+        points = fsio.read_json(root / "sweep_points.json", "sweep point list")
         return gather_sweep(root, points)

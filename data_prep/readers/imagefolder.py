@@ -11,6 +11,8 @@ folder is read once: a link that leads to a folder already read (a loop such as
 train/a/loop -> train/a, a link up to train/, two classes linking the same folder) is refused
 with one line naming the link. A symlinked image file is read as the image it points to.
 Images larger than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS x 2) are refused.
+Images of more than 8 bits per channel (16-bit PNG or TIFF, float) are refused in one line:
+converting them would clip, not scale (convert them to 8 bits first).
 """
 
 from __future__ import annotations
@@ -132,9 +134,25 @@ def _class_names(root: Path, classes: list[str]) -> list[str]:
     return [table.get(c, c).split(",")[0].strip() for c in classes]
 
 
+# PIL modes of more than 8 bits per channel (16-bit greyscale PNG / TIFF, 32-bit int, float)
+WIDE_MODES = {
+    "I": "32-bit integer",
+    "I;16": "16-bit",
+    "I;16L": "16-bit",
+    "I;16B": "16-bit",
+    "I;16N": "16-bit",
+    "F": "32-bit float",
+}
+
+
 def decode(path: str, size: int) -> np.ndarray:
     try:
         with Image.open(path) as img:
+            if img.mode in WIDE_MODES:  # convert("RGB") would clip them to 255, not scale
+                raise DataError(
+                    f"{path}: {WIDE_MODES[img.mode]} image (PIL mode {img.mode}); gencond reads 8 "
+                    "bits per channel: convert the images to 8-bit first"
+                )
             img = img.convert("RGB")
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BICUBIC)

@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+from common import fsio
 from launch.commands.common import positive, run_config
 from launch.commands.method import show_evaluation
 
@@ -368,9 +369,11 @@ def _run_submit(args) -> int:
         states += submit.wait(gather_jobs)
         submit.check_results(gather_jobs)
     if args.what == "evaluate":
-        show_evaluation(json.loads((parsed.run / "eval.json").read_text()))
+        show_evaluation(fsio.read_json(parsed.run / "eval.json", "evaluation report"))
     elif args.what == "sweep":
-        _show_sweep(json.loads((parsed.out / "sweep.json").read_text()), f"Sweep {parsed.out}")
+        _show_sweep(
+            fsio.read_json(parsed.out / "sweep.json", "sweep report"), f"Sweep {parsed.out}"
+        )
     return 0 if all(s == "COMPLETED" for s in states) else 1
 
 

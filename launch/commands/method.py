@@ -38,6 +38,12 @@ def add(sub) -> None:
         "GAN. Writes PRE/pretrained.pt and PRE/pretrain.json.",
     )
     add_run_options(p, "output folder PRE", PRETRAIN_SET_HELP)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a pretrain stage made with other settings in PRE (by default refused: the "
+        "runs made from it record its sha256; the same settings reuse it)",
+    )
     p.set_defaults(handler=_run_pretrain)
 
     p = sub.add_parser(
@@ -52,6 +58,13 @@ def add(sub) -> None:
     add_run_options(p, "output folder RUN")
     p.add_argument("--pretrained", type=Path, default=None, help="a PRE folder from `pretrain`")
     p.add_argument("--allow-mismatch", action="store_true", help=MISMATCH_HELP)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a run made with another config in RUN (by default refused); its "
+        "condensed.pt, checkpoint, metrics, synthetic/, eval.json and eval_parts/ are removed "
+        "first. The same config resumes or redoes the run without it",
+    )
     p.set_defaults(handler=_run_condense)
 
     p = sub.add_parser(
@@ -127,13 +140,15 @@ def _run_pretrain(args) -> int:
     from common.console import is_rank_zero
     from engine import distributed
     from engine.distributed import hold_on_rank0
-    from engine.stages import run_pretrain
+    from engine.stages import existing_pretrain, run_pretrain
     from launch.tables import show_pairs
 
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
         with hold_on_rank0(args.out, "pretrain"):
-            summary = run_pretrain(cfg, args.data, args.out)
+            summary = existing_pretrain(cfg, args.data, args.out, args.force)
+            if summary is None:
+                summary = run_pretrain(cfg, args.data, args.out)
     finally:
         distributed.teardown()
     if is_rank_zero():
@@ -161,7 +176,7 @@ def _run_condense(args) -> int:
         check_condense(cfg, load_meta(args.data), env.world_size)  # before --out is created
         with hold_on_rank0(args.out, "condense"):
             summary = run_condense(
-                cfg, args.data, args.out, args.pretrained, env, args.allow_mismatch
+                cfg, args.data, args.out, args.pretrained, env, args.allow_mismatch, args.force
             )
     finally:
         distributed.teardown()
