@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,19 +30,86 @@ SYNTHETIC_DIR = "synthetic"
 
 
 def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
-    """Teacher, class embeddings and the GAN-pretrained generator -> PRE/pretrained.pt."""
+    """Teacher, class embeddings and the GAN-pretrained generator -> PRE/pretrained.pt.
+    PRE/pretrain_checkpoint.pt is written every gan.checkpoint_every steps and on SIGTERM /
+    SIGUSR2 (then Preempted); a run that finds one made with the same settings resumes."""
     from engine import condense_diagnostics as diag
 
     meta = load_meta(data_dir)
     device = torch.device(cfg.device)
-    start = time.perf_counter()
-    log(f"Training the teacher ConvNet (width {cfg.teacher.width}, {cfg.teacher.epochs} epochs)")
-    teacher, teacher_acc = train_teacher(data_dir, meta, cfg.teacher, cfg.seed, device)
-    log(f"Teacher test accuracy {teacher_acc:.2f} %")
-    embeddings = class_embeddings(teacher, data_dir, meta, device)
-    conditions = condition_table(cfg.gan.condition, embeddings, cfg.gan.condition_norm)
-    log(f"Pretraining the conditional GAN ({cfg.gan.steps} steps)")
-    G, gan_log = pretrain_gan(data_dir, meta, cfg.gan, conditions, cfg.seed, device)
+    identity = artifact.data_identity(meta.to_dict())
+    path = out / checkpoint.PRETRAIN_CHECKPOINT_FILE
+    saved = None
+    if path.is_file():
+        saved = checkpoint.Checkpoint.read(path, stage="pretrain")
+        _check_pretrain_resumable(saved, cfg, identity, path)
+        log(
+            f"Resuming from {path} at {_PHASE_STEP[saved.modules['phase']]} {saved.step} (saved by "
+            f"{saved.world_size} rank(s))"
+        )
+    ckpt = checkpoint.Checkpointer(
+        path,
+        cfg.gan.checkpoint_every,
+        "pretrain",
+        cfg.to_dict(),
+        device,
+        saved.seconds if saved else 0.0,
+    )
+    modules = saved.modules if saved else {"phase": "teacher", "teacher": None}
+
+    def on_step(phase: str, extra: dict):
+        def step_done(step: int, state) -> None:
+            ckpt.step_done(
+                step,
+                lambda: {"phase": phase, phase: state(), **extra, "data_identity": identity},
+                _PHASE_STEP[phase],
+            )
+
+        return step_done
+
+    try:
+        if modules["phase"] == "teacher":
+            log(
+                f"Training the teacher ConvNet (width {cfg.teacher.width}, "
+                f"{cfg.teacher.epochs} epochs)"
+            )
+            teacher, teacher_acc = train_teacher(
+                data_dir,
+                meta,
+                cfg.teacher,
+                cfg.seed,
+                device,
+                resume=modules["teacher"],
+                on_step=on_step("teacher", {}),
+            )
+            embeddings = class_embeddings(teacher, data_dir, meta, device)
+        else:
+            teacher = build_teacher(meta, cfg.teacher.width)
+            teacher.load_state_dict(modules["trained_teacher"])
+            teacher = teacher.to(device).eval()
+            teacher_acc, embeddings = modules["teacher_accuracy"], modules["class_embeddings"]
+        log(f"Teacher test accuracy {teacher_acc:.2f} %")
+        trained = {
+            "trained_teacher": {k: v.cpu() for k, v in teacher.state_dict().items()},
+            "teacher_accuracy": teacher_acc,
+            "class_embeddings": embeddings,
+        }
+        conditions = condition_table(cfg.gan.condition, embeddings, cfg.gan.condition_norm)
+        if modules["phase"] == "teacher" and cfg.gan.checkpoint_every:  # the teacher is done
+            ckpt.save(0, {"phase": "gan", "gan": None, **trained, "data_identity": identity})
+        log(f"Pretraining the conditional GAN ({cfg.gan.steps} steps)")
+        G, gan_log = pretrain_gan(
+            data_dir,
+            meta,
+            cfg.gan,
+            conditions,
+            cfg.seed,
+            device,
+            resume=modules.get("gan"),
+            on_step=on_step("gan", trained),
+        )
+    finally:
+        ckpt.close()
     stage = artifact.PretrainedStage(
         generator=G.cpu().state_dict(),
         generator_spec=artifact.generator_spec(G, cfg.gan.proj_dim, cfg.gan.width),
@@ -56,7 +122,7 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
         config=cfg.to_dict(),
         meta=meta.to_dict(),
         version=artifact.version(),
-        seconds=time.perf_counter() - start,
+        seconds=ckpt.seconds,
     )
     similarity = diag.condition_similarity(conditions)
     summary = {
@@ -70,9 +136,43 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
     }
     if distributed.world()[0] == 0:
         stage.save(out / artifact.PRETRAINED_FILE)
-        (out / "pretrain.json").write_text(json.dumps(summary, indent=1) + "\n")
+        fsio.write_json(out / "pretrain.json", summary)
+        path.unlink(missing_ok=True)  # finished: nothing left to resume
     distributed.barrier()
     return summary
+
+
+_PHASE_STEP = {"teacher": "teacher step", "gan": "GAN step"}
+# settings that do not change what the pretrain stage makes
+_PRETRAIN_FREE = {"gan": ("checkpoint_every",)}
+
+
+def _check_pretrain_resumable(
+    saved: checkpoint.Checkpoint, cfg: RunConfig, identity: str, path: Path
+) -> None:
+    """A pretrain checkpoint is resumed only with the same seed, teacher.* and gan.* settings
+    (gan.checkpoint_every and the device may change) and the same data."""
+    theirs = RunConfig.from_dict(saved.config)
+    differ = [] if theirs.seed == cfg.seed else [("seed", theirs.seed, cfg.seed)]
+    for section in ("teacher", "gan"):
+        mine, old = getattr(cfg, section).__dict__, getattr(theirs, section).__dict__
+        differ += [
+            (f"{section}.{k}", old.get(k), v)
+            for k, v in mine.items()
+            if k not in _PRETRAIN_FREE.get(section, ()) and old.get(k) != v
+        ]
+    if differ:
+        key, old, new = differ[0]
+        raise ConfigError(
+            f"{path} was written with {key}={old}, this run asks for {new}; use a new --out "
+            f"folder (or delete the checkpoint to start over)"
+        )
+    if saved.modules.get("data_identity") != identity:
+        raise DataError(
+            f"{path} was written for other data (dataset identity "
+            f"{str(saved.modules.get('data_identity'))[:12]}, this data's {identity[:12]}); use "
+            f"a new --out folder (or delete the checkpoint to start over)"
+        )
 
 
 def load_pretrained(
@@ -249,7 +349,7 @@ def _check_same_pretrain(cfg: RunConfig, pre: artifact.PretrainedStage, pre_dir:
     for section in ("teacher", "gan"):
         mine, old = getattr(cfg, section).__dict__, getattr(theirs, section).__dict__
         for key, value in mine.items():
-            if old.get(key) != value:
+            if key not in _PRETRAIN_FREE.get(section, ()) and old.get(key) != value:
                 raise ConfigError(
                     f"{pre_dir}: made with {section}.{key}={old.get(key)}, this run asks for "
                     f"{value} (remove that folder, or pass --pretrained to reuse it as it is)"
