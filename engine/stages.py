@@ -3,7 +3,9 @@ writes the files of the contract and returns a summary for the closing table."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -466,9 +468,27 @@ def run_evaluate(
         if not 0 <= seed_index < seeds:
             raise ConfigError(f"--seed-index {seed_index} outside 0..{seeds - 1}")
         eval_cfg.seeds = 1
-    results = evaluate_sets(
-        sets, data_dir, eval_cfg, seed_offset=seed_index or 0, soft=soft, device=device
-    )
+    progress = _EvalProgress(run, payload, pre, meta, eval_cfg, device, seed_index or 0, sets)
+    if progress.done:
+        log(f"{len(progress.done)} of {progress.total} trainings done before, kept")
+    try:
+        results = evaluate_sets(
+            sets,
+            data_dir,
+            eval_cfg,
+            seed_offset=seed_index or 0,
+            soft=soft,
+            device=device,
+            done=progress.done,
+            on_result=progress.record,
+        )
+    except checkpoint.StopSignal as e:
+        raise checkpoint.Stopped(
+            e.signal_name,
+            f"stopped by {e.signal_name}: run the same command again to finish "
+            f"({progress.finished()} of {progress.total} trainings done, kept in "
+            f"{progress.folder})",
+        ) from None
     diagnostics = {name: diversity(x, y, teacher) for name, (x, y) in sets.items()}
     report = {
         "ipc": ipc,
@@ -497,10 +517,66 @@ def run_evaluate(
         else:
             report["seed_index"], report["seeds"] = seed_index, seeds
             _write_json(run / EVAL_PARTS / f"seed_{seed_index}.json", report)
+        progress.remove()
     return report
 
 
 EVAL_PARTS = "eval_parts"
+EVAL_PROGRESS = "eval_progress"
+
+
+class _EvalProgress:
+    """RUN/eval_progress/SET-MODEL-seedN-KEY.json: the test accuracy of each training of an
+    evaluation as soon as it ends (by the rank that ran it), so an evaluation stopped by a
+    signal is finished by a rerun without training those again. KEY is a hash of everything
+    the accuracy depends on (condensed.pt, the pretrain stage, the data, the eval.* protocol
+    but its seeds / models / baselines, the device): a file of another protocol is never
+    used. The evaluation's files are removed once eval.json (or its part) is written."""
+
+    def __init__(self, run, payload, pre, meta, eval_cfg, device, seed_offset, sets):
+        protocol = dataclasses.asdict(eval_cfg)
+        for key in ("seeds", "models", "baselines"):
+            protocol.pop(key)
+        described = {
+            "condensed": fsio.sha256_file(run / artifact.CONDENSED_FILE),
+            "pretrained": pre.sha256,
+            "data": artifact.data_identity(meta.to_dict()),
+            "eval": protocol,
+            "device": str(device),
+        }
+        text = json.dumps(_finite(described), sort_keys=True, default=str)
+        self.key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.folder, self.offset = run / EVAL_PROGRESS, seed_offset
+        seeds = range(eval_cfg.seeds)
+        self.jobs = [(s, m, i) for s in sets for m in eval_cfg.models for i in seeds]
+        self.total = len(self.jobs)
+        self.done = {}
+        for job in self.jobs:
+            path = self.path(job)
+            try:
+                self.done[job] = float(json.loads(path.read_text())["accuracy"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # absent, or torn by a crash outside fsio: trained again
+
+    def path(self, job: tuple[str, str, int]) -> Path:
+        name, model, i = job
+        return self.folder / f"{name}-{model}-seed{self.offset + i}-{self.key}.json"
+
+    def record(self, job: tuple[str, str, int], accuracy: float) -> None:
+        name, model, i = job
+        fsio.write_json(
+            self.path(job),
+            {"set": name, "model": model, "seed": self.offset + i, "accuracy": accuracy},
+        )
+
+    def finished(self) -> int:
+        return sum(self.path(job).is_file() for job in self.jobs)
+
+    def remove(self) -> None:
+        for job in self.jobs:
+            self.path(job).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: another evaluation's files
+            self.folder.rmdir()
 
 
 def protocol_mode(mode: str) -> str:
