@@ -40,13 +40,16 @@ def run_parallel(
         task_id = bar.add_task(description, total=total)
         futures = {pool.submit(work, t): i for i, t in enumerate(tasks)}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is not None:
-                    for p in pending:
-                        p.cancel()
-                    raise f.exception()  # type: ignore[misc]
-                results[futures[f]] = f.result()
-                bar.advance(task_id, f.result())
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()  # type: ignore[misc]
+                    results[futures[f]] = f.result()
+                    bar.advance(task_id, f.result())
+        except BaseException:  # a failure, Ctrl-C or a stop signal: start no queued task
+            for p in pending:
+                p.cancel()
+            raise
     return results

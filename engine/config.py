@@ -106,6 +106,9 @@ class GanConfig:
     #: raw | centred | standardised: class features rescaled over the classes before G's
     #: projection (the paper is silent; an affine map the projection could absorb)
     condition_norm: str = "raw"
+    #: pretrain steps (the teacher's SGD steps, then the GAN's steps) between checkpoints of
+    #: PRE/pretrain_checkpoint.pt (0: only on a signal); does not change the result
+    checkpoint_every: int = 1000
 
     # the meaningful range of every numeric key (checked in RunConfig.validate)
     LIMITS = {
@@ -555,6 +558,8 @@ class RunConfig:
             raise ConfigError(f"condense.precision must be fp32 or bf16, not {c.precision!r}")
         if c.checkpoint_every < 0:
             raise ConfigError(f"condense.checkpoint_every must be >= 0, got {c.checkpoint_every}")
+        if self.gan.checkpoint_every < 0:
+            raise ConfigError(f"gan.checkpoint_every must be >= 0, got {self.gan.checkpoint_every}")
         if not self.collective_timeout_s > 0:
             raise ConfigError(
                 f"collective_timeout_s must be positive, got {self.collective_timeout_s}"

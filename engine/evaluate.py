@@ -12,7 +12,7 @@ leaves torch's global RNG state as it found it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -157,12 +157,15 @@ def evaluate_sets(
     seed_offset: int = 0,
     soft: dict[str, Tensor] | None = None,
     device: str | torch.device = "cpu",
+    done: dict[tuple[str, str, int], float] | None = None,
+    on_result: Callable[[tuple[str, str, int], float], None] | None = None,
 ) -> dict:
     """Evaluate every set with every model of cfg.models over cfg.seeds seeds (seed i is
     seed_offset + i): {set: {model: {"mean", "std", "accs"}}}. Under several ranks the
     (set, model, seed) runs are dealt out round-robin and gathered; the result is the same.
     "std" is the population standard deviation (numpy's default, ddof=0) of the per-seed
-    accuracies."""
+    accuracies. Runs in `done` ({(set, model, i): accuracy}, of a stopped evaluation) are not
+    trained again; on_result((set, model, i), accuracy) is called on each one finished."""
     cfg.check()
     soft = soft or {}
     unknown = sorted(set(soft) - set(sets))
@@ -176,6 +179,8 @@ def evaluate_sets(
             )
     # every (set, model, seed) is one job; under torchrun / SLURM the jobs are dealt to ranks
     jobs = [(name, model, i) for name in sets for model in cfg.models for i in range(cfg.seeds)]
+    done = done or {}
+    jobs = [job for job in jobs if job not in done]
     rank, world = distributed.world()
     mine = {}
     with progress_bar() as bar:
@@ -186,8 +191,10 @@ def evaluate_sets(
             mine[(name, model, i)] = train_and_test(
                 model, images, labels, data_dir, cfg, seed_offset + i, soft.get(name), device
             )
+            if on_result:
+                on_result((name, model, i), mine[(name, model, i)])
             bar.advance(task)
-    accs_of = distributed.merge_dicts(mine)
+    accs_of = {**done, **distributed.merge_dicts(mine)}
     results: dict = {}
     for name in sets:
         results[name] = {}

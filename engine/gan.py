@@ -8,6 +8,7 @@ of one class: the safeguard against the collapse that turns IPC K into IPC 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ from common.console import progress_bar
 from common.errors import ConfigError
 from data_prep.loaders import TrainLoader
 from data_prep.meta import DatasetMeta
-from engine import distributed
+from engine import checkpoint, distributed
 from engine.config import GanConfig
 from engine.generator import Generator
 
@@ -82,8 +83,11 @@ def pretrain_gan(
     seed: int,
     device: torch.device,
     max_steps: int = 0,
+    resume: dict | None = None,
+    on_step: Callable[[int, Callable[[], dict]], None] | None = None,
 ) -> tuple[Generator, list[dict]]:
-    """Train G(z, proj(condition[y])) against D for cfg.steps steps; returns G and a log."""
+    """Train G(z, proj(condition[y])) against D for cfg.steps steps; returns G and a log.
+    on_step(step, state) after every step (the checkpoints); `resume` is such a state."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -117,11 +121,37 @@ def pretrain_gan(
 
     steps = cfg.steps if not max_steps else min(cfg.steps, max_steps)
     log: list[dict] = []
-    step = 0
+    step = skip = 0
+    if resume:  # the order is keyed by (seed, epoch): back to the epoch, skip what it took
+        G.load_state_dict(resume["G"])
+        D.load_state_dict(resume["D"])
+        opt_g.load_state_dict(resume["opt_g"])
+        opt_d.load_state_dict(resume["opt_d"])
+        gen.set_state(resume["codes"])
+        step, log = resume["step"], list(resume["log"])
+        loader.epoch, skip = resume["loader"]["epoch"], resume["loader"]["batch"]
+        checkpoint.set_rng_states(resume["rng"])
+
+    def state() -> dict:
+        return {
+            "G": G.state_dict(),
+            "D": D.state_dict(),
+            "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(),
+            "codes": gen.get_state(),
+            "step": step,
+            "log": list(log),
+            "loader": checkpoint.loader_position(step, len(loader)),
+            "rng": checkpoint.rng_states(),
+        }
+
     with progress_bar() as bar:
-        task = bar.add_task("GAN pretraining", total=steps)
+        task = bar.add_task("GAN pretraining", total=steps, completed=step)
         while step < steps:
             for real, y in loader:
+                if skip:
+                    skip -= 1
+                    continue
                 if step >= steps:
                     break
                 n = len(y)
@@ -164,6 +194,8 @@ def pretrain_gan(
                     )
                     if not math.isfinite(loss_total_g):
                         raise FloatingPointError(f"GAN diverged at step {step}")
+                if on_step:
+                    on_step(step, state)
     # settle BatchNorm running statistics on a few batches of fresh codes
     G.train()
     with torch.no_grad():

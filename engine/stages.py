@@ -3,11 +3,12 @@ writes the files of the contract and returns a summary for the closing table."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,19 +34,86 @@ SYNTHETIC_DIR = "synthetic"
 
 
 def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
-    """Teacher, class embeddings and the GAN-pretrained generator -> PRE/pretrained.pt."""
+    """Teacher, class embeddings and the GAN-pretrained generator -> PRE/pretrained.pt.
+    PRE/pretrain_checkpoint.pt is written every gan.checkpoint_every steps and on SIGTERM /
+    SIGUSR2 (then Preempted); a run that finds one made with the same settings resumes."""
     from engine import condense_diagnostics as diag
 
     meta = load_meta(data_dir)
     device = torch.device(cfg.device)
-    start = time.perf_counter()
-    log(f"Training the teacher ConvNet (width {cfg.teacher.width}, {cfg.teacher.epochs} epochs)")
-    teacher, teacher_acc = train_teacher(data_dir, meta, cfg.teacher, cfg.seed, device)
-    log(f"Teacher test accuracy {teacher_acc:.2f} %")
-    embeddings = class_embeddings(teacher, data_dir, meta, device)
-    conditions = condition_table(cfg.gan.condition, embeddings, cfg.gan.condition_norm)
-    log(f"Pretraining the conditional GAN ({cfg.gan.steps} steps)")
-    G, gan_log = pretrain_gan(data_dir, meta, cfg.gan, conditions, cfg.seed, device)
+    identity = artifact.data_identity(meta.to_dict())
+    path = out / checkpoint.PRETRAIN_CHECKPOINT_FILE
+    saved = None
+    if path.is_file():
+        saved = checkpoint.Checkpoint.read(path, stage="pretrain")
+        _check_pretrain_resumable(saved, cfg, identity, path)
+        log(
+            f"Resuming from {path} at {_PHASE_STEP[saved.modules['phase']]} {saved.step} (saved by "
+            f"{saved.world_size} rank(s))"
+        )
+    ckpt = checkpoint.Checkpointer(
+        path,
+        cfg.gan.checkpoint_every,
+        "pretrain",
+        cfg.to_dict(),
+        device,
+        saved.seconds if saved else 0.0,
+    )
+    modules = saved.modules if saved else {"phase": "teacher", "teacher": None}
+
+    def on_step(phase: str, extra: dict):
+        def step_done(step: int, state) -> None:
+            ckpt.step_done(
+                step,
+                lambda: {"phase": phase, phase: state(), **extra, "data_identity": identity},
+                _PHASE_STEP[phase],
+            )
+
+        return step_done
+
+    try:
+        if modules["phase"] == "teacher":
+            log(
+                f"Training the teacher ConvNet (width {cfg.teacher.width}, "
+                f"{cfg.teacher.epochs} epochs)"
+            )
+            teacher, teacher_acc = train_teacher(
+                data_dir,
+                meta,
+                cfg.teacher,
+                cfg.seed,
+                device,
+                resume=modules["teacher"],
+                on_step=on_step("teacher", {}),
+            )
+            embeddings = class_embeddings(teacher, data_dir, meta, device)
+        else:
+            teacher = build_teacher(meta, cfg.teacher.width)
+            teacher.load_state_dict(modules["trained_teacher"])
+            teacher = teacher.to(device).eval()
+            teacher_acc, embeddings = modules["teacher_accuracy"], modules["class_embeddings"]
+        log(f"Teacher test accuracy {teacher_acc:.2f} %")
+        trained = {
+            "trained_teacher": {k: v.cpu() for k, v in teacher.state_dict().items()},
+            "teacher_accuracy": teacher_acc,
+            "class_embeddings": embeddings,
+        }
+        conditions = condition_table(cfg.gan.condition, embeddings, cfg.gan.condition_norm)
+        if modules["phase"] == "teacher" and cfg.gan.checkpoint_every:  # the teacher is done
+            ckpt.save(0, {"phase": "gan", "gan": None, **trained, "data_identity": identity})
+        log(f"Pretraining the conditional GAN ({cfg.gan.steps} steps)")
+        G, gan_log = pretrain_gan(
+            data_dir,
+            meta,
+            cfg.gan,
+            conditions,
+            cfg.seed,
+            device,
+            resume=modules.get("gan"),
+            on_step=on_step("gan", trained),
+        )
+    finally:
+        ckpt.close()
     stage = artifact.PretrainedStage(
         generator=G.cpu().state_dict(),
         generator_spec=artifact.generator_spec(G, cfg.gan.proj_dim, cfg.gan.width),
@@ -58,7 +126,7 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
         config=cfg.to_dict(),
         meta=meta.to_dict(),
         version=artifact.version(),
-        seconds=time.perf_counter() - start,
+        seconds=ckpt.seconds,
     )
     similarity = diag.condition_similarity(conditions)
     summary = {
@@ -72,9 +140,43 @@ def run_pretrain(cfg: RunConfig, data_dir: str | Path, out: Path) -> dict:
     }
     if distributed.world()[0] == 0:
         stage.save(out / artifact.PRETRAINED_FILE)
-        (out / "pretrain.json").write_text(json.dumps(summary, indent=1) + "\n")
+        fsio.write_json(out / "pretrain.json", summary)
+        path.unlink(missing_ok=True)  # finished: nothing left to resume
     distributed.barrier()
     return summary
+
+
+_PHASE_STEP = {"teacher": "teacher step", "gan": "GAN step"}
+# settings that do not change what the pretrain stage makes
+_PRETRAIN_FREE = {"gan": ("checkpoint_every",)}
+
+
+def _check_pretrain_resumable(
+    saved: checkpoint.Checkpoint, cfg: RunConfig, identity: str, path: Path
+) -> None:
+    """A pretrain checkpoint is resumed only with the same seed, teacher.* and gan.* settings
+    (gan.checkpoint_every and the device may change) and the same data."""
+    theirs = RunConfig.from_dict(saved.config)
+    differ = [] if theirs.seed == cfg.seed else [("seed", theirs.seed, cfg.seed)]
+    for section in ("teacher", "gan"):
+        mine, old = getattr(cfg, section).__dict__, getattr(theirs, section).__dict__
+        differ += [
+            (f"{section}.{k}", old.get(k), v)
+            for k, v in mine.items()
+            if k not in _PRETRAIN_FREE.get(section, ()) and old.get(k) != v
+        ]
+    if differ:
+        key, old, new = differ[0]
+        raise ConfigError(
+            f"{path} was written with {key}={old}, this run asks for {new}; use a new --out "
+            f"folder (or delete the checkpoint to start over)"
+        )
+    if saved.modules.get("data_identity") != identity:
+        raise DataError(
+            f"{path} was written for other data (dataset identity "
+            f"{str(saved.modules.get('data_identity'))[:12]}, this data's {identity[:12]}); use "
+            f"a new --out folder (or delete the checkpoint to start over)"
+        )
 
 
 def load_pretrained(
@@ -416,7 +518,7 @@ def _check_same_pretrain(cfg: RunConfig, pre: artifact.PretrainedStage, pre_dir:
     for section in ("teacher", "gan"):
         mine, old = getattr(cfg, section).__dict__, getattr(theirs, section).__dict__
         for key, value in mine.items():
-            if old.get(key) != value:
+            if key not in _PRETRAIN_FREE.get(section, ()) and old.get(key) != value:
                 raise ConfigError(
                     f"{pre_dir}: made with {section}.{key}={old.get(key)}, this run asks for "
                     f"{value} (remove that folder, or pass --pretrained to reuse it as it is)"
@@ -534,9 +636,27 @@ def run_evaluate(
         if not 0 <= seed_index < seeds:
             raise ConfigError(f"--seed-index {seed_index} outside 0..{seeds - 1}")
         eval_cfg.seeds = 1
-    results = evaluate_sets(
-        sets, data_dir, eval_cfg, seed_offset=seed_index or 0, soft=soft, device=device
-    )
+    progress = _EvalProgress(run, payload, pre, meta, eval_cfg, device, seed_index or 0, sets)
+    if progress.done:
+        log(f"{len(progress.done)} of {progress.total} trainings done before, kept")
+    try:
+        results = evaluate_sets(
+            sets,
+            data_dir,
+            eval_cfg,
+            seed_offset=seed_index or 0,
+            soft=soft,
+            device=device,
+            done=progress.done,
+            on_result=progress.record,
+        )
+    except checkpoint.StopSignal as e:
+        raise checkpoint.Stopped(
+            e.signal_name,
+            f"stopped by {e.signal_name}: run the same command again to finish "
+            f"({progress.finished()} of {progress.total} trainings done, kept in "
+            f"{progress.folder})",
+        ) from None
     diagnostics = {name: diversity(x, y, teacher) for name, (x, y) in sets.items()}
     report = {
         "ipc": ipc,
@@ -566,10 +686,66 @@ def run_evaluate(
         else:
             report["seed_index"], report["seeds"] = seed_index, seeds
             _write_json(run / EVAL_PARTS / f"seed_{seed_index}.json", report)
+        progress.remove()
     return report
 
 
 EVAL_PARTS = "eval_parts"
+EVAL_PROGRESS = "eval_progress"
+
+
+class _EvalProgress:
+    """RUN/eval_progress/SET-MODEL-seedN-KEY.json: the test accuracy of each training of an
+    evaluation as soon as it ends (by the rank that ran it), so an evaluation stopped by a
+    signal is finished by a rerun without training those again. KEY is a hash of everything
+    the accuracy depends on (condensed.pt, the pretrain stage, the data, the eval.* protocol
+    but its seeds / models / baselines, the device): a file of another protocol is never
+    used. The evaluation's files are removed once eval.json (or its part) is written."""
+
+    def __init__(self, run, payload, pre, meta, eval_cfg, device, seed_offset, sets):
+        protocol = dataclasses.asdict(eval_cfg)
+        for key in ("seeds", "models", "baselines"):
+            protocol.pop(key)
+        described = {
+            "condensed": fsio.sha256_file(run / artifact.CONDENSED_FILE),
+            "pretrained": pre.sha256,
+            "data": artifact.data_identity(meta.to_dict()),
+            "eval": protocol,
+            "device": str(device),
+        }
+        text = json.dumps(_finite(described), sort_keys=True, default=str)
+        self.key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.folder, self.offset = run / EVAL_PROGRESS, seed_offset
+        seeds = range(eval_cfg.seeds)
+        self.jobs = [(s, m, i) for s in sets for m in eval_cfg.models for i in seeds]
+        self.total = len(self.jobs)
+        self.done = {}
+        for job in self.jobs:
+            path = self.path(job)
+            try:
+                self.done[job] = float(json.loads(path.read_text())["accuracy"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # absent, or torn by a crash outside fsio: trained again
+
+    def path(self, job: tuple[str, str, int]) -> Path:
+        name, model, i = job
+        return self.folder / f"{name}-{model}-seed{self.offset + i}-{self.key}.json"
+
+    def record(self, job: tuple[str, str, int], accuracy: float) -> None:
+        name, model, i = job
+        fsio.write_json(
+            self.path(job),
+            {"set": name, "model": model, "seed": self.offset + i, "accuracy": accuracy},
+        )
+
+    def finished(self) -> int:
+        return sum(self.path(job).is_file() for job in self.jobs)
+
+    def remove(self) -> None:
+        for job in self.jobs:
+            self.path(job).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: another evaluation's files
+            self.folder.rmdir()
 
 
 def protocol_mode(mode: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from common.console import progress_bar
 from common.errors import ConfigError
 from data_prep.loaders import TestLoader, TrainLoader
 from data_prep.meta import DatasetMeta
-from engine import distributed
+from engine import checkpoint, distributed
 from engine.config import TeacherConfig
 from engine.evaluate import evaluate_accuracy
 from engine.nets import ConvNet, reinit_
@@ -23,9 +24,16 @@ def build_teacher(meta: DatasetMeta, width: int) -> ConvNet:
 
 
 def train_teacher(
-    data_dir: str | Path, meta: DatasetMeta, cfg: TeacherConfig, seed: int, device: torch.device
+    data_dir: str | Path,
+    meta: DatasetMeta,
+    cfg: TeacherConfig,
+    seed: int,
+    device: torch.device,
+    resume: dict | None = None,
+    on_step: Callable[[int, Callable[[], dict]], None] | None = None,
 ) -> tuple[ConvNet, float]:
-    """SGD with a cosine schedule over `epochs`; returns the net and its test accuracy (%)."""
+    """SGD with a cosine schedule over `epochs`; returns the net and its test accuracy (%).
+    on_step(step, state) after every step (the checkpoints); `resume` is such a state."""
     net = build_teacher(meta, cfg.width)
     reinit_(net, torch.Generator().manual_seed(seed))
     net.to(device)
@@ -41,10 +49,32 @@ def train_teacher(
     )
     total = max(1, cfg.epochs * len(loader))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    step, skip = 0, 0
+    if resume:  # the order is keyed by (seed, epoch): back to the epoch, skip what it took
+        net.load_state_dict(resume["net"])
+        opt.load_state_dict(resume["opt"])
+        sched.load_state_dict(resume["sched"])
+        step, position = resume["step"], resume["loader"]
+        loader.epoch, skip = position["epoch"], position["batch"]
+        checkpoint.set_rng_states(resume["rng"])
+
+    def state() -> dict:
+        return {
+            "net": net.state_dict(),
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "step": step,
+            "loader": checkpoint.loader_position(step, len(loader)),
+            "rng": checkpoint.rng_states(),
+        }
+
     with progress_bar() as bar:
-        task = bar.add_task("Teacher", total=total)
-        for _ in range(cfg.epochs):
+        task = bar.add_task("Teacher", total=total, completed=step)
+        for _ in range(loader.epoch, cfg.epochs):
             for x, y in loader:
+                if skip:
+                    skip -= 1
+                    continue
                 loss = F.cross_entropy(net(x), y) / world
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -52,6 +82,9 @@ def train_teacher(
                 opt.step()
                 sched.step()
                 bar.advance(task)
+                step += 1
+                if on_step:
+                    on_step(step, state)
     return net.eval(), evaluate_accuracy(net, data_dir, device=device)
 
 

@@ -14,7 +14,7 @@ from common.console import console
 from common.errors import GencondError
 from launch.commands import bench, config, data, jobs, method
 
-PREEMPTED_EXIT = 3  # stopped on SIGTERM / SIGUSR2 after checkpointing; run again to resume
+PREEMPTED_EXIT = 3  # stopped on SIGTERM / SIGUSR2 (after checkpointing); run again to finish
 DEBUG_ENV = "GENCOND_DEBUG"
 
 
@@ -86,7 +86,7 @@ def job_entry():
 def main(argv: list[str] | None = None) -> int:
     """Every failure ends as one `error:` line and a non-zero exit (2: refused or failed, 1:
     an unexpected error), the full traceback only with --debug or GENCOND_DEBUG=1."""
-    from engine.checkpoint import Preempted
+    from engine.checkpoint import Stopped
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return args.handler(args)
-    except Preempted as e:
+    except Stopped as e:  # Preempted (a checkpoint written) or a stop with nothing half-written
         os.environ["GENCOND_STOP_SIGNAL"] = e.signal_name  # for a submitit task's requeue
         console.print(f"[bold yellow]stopped:[/] {escape(str(e))}", soft_wrap=True)
         return PREEMPTED_EXIT

@@ -22,7 +22,11 @@ dataset ids and the --source each expects (files as their publishers ship them):
                         (Downsampled ImageNet 64x64; data (N, 12288) uint8, labels 1..1000)
 
 output: DIR/train.beton, DIR/test.beton, DIR/train_class_index.npy and DIR/meta.json (written
-last: a folder without meta.json is incomplete and every loader refuses it)."""
+last: a folder without meta.json is incomplete and every loader refuses it).
+
+exit status: 0 done; 2 refused or failed; 3 stopped by SIGTERM / SIGUSR2 (DIR left as it was:
+the new folder is built aside and swapped in only once complete): run it again; 130
+interrupted (Ctrl-C)."""
 
 
 def add_prep(sub) -> None:
@@ -82,7 +86,11 @@ def _run_prep(args) -> int:
     options = PrepOptions(
         workers=args.workers, image_size=args.image_size, force=args.force, classes=classes
     )
-    meta = prepare(args.dataset, args.source, args.out, options)
+    from engine.checkpoint import stop_raises
+
+    unfinished = f"{args.out} is replaced only once complete; left as it was"
+    with stop_raises(unfinished):
+        meta = prepare(args.dataset, args.source, args.out, options)
     show_pairs(
         f"Prepared {meta.dataset} in {args.out}",
         [

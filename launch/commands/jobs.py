@@ -12,13 +12,13 @@ from common import fsio
 from launch.commands.common import positive, run_config
 from launch.commands.method import show_evaluation
 
-SUBMITTABLE = ("condense", "evaluate", "sweep", "bench")
+SUBMITTABLE = ("pretrain", "condense", "evaluate", "sweep", "bench")
 
 
 def add(sub) -> None:
     p = sub.add_parser(
         "submit",
-        help="run condense / evaluate / a sweep / a benchmark as SLURM jobs (submitit)",
+        help="run pretrain / condense / evaluate / a sweep / a benchmark as SLURM jobs (submitit)",
         description="Submit a gencond command as a job: --cluster slurm (sbatch), local (a "
         "subprocess here) or debug (in this process). One task per GPU; a multi-task job is "
         "one torch.distributed world. `evaluate` becomes a job array over seeds plus a gather "
@@ -91,7 +91,7 @@ def add(sub) -> None:
         action="store_true",
         help="print the sbatch script these options give and exit",
     )
-    p.add_argument("what", choices=SUBMITTABLE, metavar="<condense|evaluate|sweep|bench>")
+    p.add_argument("what", choices=SUBMITTABLE, metavar="<pretrain|condense|evaluate|sweep|bench>")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="that command's own options")
     p.set_defaults(handler=_run_submit)
 
@@ -264,18 +264,19 @@ def _submit_options(args):
     return opts
 
 
-def condense_job_argv(parsed, cfg, log_dir: str) -> list[str]:
-    """A submitted condensation's command: the resolved, validated config in a file under the
-    log folder (LOG_DIR/configs/), so the job resolves no preset and parses no --set."""
+def condense_job_argv(parsed, cfg, log_dir: str, command: str = "condense") -> list[str]:
+    """A submitted condensation's (or pretrain stage's) command: the resolved, validated config
+    in a file under the log folder (LOG_DIR/configs/), so the job resolves no preset and parses
+    no --set."""
     import uuid
 
     path = (Path(log_dir) / "configs" / f"{cfg.preset}-{uuid.uuid4().hex[:12]}.json").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg.to_file(path)
-    argv = ["condense", "--config", str(path), "--data", str(parsed.data), "--out", str(parsed.out)]
-    if parsed.pretrained is not None:
+    argv = [command, "--config", str(path), "--data", str(parsed.data), "--out", str(parsed.out)]
+    if getattr(parsed, "pretrained", None) is not None:
         argv += ["--pretrained", str(parsed.pretrained)]
-    if parsed.allow_mismatch:
+    if getattr(parsed, "allow_mismatch", False):
         argv.append("--allow-mismatch")
     return argv
 
@@ -299,8 +300,8 @@ def _run_submit(args) -> int:
         plan = _sweep_plan(parsed)
     else:
         parsed = args.parser.parse_args([args.what, *rest])
-        if args.what == "condense":  # the job gets the resolved config, not --preset / --set
-            rest = condense_job_argv(parsed, run_config(parsed), opts.log_dir)[1:]
+        if args.what in ("pretrain", "condense"):  # the job gets the resolved config
+            rest = condense_job_argv(parsed, run_config(parsed), opts.log_dir, args.what)[1:]
     ex = submit.executor(opts)
     entry = args.entry
     after = []

@@ -25,8 +25,27 @@ exit status: 0 done; 2 refused or failed (one `error:` line says why; --debug or
 GENCOND_DEBUG=1 for the full trace); 3 stopped by SIGTERM / SIGUSR2 after writing the
 checkpoint: run the same command again to resume; 130 interrupted (Ctrl-C).
 
+The pretrain stage it runs first (without --pretrained) checkpoints the same way, into
+RUN/pretrained/pretrain_checkpoint.pt every gan.checkpoint_every steps.
+
 one writer per RUN folder: a second condense / synthesize / evaluate on it is refused with
 the holder's pid and host (a lock a killed process held is released by the kernel)."""
+
+
+PRETRAIN_EPILOG = """\
+resuming: the stage writes PRE/pretrain_checkpoint.pt every gan.checkpoint_every steps (of the
+teacher, then of the GAN) and when it is stopped by SIGTERM or SIGUSR2 (SLURM's --signal
+before a time limit). Running the same command again (same --out, seed, teacher.* and gan.*
+values; device and gan.checkpoint_every may change) resumes from it and ends bit-identical to
+an uninterrupted run on as many ranks.
+
+exit status: 0 done; 2 refused or failed; 3 stopped by SIGTERM / SIGUSR2 after writing the
+checkpoint: run the same command again to resume; 130 interrupted (Ctrl-C)."""
+
+STOPPED_EPILOG = """\
+exit status: 0 done; 2 refused or failed; 3 stopped by SIGTERM / SIGUSR2 with nothing
+half-written (one `stopped:` line): run the same command again to finish{kept}; 130
+interrupted (Ctrl-C)."""
 
 
 def add(sub) -> None:
@@ -36,6 +55,8 @@ def add(sub) -> None:
         description="The per-dataset stage reused by every IPC, seed and ablation: train the "
         "teacher ConvNet, take class embeddings from it, and pretrain the class-conditional "
         "GAN. Writes PRE/pretrained.pt and PRE/pretrain.json.",
+        epilog=PRETRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_options(p, "output folder PRE", PRETRAIN_SET_HELP)
     p.add_argument(
@@ -73,6 +94,8 @@ def add(sub) -> None:
         description="Write RUN/synthetic/: images.pt (float32, normalised with the dataset's "
         "mean/std), labels.pt (int64, class-major), train.beton (uint8) and grid.png "
         "(rows: classes, columns: the IPC images).",
+        epilog=STOPPED_EPILOG.format(kept=" (RUN/synthetic/ appears only once complete)"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", type=Path, help="a RUN folder from `condense`")
     p.set_defaults(handler=_run_synthesize)
@@ -83,6 +106,10 @@ def add(sub) -> None:
         description="Train fresh networks on the condensed set and on random-real / herding "
         "coresets of the same IPC (DSA augmentation), N seeds, final-epoch test accuracy; plus "
         "the plain pretrained generator's samples and the within/between-class diversity.",
+        epilog=STOPPED_EPILOG.format(
+            kept=" (each finished training is kept in RUN/eval_progress/ and not redone)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("run", type=Path, help="a RUN folder from `condense`")
     p.add_argument("--data", required=True, type=Path, help="the prepared dataset it came from")
@@ -263,10 +290,12 @@ def _require_condensed(run: Path) -> None:
 def _run_synthesize(args) -> int:
     _require_condensed(args.run)
     from common.runlock import hold
-    from engine.stages import run_synthesize
+    from engine.checkpoint import stop_raises
+    from engine.stages import SYNTHETIC_DIR, run_synthesize
     from launch.tables import show_pairs
 
-    with hold(args.run, "synthesize"):
+    unfinished = f"{args.run / SYNTHETIC_DIR} is replaced only once complete; left as it was"
+    with stop_raises(unfinished), hold(args.run, "synthesize"):
         summary = run_synthesize(args.run)
     show_pairs(f"Synthetic set of {args.run}", list(summary.items()))
     return 0
@@ -277,15 +306,17 @@ def _run_evaluate(args) -> int:
     from common.console import is_rank_zero
     from common.runlock import hold, run_lock_path
     from engine import distributed
+    from engine.checkpoint import stop_raises
     from engine.config import RunConfig
     from engine.distributed import hold_on_rank0
     from engine.stages import load_condensed, run_evaluate
 
     cfg = RunConfig.from_dict(load_condensed(args.run).config)
+    unfinished = f"{args.run / 'eval.json'} is written only once complete"
     if args.gather:
         from engine.stages import gather_evaluation
 
-        with hold(args.run, "evaluate --gather"):
+        with stop_raises(unfinished), hold(args.run, "evaluate --gather"):
             report = gather_evaluation(args.run, args.seeds or cfg.eval.seeds)
         show_evaluation(report)
         return 0
@@ -295,7 +326,7 @@ def _run_evaluate(args) -> int:
         lock = run_lock_path(args.run, f".gencond-eval-seed-{args.seed_index}.lock")
     distributed.init(args.device, cfg.collective_timeout_s)
     try:
-        with hold_on_rank0(args.run, "evaluate", lock):
+        with stop_raises(unfinished), hold_on_rank0(args.run, "evaluate", lock):
             report = run_evaluate(
                 args.run,
                 args.data,
