@@ -1,0 +1,112 @@
+"""Issue 30: nothing hangs, nothing runs a stranger's code. Real `gencond` processes: pinned to
+one CPU, interrupted while they start, fed crafted pickles, FIFOs and odd output paths."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from formats import write_idx
+from helpers import ROOT
+
+pytestmark = pytest.mark.subprocess
+
+ENV = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def gencond(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "launch.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=ENV,
+        **kw,
+    )
+
+
+def one_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2 and stderr exactly one `error:` line holding every needle."""
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_a_writer_pinned_to_one_cpu_exits(tmp_path):
+    """numba's TBB layer waited forever at interpreter exit on one CPU (the files were all
+    written, the process never ended): launch/process.py puts TBB last."""
+    write_idx(tmp_path / "src", 60, 20, seed=0, gz=True)
+    one_cpu = {sorted(os.sched_getaffinity(0))[0]}
+    r = gencond(
+        "prep",
+        "mnist",
+        "--source",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "out",
+        "--workers",
+        1,
+        timeout=150,
+        preexec_fn=lambda: os.sched_setaffinity(0, one_cpu),
+    )
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "meta.json").is_file()
+
+
+def _interrupt(cmd: list, after: float) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("after", [1.0, 2.0])
+def test_ctrl_c_while_starting_is_one_line_and_130(tmp_path, after):
+    """While torch / FFCV import and kernels compile, a SIGINT gave a traceback (and exit -2,
+    or was dropped and the run went on to exit 0)."""
+    write_idx(tmp_path / "src", 60, 20, seed=0, gz=True)
+    cmd = [sys.executable, "-m", "launch.cli", "prep", "mnist", "--source", str(tmp_path / "src")]
+    r = _interrupt([*cmd, "--out", str(tmp_path / "out")], after)
+    assert r.returncode == 130, r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.strip()][-1] == "interrupted"
+
+
+def test_a_dropped_interrupt_still_ends_the_command():
+    """The KeyboardInterrupt raised inside a ctypes callback (llvmlite's, while numba compiles)
+    is printed as 'Exception ignored' and dropped, and the command went on to exit 0."""
+    code = textwrap.dedent(
+        """
+        import argparse, ctypes, os, signal, sys, time
+        from launch import cli
+
+        def work(args):
+            callback = ctypes.CFUNCTYPE(None)(lambda: os.kill(os.getpid(), signal.SIGINT))
+            callback()  # KeyboardInterrupt raised inside the callback: ctypes drops it
+            for _ in range(100):
+                time.sleep(0.1)
+            return 0
+
+        parser = argparse.ArgumentParser()
+        parser.set_defaults(handler=work, debug=False)
+        cli.build_parser = lambda: parser
+        sys.exit(cli.main([]))
+        """
+    )
+    start = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 130, r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+    assert r.stderr.strip() == "interrupted"
+    assert time.monotonic() - start < 9  # not the 10 s of work
