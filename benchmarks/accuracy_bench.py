@@ -23,6 +23,7 @@ import torch
 
 from benchmarks.baselines.base import check_choices
 from benchmarks.results import RESULTS_DIR, write_result
+from common import fsio
 from common.console import log
 from common.errors import ConfigError
 
@@ -114,7 +115,7 @@ class Datasets:
         key = f"{c.num_experts}x{c.train_epochs}-{c.expert_images}-w{c.net_width}"
         path = Path(self.cfg.workdir) / f"experts_{name}_{key}_s{self.cfg.condense_seed}.pt"
         if path.is_file():
-            self.experts[name] = torch.load(path)
+            self.experts[name] = fsio.load_torch(path, "expert trajectories")
         else:
             pool, meta = self.pool(name)
             shape = SetShape(meta.num_classes, 1, meta.channels, meta.image_size)

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -152,6 +153,33 @@ def save_torch(obj: Any, path: Path, what: str = "") -> None:
     import torch
 
     write_file(path, lambda f: torch.save(obj, f), tensor_bytes(obj) + (64 << 10), what)
+
+
+def load_torch(path: Path, what: str) -> Any:
+    """A torch file read as data only (tensors, dicts, lists, str, numbers: torch's
+    weights_only unpickler), never as code: a file whose pickle names any other callable, as a
+    crafted one running a command would, is refused in one DataError line and nothing of it
+    runs. Unreadable files (truncated, not a torch file) are one line as well."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        named = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global: ([\w.]+)", text)
+        if named is None:  # a broken pickle stream, not a refusal
+            detail = " ".join(text.split())
+            raise DataError(f"{shown(path)}: not a readable {what} ({detail})") from None
+        raise DataError(
+            f"{shown(path)}: refused to load: it names {named.group(1)}; a gencond file holds "
+            f"only tensors, numbers and strings, and nothing a file names is run"
+        ) from None
+    except DataError:
+        raise
+    except Exception as e:  # truncated or not a torch file
+        raise DataError(f"{shown(path)}: not a readable {what} ({type(e).__name__}: {e})") from None
 
 
 def write_text(path: Path, text: str) -> None:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from common import fsio
 from common.errors import DataError, GencondError
 
@@ -77,10 +75,7 @@ class Checkpoint:
 
     @classmethod
     def read(cls, path: Path) -> Checkpoint:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise DataError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+        state = fsio.load_torch(path, "checkpoint")  # data only: never runs what it names
         keys = [f.name for f in dataclasses.fields(cls)]
         missing = [k for k in keys if k not in state] if isinstance(state, dict) else [""]
         if missing:

@@ -2,15 +2,18 @@
 one CPU, interrupted while they start, fed crafted pickles, FIFOs and odd output paths."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
-from formats import write_idx
-from helpers import ROOT
+import torch
+from formats import write_cifar, write_idx
+from helpers import ROOT, toy
 
 pytestmark = pytest.mark.subprocess
 
@@ -30,12 +33,14 @@ def gencond(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProce
 
 
 def one_error(r: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2 and stderr exactly one `error:` line holding every needle."""
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    """Exit 2, exactly one `error:` line on stderr holding every needle (beside rank 0's
+    status lines), no traceback."""
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
     for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+        assert needle in errors[0], errors[0]
+    return errors[0]
 
 
 def test_a_writer_pinned_to_one_cpu_exits(tmp_path):
@@ -110,3 +115,40 @@ def test_a_dropped_interrupt_still_ends_the_command():
     assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
     assert r.stderr.strip() == "interrupted"
     assert time.monotonic() - start < 9  # not the 10 s of work
+
+
+class _RunsCode:
+    """Pickled, it runs `touch MARKER` when loaded by an unrestricted unpickler."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _crafted_run(tmp_path: Path) -> tuple[Path, Path]:
+    run, marker = tmp_path / "run", tmp_path / "MARKER"
+    run.mkdir()
+    payload = {"generator": _RunsCode(marker), "format_version": 1, "config": {}, "meta": {}}
+    torch.save(payload, run / "condensed.pt")
+    return run, marker
+
+
+def test_a_crafted_condensed_pt_is_refused_not_run(tmp_path):
+    run, marker = _crafted_run(tmp_path)
+    data = toy(tmp_path / "data", classes=2, per_class=6)
+    for args in (["synthesize", run], ["evaluate", run, "--data", data]):
+        r = gencond(*args)
+        one_error(r, str(run / "condensed.pt"), "refused", "posix.system")
+        assert not marker.exists(), args
+
+
+def test_a_crafted_cifar_batch_is_refused_not_run(tmp_path):
+    write_cifar(tmp_path / "src", hundred=False, per_batch=50, seed=0)
+    batch, marker = tmp_path / "src" / "cifar-10-batches-py" / "data_batch_3", tmp_path / "MARKER"
+    with open(batch, "wb") as f:
+        pickle.dump({"data": _RunsCode(marker), "labels": [0]}, f, protocol=2)
+    r = gencond("prep", "cifar10", "--source", tmp_path / "src", "--out", tmp_path / "out")
+    one_error(r, str(batch), "refused", "posix.system")
+    assert not marker.exists()
