@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,12 +113,44 @@ def make_dir(path: Path) -> Path:
     return path
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def output_path(path: Path, folder: bool = False) -> Path:
+    """Where an output really goes. A symlink is written through: the file (or folder) it
+    leads to is replaced atomically and the link stays a link. A FIFO, device or socket (and,
+    for a file, a folder) is refused in one line: gencond writes regular files only."""
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # dangling: created where the link points
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise disk_error(e, path) from None
+    for test, kind in _KINDS:
+        if test(mode) and not (folder and stat.S_ISDIR(mode)):
+            raise DataError(
+                f"{path}: is {kind}, not a regular {'folder' if folder else 'file'}; gencond "
+                f"writes regular files only (choose another path)"
+            )
+    return path
+
+
 def write_file(
     path: Path, write: Callable[[IO[bytes]], Any], need: int | None = None, what: str = ""
 ) -> None:
     """write(f) into a temporary file beside path, fsync, rename over path. `need` (bytes, an
-    estimate) is checked against the free space first. Nothing is left behind on failure."""
-    path = Path(path)
+    estimate) is checked against the free space first. Nothing is left behind on failure.
+    A symlink at path is written through (output_path); a FIFO or device there is refused."""
+    path = output_path(path)
     make_dir(path.parent)
     if need:
         check_space(path.parent, need, what or path.name)
@@ -264,7 +297,7 @@ def remove_leftovers(target: Path) -> None:
 def build_dir(target: Path) -> Iterator[Path]:
     """Yield an empty hidden sibling of target to fill; on success it replaces target as a
     whole, on any failure it is removed and target is left exactly as it was."""
-    target = Path(target)
+    target = output_path(target, folder=True)
     make_dir(target.parent)
     work = temp_name(target)
     try:

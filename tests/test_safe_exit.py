@@ -1,9 +1,12 @@
 """Issue 30: nothing hangs, nothing runs a stranger's code. Real `gencond` processes: pinned to
 one CPU, interrupted while they start, fed crafted pickles, FIFOs and odd output paths."""
 
+import json
 import os
 import pickle
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -12,8 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from formats import write_cifar, write_idx
+from formats import write_cifar, write_idx, write_imagefolder
 from helpers import ROOT, toy
+
+from common import fsio
+from common.errors import DataError
 
 pytestmark = pytest.mark.subprocess
 
@@ -152,3 +158,71 @@ def test_a_crafted_cifar_batch_is_refused_not_run(tmp_path):
     r = gencond("prep", "cifar10", "--source", tmp_path / "src", "--out", tmp_path / "out")
     one_error(r, str(batch), "refused", "posix.system")
     assert not marker.exists()
+
+
+def _odd_outputs(tmp_path: Path) -> dict[str, Path]:
+    """An output path of each kind that is not a regular file."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    os.mkfifo(odd / "fifo.png")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(odd / "sock.png"))
+    return {"FIFO": odd / "fifo.png", "socket": odd / "sock.png", "device": Path("/dev/null")}
+
+
+def test_odd_output_paths_are_refused_in_the_shared_writer(tmp_path):
+    """A FIFO, socket or device node as an output was replaced by a regular file (or, for a
+    device, a rename over /dev/null was tried): refused in one line, left as it was."""
+    for kind, path in _odd_outputs(tmp_path).items():
+        before = os.stat(path).st_mode
+        for write in (
+            lambda p: fsio.write_json(p, {"a": 1}),
+            lambda p: fsio.save_torch({"a": torch.zeros(2)}, p),
+        ):
+            with pytest.raises(DataError, match=f"{path}: is a"):
+                write(path)
+        assert os.stat(path).st_mode == before, kind
+
+
+def test_grid_onto_a_fifo_is_one_line_and_a_symlink_is_written_through(tmp_path):
+    data = toy(tmp_path / "data", classes=2, per_class=6)
+    fifo = _odd_outputs(tmp_path)["FIFO"]
+    r = gencond("inspect", data, "--grid", fifo, timeout=120)
+    one_error(r, str(fifo), "FIFO")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    target, link = tmp_path / "real.png", tmp_path / "link.png"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    r = gencond("inspect", data, "--grid", link, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and target.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_symlinked_output_is_written_through_by_every_writer(tmp_path):
+    """One rule for every writer: the link stays, the file it leads to is replaced atomically
+    (dangling: created where it points); a symlinked folder is rebuilt where it leads."""
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    fsio.write_json(link, {"a": 1})
+    assert link.is_symlink() and json.loads(target.read_text()) == {"a": 1}
+    dangling = tmp_path / "dangling.pt"
+    dangling.symlink_to(tmp_path / "made.pt")
+    fsio.save_torch({"a": 1}, dangling)
+    assert dangling.is_symlink() and (tmp_path / "made.pt").is_file()
+    real_dir, dir_link = tmp_path / "real_dir", tmp_path / "dir_link"
+    real_dir.mkdir()
+    dir_link.symlink_to(real_dir)
+    with fsio.build_dir(dir_link) as work:
+        (work / "x").write_text("new")
+    assert dir_link.is_symlink() and (real_dir / "x").read_text() == "new"
+
+
+def test_a_fifo_in_an_image_folder_is_one_line_not_a_hang(tmp_path):
+    """Opening a FIFO named like an image waited forever for a writer."""
+    write_imagefolder(tmp_path / "src", ["a", "b"], per_class=3, size=8, seed=0)
+    fifo = tmp_path / "src" / "train" / "b" / "zz.png"
+    os.mkfifo(fifo)
+    r = gencond("prep", "imagefolder", "--source", tmp_path / "src", "--out", tmp_path / "out")
+    one_error(r, str(fifo), "FIFO")
+    assert not (tmp_path / "out" / "meta.json").exists()

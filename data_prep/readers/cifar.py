@@ -1,10 +1,11 @@
 """CIFAR-10/100 python batches: pickled dicts ('data' (N, 3072) uint8 channel-major, 'labels' or
 'fine_labels'), file names and classes as torchvision's CIFAR10 / CIFAR100 define them.
 
-The batches are read with a restricted unpickler: only what the published files need (numpy's
-array reconstruction, and bytes as Python 3 writes them in protocol 2; dicts, lists, bytes, str and ints are pickle opcodes, not globals) may be
-named, so a crafted batch cannot run code; anything else is refused in one line naming the
-file. Our own sha256 is recorded instead of torchvision's md5 check, and shapes are validated."""
+The batches are read with a restricted unpickler: only what the published files need may be
+named (numpy's array reconstruction, and bytes as Python 3 writes them in protocol 2; dicts,
+lists, bytes, str and ints are pickle opcodes, not globals), so a crafted batch cannot run
+code: anything else is refused in one line naming the file. Our own sha256 is recorded instead
+of torchvision's md5 check, and shapes are validated."""
 
 from __future__ import annotations
 
