@@ -24,6 +24,7 @@ import torch
 from benchmarks.config import ACCURACY_METHODS as METHODS
 from benchmarks.config import AccuracyConfig
 from benchmarks.results import RESULTS_DIR, write_result
+from common import fsio
 from common.console import log
 
 # Published ConvNet accuracies (%), IPC -> value, with their source.
@@ -79,7 +80,7 @@ class Datasets:
         key = f"{c.num_experts}x{c.train_epochs}-{c.expert_images}-w{c.net_width}"
         path = Path(self.cfg.workdir) / f"experts_{name}_{key}_s{self.cfg.condense_seed}.pt"
         if path.is_file():
-            self.experts[name] = torch.load(path)
+            self.experts[name] = fsio.load_torch(path, "expert trajectories")
         else:
             pool, meta = self.pool(name)
             shape = SetShape(meta.num_classes, 1, meta.channels, meta.image_size)

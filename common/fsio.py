@@ -12,8 +12,10 @@ import errno
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -126,12 +128,44 @@ def make_dir(path: Path) -> Path:
     return path
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def output_path(path: Path, folder: bool = False) -> Path:
+    """Where an output really goes. A symlink is written through: the file (or folder) it
+    leads to is replaced atomically and the link stays a link. A FIFO, device or socket (and,
+    for a file, a folder) is refused in one line: gencond writes regular files only."""
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # dangling: created where the link points
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as e:
+        raise disk_error(e, path) from None
+    for test, kind in _KINDS:
+        if test(mode) and not (folder and stat.S_ISDIR(mode)):
+            raise DataError(
+                f"{path}: is {kind}, not a regular {'folder' if folder else 'file'}; gencond "
+                f"writes regular files only (choose another path)"
+            )
+    return path
+
+
 def write_file(
     path: Path, write: Callable[[IO[bytes]], Any], need: int | None = None, what: str = ""
 ) -> None:
     """write(f) into a temporary file beside path, fsync, rename over path. `need` (bytes, an
-    estimate) is checked against the free space first. Nothing is left behind on failure."""
-    path = Path(path)
+    estimate) is checked against the free space first. Nothing is left behind on failure.
+    A symlink at path is written through (output_path); a FIFO or device there is refused."""
+    path = output_path(path)
     make_dir(path.parent)
     if need:
         check_space(path.parent, need, what or path.name)
@@ -167,6 +201,33 @@ def save_torch(obj: Any, path: Path, what: str = "") -> None:
     import torch
 
     write_file(path, lambda f: torch.save(obj, f), tensor_bytes(obj) + (64 << 10), what)
+
+
+def load_torch(path: Path, what: str) -> Any:
+    """A torch file read as data only (tensors, dicts, lists, str, numbers: torch's
+    weights_only unpickler), never as code: a file whose pickle names any other callable, as a
+    crafted one running a command would, is refused in one DataError line and nothing of it
+    runs. Unreadable files (truncated, not a torch file) are one line as well."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        named = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global: ([\w.]+)", text)
+        if named is None:  # a broken pickle stream, not a refusal
+            detail = " ".join(text.split())
+            raise DataError(f"{shown(path)}: not a readable {what} ({detail})") from None
+        raise DataError(
+            f"{shown(path)}: refused to load: it names {named.group(1)}; a gencond file holds "
+            f"only tensors, numbers and strings, and nothing a file names is run"
+        ) from None
+    except DataError:
+        raise
+    except Exception as e:  # truncated or not a torch file
+        raise DataError(f"{shown(path)}: not a readable {what} ({type(e).__name__}: {e})") from None
 
 
 def write_text(path: Path, text: str) -> None:
@@ -251,7 +312,7 @@ def remove_leftovers(target: Path) -> None:
 def build_dir(target: Path) -> Iterator[Path]:
     """Yield an empty hidden sibling of target to fill; on success it replaces target as a
     whole, on any failure it is removed and target is left exactly as it was."""
-    target = Path(target)
+    target = output_path(target, folder=True)
     make_dir(target.parent)
     work = temp_name(target)
     try:

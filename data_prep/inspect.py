@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from common import fsio
 from common.console import progress_bar
 from common.errors import ConfigError, DataError
 from data_prep.loaders import ClassGroupedLoader, TestLoader, TrainLoader
@@ -84,5 +85,4 @@ def class_grid(data_dir: str | Path, path: str | Path, classes: int = 10, per_cl
     k = min(classes, grouped.meta.num_classes)
     images, _ = grouped.get(0, list(range(k)))
     grid = images.permute(0, 3, 1, 2).float() / 255
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, str(path), nrow=per_class, padding=1)
+    fsio.write_file(path, lambda f: save_image(grid, f, format="png", nrow=per_class, padding=1))

@@ -39,10 +39,7 @@ def load(path: str | Path, what: str) -> dict:
     """The dict a gencond torch file holds, refused in one line when unreadable, not ours, or
     written by a newer gencond (a format_version above FORMAT_VERSION)."""
     path = require(path, what)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated or not a torch file
-        raise DataError(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from None
+    payload = fsio.load_torch(path, what)  # data only: never runs what the file names
     if not isinstance(payload, dict) or "generator" not in payload:
         raise DataError(f"{path}: not a gencond {what}")
     version = payload.get("format_version", 0)

@@ -136,7 +136,7 @@ def rng_states() -> dict[str, Any]:
     global random states."""
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": _numpy_state(),
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -144,9 +144,21 @@ def rng_states() -> dict[str, Any]:
     return state
 
 
+def _numpy_state() -> dict[str, Any]:
+    """numpy's global MT19937 state as tensors and numbers (a checkpoint is read as data only)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}  # fmt: skip
+
+
+def _set_numpy_state(state: dict[str, Any]) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["pos"], state["has_gauss"], state["cached"]))
+
+
 def set_rng_states(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    _set_numpy_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
@@ -180,10 +192,7 @@ class Checkpoint:
 
     @classmethod
     def read(cls, path: Path, stage: str = "condense") -> Checkpoint:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise DataError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+        state = fsio.load_torch(path, "checkpoint")  # data only: never runs what it names
         keys = [f.name for f in dataclasses.fields(cls) if f.name != "stage"]
         missing = [k for k in keys if k not in state] if isinstance(state, dict) else [""]
         if not missing and state.get("stage", "condense") != stage:

@@ -556,7 +556,7 @@ def plain_generator(
 def save_grid(pixels: torch.Tensor, num_classes: int, ipc: int, path: Path) -> None:
     """uint8 NCHW images, class-major, as a PNG with one row per class (the first 100)."""
     shown = pixels[: min(num_classes, 100) * ipc].float() / 255
-    save_image(shown, str(path), nrow=ipc, padding=1)
+    fsio.write_file(path, lambda f: save_image(shown, f, format="png", nrow=ipc, padding=1))
 
 
 def run_synthesize(run: Path) -> dict:

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from common.console import console
 from common.errors import GencondError
+from launch import process
 from launch.commands import bench, config, data, jobs, method
 
 PREEMPTED_EXIT = 3  # stopped on SIGTERM / SIGUSR2 (after checkpointing); run again to finish
@@ -85,27 +86,35 @@ def job_entry():
 
 def main(argv: list[str] | None = None) -> int:
     """Every failure ends as one `error:` line and a non-zero exit (2: refused or failed, 1:
-    an unexpected error), the full traceback only with --debug or GENCOND_DEBUG=1."""
-    from engine.checkpoint import Stopped
+    an unexpected error), the full traceback only with --debug or GENCOND_DEBUG=1; Ctrl-C at
+    any moment ends as one `interrupted` line and exit 130 (launch/process.py)."""
+    return process.run(lambda: _main(argv), _interrupted)
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.parser, args.entry = parser, job_entry()  # for commands that run other commands
-    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+def _interrupted() -> int:
+    console.print("[bold red]interrupted[/]")
+    return process.INTERRUPTED_EXIT
+
+
+def _main(argv: list[str] | None) -> int:
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
+        from engine.checkpoint import Stopped  # torch: seconds of imports, interruptible
+
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.parser, args.entry = parser, job_entry()  # for commands that run other commands
+        debug = debug or args.debug
         return args.handler(args)
-    except Stopped as e:  # Preempted (a checkpoint written) or a stop with nothing half-written
-        os.environ["GENCOND_STOP_SIGNAL"] = e.signal_name  # for a submitit task's requeue
-        console.print(f"[bold yellow]stopped:[/] {escape(str(e))}", soft_wrap=True)
-        return PREEMPTED_EXIT
     except GencondError as e:
+        if isinstance(e, Stopped):  # a checkpoint written, or nothing half-written
+            os.environ["GENCOND_STOP_SIGNAL"] = e.signal_name  # for a submitit task's requeue
+            console.print(f"[bold yellow]stopped:[/] {escape(str(e))}", soft_wrap=True)
+            return PREEMPTED_EXIT
         _error(str(e))
         if debug:
             console.print_exception()
         return 2
-    except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]")
-        return 130
     except Exception as e:  # noqa: BLE001  (the contract: one line, non-zero, no traceback)
         message, status = _one_line(e)
         _error(message)

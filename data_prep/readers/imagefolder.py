@@ -9,7 +9,9 @@ A .zip of either tree is accepted and extracted into the scratch folder first.
 Symbolic links are followed (a class folder may be a link to images elsewhere), and every real
 folder is read once: a link that leads to a folder already read (a loop such as
 train/a/loop -> train/a, a link up to train/, two classes linking the same folder) is refused
-with one line naming the link. A symlinked image file is read as the image it points to.
+with one line naming the link. A symlinked image file is read as the image it points to. A
+FIFO, device or socket named like an image is refused in one line (opening a FIFO would wait
+forever for a writer).
 Images larger than PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS x 2) are refused.
 Images of more than 8 bits per channel (16-bit PNG or TIFF, float) are refused in one line:
 converting them would clip, not scale (convert them to 8 bits first).
@@ -18,6 +20,7 @@ converting them would clip, not scale (convert them to 8 bits first).
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -90,8 +93,21 @@ def scan(split_dir: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]
         for root, files in sorted(walked):
             for fname in sorted(files):
                 if fname.lower().endswith(IMG_EXTENSIONS):
-                    samples.append((os.path.join(root, fname), class_to_idx[name]))
+                    samples.append((regular(os.path.join(root, fname)), class_to_idx[name]))
     return samples
+
+
+def regular(path: str) -> str:
+    """path, when it is (or links to) a regular file; a FIFO (whose open waits forever for a
+    writer), a device or a socket named like an image is refused in one line."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise DataError(f"{path}: is {kind}, not an image file; remove it from the folder")
+    return path
 
 
 def _tiny_imagenet_samples(
@@ -110,7 +126,8 @@ def _tiny_imagenet_samples(
             raise DataError(f"{annotations}:{lineno}: unknown class in {line.strip()!r}")
         if parts[1] not in class_to_idx:
             continue
-        samples.append((str(root / "val" / "images" / parts[0]), class_to_idx[parts[1]]))
+        image = regular(str(root / "val" / "images" / parts[0]))
+        samples.append((image, class_to_idx[parts[1]]))
     return samples
 
 

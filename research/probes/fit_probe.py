@@ -34,7 +34,7 @@ teacher = teacher_from(pre, meta).requires_grad_(False)
 out_dir.mkdir(parents=True, exist_ok=True)
 cache = out_dir / "coreset.pt"
 if cache.is_file():
-    images = torch.load(cache)
+    images = torch.load(cache, weights_only=True)
 else:
     images, _ = coreset(cfg, data, teacher)
     torch.save(images, cache)

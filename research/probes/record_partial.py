@@ -46,7 +46,7 @@ def record(run: Path, name: str, seeds: int, **extra) -> dict:
     if not config:
         import torch
 
-        config = torch.load(run / "condensed.pt", weights_only=False)["config"]
+        config = torch.load(run / "condensed.pt", weights_only=True)["config"]
     # the loss-term verdicts as the current code draws them (the spread is the run's own)
     classes = round(math.exp(chance["cls"]))
     diagnostics["terms"] = loss_terms(metrics, classes, config["condense"]["ipc"])
