@@ -137,11 +137,11 @@ def condense(
                 outer, within = divmod(step, per_outer)
                 if within == 0:  # Algorithm 1: a fresh phi every outer iteration
                     m.fresh_phi(cfg.seed, outer, c.disc_reinit)
-                loaded, real, real_labels = next(associations)
-                classes = plan.at(step)
+                loaded, real, real_labels = next(associations)  # of plan.mine(step)
                 if loaded != step:
                     raise RuntimeError(f"associations of step {loaded} at step {step}")
-                batch = StepInput(step, classes.classes, classes.mine, real, real_labels)
+                at = plan.at(step)  # drawn once: what the loader streamed for this step
+                batch = StepInput(step, at.classes, at.mine, real, real_labels)
                 record = condense_step(cfg=cfg, m=m, teacher=teacher, augment=augment, batch=batch)
                 if within % M == M - 1:  # after M generator steps, one phi step on real data
                     x, y = next(real_batches)

@@ -341,7 +341,7 @@ def test_phi_rate_is_scheduled_per_outer_iteration_and_old_checkpoints_resume():
     per_outer = c.inner_iterations * c.gen_steps
     m = _tiny_modules(cfg)
     rates = []
-    for outer in range(c.outer_iterations):
+    for _ in range(c.outer_iterations):
         rates.append(m.opt_phi.param_groups[0]["lr"])
         m.opt_phi.step()  # as the loop: phi's updates, then the scheduler
         m.sched_phi.step()
