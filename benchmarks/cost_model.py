@@ -1,4 +1,4 @@
-"""Analytic cost of one condensation step (engine.condense.condense_step plus the amortised phi
+"""Analytic cost of one condensation step (engine.step.condense_step plus the amortised phi
 update of the loop): FLOPs by part and an estimate of the bytes moved through device memory.
 
 Counting conventions
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from engine.class_plan import ClassPlan
 from engine.config import RunConfig
 
 PARAM_BYTES = 4  # parameters, gradients and optimizer state stay fp32 under bf16 autocast
@@ -200,7 +201,7 @@ def generator_layers(cfg: RunConfig, channels: int, image_size: int, cond_dim: i
 
 
 def discriminator_layers(feat_dim: int, cond_dim: int, hidden: int = 256) -> list[Layer]:
-    """engine.condense.FeatureDiscriminator: an MLP on concat(features, condition)."""
+    """engine.discriminators.FeatureDiscriminator: an MLP on concat(features, condition)."""
     return [
         _linear("d0", feat_dim + cond_dim, hidden, other=hidden),
         _linear("d1", hidden, hidden, other=hidden),
@@ -263,13 +264,13 @@ def _resamples(strategy: str) -> int:
 def step_sizes(cfg: RunConfig, num_classes: int) -> tuple[int, int, int]:
     """(classes, synthetic images, real association images) of the largest step."""
     c = cfg.condense
-    classes = c.step_classes(num_classes)[0]
+    classes = ClassPlan.of(c, num_classes, cfg.seed).largest
     return classes, classes * c.ipc, classes * c.ipc * c.assoc_per_image
 
 
 def steps_per_sweep(cfg: RunConfig, num_classes: int) -> int:
     """Steps that visit every class once."""
-    return cfg.condense.sweep_steps(num_classes)
+    return ClassPlan.of(cfg.condense, num_classes, cfg.seed).sweep_steps
 
 
 def condense_step_cost(

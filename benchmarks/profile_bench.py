@@ -1,6 +1,6 @@
 """`gencond bench profile`: torch.profiler over a few condensation steps of a preset at its
 shape, on generated tensors: the top operators by self time, the time of each part of the step
-(the record_function ranges of engine.condense.condense_step and phi_update), the cost model's
+(the record_function ranges of engine.step.condense_step and phi_update), the cost model's
 FLOPs beside them and the achieved FLOP/s (and MFU where a peak measurement is given).
 """
 

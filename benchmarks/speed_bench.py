@@ -22,10 +22,10 @@ from benchmarks.results import RESULTS_DIR, write_result
 from common.console import log
 from data_prep.meta import DatasetMeta
 from engine.augment import DiffAugment
-from engine.condense import PHI_STREAM, StepModules, _seeded, condense_step, phi_update
 from engine.config import RunConfig
 from engine.gan import build_generator
 from engine.nets import ConvNet, reinit_
+from engine.step import PHI_STREAM, StepInput, StepModules, _seeded, condense_step, phi_update
 
 
 def fake_meta(channels: int, image_size: int, num_classes: int) -> DatasetMeta:
@@ -98,16 +98,9 @@ class StepHarness:
 
     def step(self, i: int, phi: bool | None = None) -> dict:
         """Step i; phi's update follows when i closes a group of gen_steps (or when `phi`)."""
+        batch = StepInput(i, self.classes, self.classes, self.real, self.real_labels)
         record = condense_step(
-            self.cfg,
-            self.m,
-            self.teacher,
-            self.augment,
-            self.real,
-            self.real_labels,
-            self.classes,
-            self.classes,
-            i,
+            cfg=self.cfg, m=self.m, teacher=self.teacher, augment=self.augment, batch=batch
         )
         M = self.cfg.condense.gen_steps
         if phi if phi is not None else i % M == M - 1:

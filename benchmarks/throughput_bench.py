@@ -203,10 +203,11 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     import torch
 
     from engine.augment import DiffAugment
-    from engine.condense import StepModules, condense_step, phi_update
+    from engine.class_plan import ClassPlan
     from engine.generator import Generator
     from engine.nets import ConvNet
     from engine.presets import PRESETS, load_preset
+    from engine.step import StepInput, StepModules, condense_step, phi_update
 
     name = (
         f"{p.dataset}-ipc{p.ipc}" if f"{p.dataset}-ipc{p.ipc}" in PRESETS else f"{p.dataset}-ipc10"
@@ -241,7 +242,8 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
     labels = torch.as_tensor(timed, device=device).repeat_interleave(n_real)
 
     def one_step(i: int) -> None:
-        condense_step(run, m, teacher, augment, real, labels, timed, timed, i)
+        batch = StepInput(i, timed, timed, real, labels)
+        condense_step(cfg=run, m=m, teacher=teacher, augment=augment, batch=batch)
 
     step_s = _median_time(one_step, cfg)
     x_phi = torch.randn(c.phi_batch, p.channels, p.image_size, p.image_size, device=device)
@@ -251,7 +253,8 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
         phi_update(run, m, x_phi, y_phi)
 
     phi_s = _median_time(one_phi_update, cfg)
-    steps = c.sweep_steps(p.classes)  # the engine's schedule: every class once
+    plan = ClassPlan.of(c, p.classes, run.seed)
+    steps = plan.sweep_steps  # the engine's schedule: every class once
     sweep = step_s / len(timed) * p.classes + steps / c.gen_steps * phi_s
     learned = [m.codebook] + (list(m.G.parameters()) if c.finetune_generator else [])
     from benchmarks.cost_model import condense_step_cost, steps_per_sweep
@@ -264,7 +267,7 @@ def _measure_ours(p: Point, cfg: ThroughputConfig) -> dict:
         "bytes": stored * 4,
         "step_s": step_s,
         "sweep_s": sweep,
-        "step_covers": f"{len(timed)} of {c.step_classes(p.classes)[0]} classes of a step",
+        "step_covers": f"{len(timed)} of {plan.largest} classes of a step",
         "flops_per_step": step_flops,
         "flops_per_sweep": (step_flops / len(timed) * p.classes + steps / c.gen_steps * phi_flops),
         "cost_model_flops_per_sweep": modelled * steps_per_sweep(run, p.classes),

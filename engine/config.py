@@ -160,8 +160,6 @@ class CondenseConfig:
     #: D / head updates per step, on that step's detached phi features (accuracies are logged before
     #: the first, on images D has not seen)
     disc_steps: int = 5
-    # phi's feature f for L_adv, L_c, L_intra and L_inter: flat (the flattened last block, the
-    # ConvNet's embedding) | pooled (its spatial mean; near-constant under instance norm)
     #: phi's feature f in L_adv, L_c, L_intra and L_inter: `flat`, the flattened last block (the
     #: ConvNet's embedding, what its classifier sees) or `pooled`, its spatial mean. Instance norm
     #: gives each channel of a map mean 0 and variance 1, so the pooled ReLU feature is nearly the
@@ -171,8 +169,6 @@ class CondenseConfig:
     #: a fresh D and head (and optimizer state) with every fresh phi, seeded by (seed, outer); built
     #: once and never following phi, they sat at chance (cls = ln C, adv = ln 2 for a whole run)
     disc_reinit: bool = True
-    # L_adv's discriminator: feature (the paper's l_feature: D and the head's L_c on phi's
-    # features) | pixel (Table 8's l_real: D on the augmented images, no L_c; an ablation)
     #: L_adv's discriminator: `feature`, the paper's l_feature (D and the head's L_c on phi's
     #: features), or `pixel`, Table 8's l_real (a real/fake D with its own small conv encoder on the
     #: augmented images, re-initialised with phi like the feature D; no L_c); an ablation
@@ -223,8 +219,6 @@ class CondenseConfig:
     #: L_c's classifier: `head` (the paper's linear head on phi's features, trained alongside D) or
     #: `teacher` (the frozen pretrained teacher, on the synthetic images)
     classifier: str = "head"
-    # start: none (the paper's: pretrained G, Gaussian codes) | herding | random, i.e. first fit
-    # (Z, G) so that G(z_k, c_y) reproduces the k-th image of class y of that real coreset
     #: the start of Algorithm 1: `none` (the paper's: the pretrained G and Gaussian codes),
     #: `herding` or `random`: first fit the codebook (and G, see `coreset_fit_generator`) so that
     #: G(z_k, c_y) reproduces the k-th image of class y of that real coreset (herding uses the
@@ -296,18 +290,6 @@ class CondenseConfig:
     def total_steps(self) -> int:
         return self.outer_iterations * self.inner_iterations * self.gen_steps
 
-    def sweep_steps(self, num_classes: int) -> int:
-        """Steps that visit every class once: classes_per_step of 0 or >= num_classes means
-        every class in every step; otherwise ceil(num_classes / classes_per_step) steps."""
-        k = self.classes_per_step
-        return 1 if k <= 0 or k >= num_classes else -(-num_classes // k)
-
-    def step_classes(self, num_classes: int) -> tuple[int, int]:
-        """(largest, smallest) class count of a step: a sweep's classes are split into
-        sweep_steps near-equal blocks, each at most classes_per_step."""
-        steps = self.sweep_steps(num_classes)
-        return -(-num_classes // steps), num_classes // steps
-
 
 BASELINES = ("random", "herding", "plain")
 
@@ -324,8 +306,6 @@ class EvalConfig:
     seeds: int = 5
     #: the paper's 300 (DM/DSA use 1000)
     epochs: int = 300
-    # sets every evaluation adds beside the condensed one: random (random real images), herding
-    # (herding coreset), plain (the pretrained G's samples from fixed Gaussian codes)
     #: sets of the same IPC evaluated beside the condensed one: random real, herding, and the
     #: pretrained G's plain samples (`--baselines` overrides; empty: none)
     baselines: tuple[str, ...] = ("random", "herding", "plain")

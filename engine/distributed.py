@@ -125,14 +125,6 @@ def my_share(items: list[int], rank: int, world_size: int) -> list[int]:
     return items[start : start + base + (1 if rank < extra else 0)]
 
 
-def check_split(classes_per_step: int, world_size: int) -> None:
-    if world_size > classes_per_step:
-        raise ConfigError(
-            f"{world_size} ranks but only {classes_per_step} classes per step: every rank needs "
-            f"at least one class (lower the rank count or raise condense.classes_per_step)"
-        )
-
-
 @contextmanager
 def _guard(what: str) -> Iterator[None]:
     """Turn a backend error of a collective into one readable RankFailure."""

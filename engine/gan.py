@@ -13,8 +13,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils import spectral_norm
 
 from common.console import progress_bar
 from common.errors import ConfigError
@@ -22,34 +20,8 @@ from data_prep.loaders import TrainLoader
 from data_prep.meta import DatasetMeta
 from engine import checkpoint, distributed
 from engine.config import GanConfig
+from engine.discriminators import PixelDiscriminator
 from engine.generator import Generator
-
-
-class PixelDiscriminator(nn.Module):
-    """Strided spectral-norm convs down to 4x4, sum-pooled features h;
-    D(x, y) = w.h + <embed(y), h>; aux(x) = class logits from h."""
-
-    def __init__(self, channels: int, num_classes: int, image_size: int, width: int):
-        super().__init__()
-        layers, cin, size = [], channels, image_size
-        cout = width
-        while size > 4:
-            layers += [
-                spectral_norm(nn.Conv2d(cin, cout, 3, padding=1)),
-                nn.LeakyReLU(0.2),
-                spectral_norm(nn.Conv2d(cout, cout, 4, stride=2, padding=1)),
-                nn.LeakyReLU(0.2),
-            ]
-            cin, cout, size = cout, min(cout * 2, width * 8), size // 2
-        self.body = nn.Sequential(*layers)
-        self.linear = spectral_norm(nn.Linear(cin, 1))
-        self.embed = spectral_norm(nn.Embedding(num_classes, cin))
-        self.aux = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(x).sum(dim=(2, 3))
-        score = self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
-        return score, self.aux(h)
 
 
 def _in_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:

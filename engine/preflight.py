@@ -6,6 +6,7 @@ from __future__ import annotations
 from common.errors import ConfigError
 from common.fsio import human
 from data_prep.meta import DatasetMeta
+from engine.class_plan import ClassPlan, ceil_div
 from engine.config import RunConfig
 
 FLOAT_BYTES = 4
@@ -23,17 +24,16 @@ def check_ipc(cfg: RunConfig, meta: DatasetMeta) -> None:
         )
 
 
-def step_memory_floor(cfg: RunConfig, meta: DatasetMeta, world_size: int = 1) -> int:
+def step_memory_floor(cfg: RunConfig, meta: DatasetMeta, plan: ClassPlan) -> int:
     """A lower bound on one rank's memory in a condensation step: the first phi layer's
     activations of the synthetic images (kept for the backward pass) and the real association
     batch itself. The true peak is several times this."""
     c = cfg.condense
-    per_step = c.step_classes(meta.num_classes)[0]
-    classes = -(-per_step // max(1, world_size))
+    classes = plan.largest_share
     pixels = meta.image_size * meta.image_size
     synthetic = classes * c.ipc * c.phi_width * pixels * FLOAT_BYTES
     real = classes * c.ipc * c.assoc_per_image * meta.channels * pixels * FLOAT_BYTES
-    phi_batch = -(-c.phi_batch // max(1, world_size)) * c.phi_width * pixels * FLOAT_BYTES
+    phi_batch = ceil_div(c.phi_batch, plan.world_size) * c.phi_width * pixels * FLOAT_BYTES
     return synthetic + real + phi_batch
 
 
@@ -50,13 +50,15 @@ def device_memory(device: str) -> int:
     return psutil.virtual_memory().available  # what this process can still get, not the total
 
 
-def check_condense(cfg: RunConfig, meta: DatasetMeta, world_size: int = 1) -> None:
+def check_condense(cfg: RunConfig, meta: DatasetMeta, plan: ClassPlan) -> None:
+    """The plan's split over the ranks, the IPC, the step's memory."""
+    plan.check_split()
     check_ipc(cfg, meta)
-    need, have = step_memory_floor(cfg, meta, world_size), device_memory(cfg.device)
+    need, have = step_memory_floor(cfg, meta, plan), device_memory(cfg.device)
     if need > have:
         raise ConfigError(
             f"ipc={cfg.condense.ipc} with these settings needs at least {human(need)} of "
-            f"{cfg.device} memory per step on each of {world_size} rank(s), and the device has "
-            f"{human(have)}{' available' if cfg.device == 'cpu' else ''}: lower ipc, "
+            f"{cfg.device} memory per step on each of {plan.world_size} rank(s), and the device "
+            f"has {human(have)}{' available' if cfg.device == 'cpu' else ''}: lower ipc, "
             "condense.classes_per_step or condense.phi_batch, or use more ranks"
         )

@@ -22,6 +22,7 @@ from common.errors import ConfigError, DataError
 from data_prep.loaders import Normalizer
 from data_prep.meta import DatasetMeta, load_meta
 from engine import artifact, checkpoint, distributed, preflight
+from engine.class_plan import ClassPlan
 from engine.condense import condense
 from engine.config import EvalConfig, RunConfig
 from engine.distributed import DistEnv
@@ -360,27 +361,32 @@ def run_condense(
     cfg.validate()
     env = env or DistEnv(device=torch.device(cfg.device))
     meta = load_meta(data_dir)
-    distributed.check_split(cfg.condense.step_classes(meta.num_classes)[1], env.world_size)
-    preflight.check_condense(cfg, meta, env.world_size)
+    plan = ClassPlan.of(cfg.condense, meta.num_classes, cfg.seed, env.rank, env.world_size)
+    preflight.check_condense(cfg, meta, plan)
     out.mkdir(parents=True, exist_ok=True)
     pre_dir = pretrained or out / "pretrained"
     if force and pretrained is None:
         _replace_own_pretrain(cfg, meta, pre_dir, env.is_main)
     check_replace(cfg, out, force, env.is_main)
-    provenance = {"dataset": meta.dataset, "data_identity": artifact.data_identity(meta.to_dict())}
-    _check_provenance(out, provenance, allow_mismatch)
     missing = pretrained is None and not (pre_dir / artifact.PRETRAINED_FILE).is_file()
     if distributed.broadcast_object(missing):
         run_pretrain(cfg, data_dir, pre_dir)
-    pre = load_pretrained(pre_dir, meta, allow_mismatch)
-    if pretrained is None:
-        _check_same_pretrain(cfg, pre, pre_dir)
-    provenance.update(pretrained=str(pre_dir.resolve()), pretrained_sha256=pre.sha256)
+    pre = artifact.PretrainedStage.read(pre_dir / artifact.PRETRAINED_FILE)
+    provenance = {
+        "dataset": meta.dataset,
+        "data_identity": artifact.data_identity(meta.to_dict()),
+        "pretrained": str(pre_dir.resolve()),
+        "pretrained_sha256": pre.sha256,
+    }
     if pretrained is not None:
         moot = stage_settings_not_applied(cfg, pre, pre_dir)
         if moot:
             provenance["not_applied"] = moot
+    # the run folder's own record first: other data in a run folder is named as such
     _check_provenance(out, provenance, allow_mismatch)
+    artifact.check_matches(pre, meta, pre_dir / artifact.PRETRAINED_FILE, allow_mismatch)
+    if pretrained is None:
+        _check_same_pretrain(cfg, pre, pre_dir)
     if env.is_main:
         fsio.write_json(out / PROVENANCE_FILE, provenance)
     c = cfg.condense
@@ -392,8 +398,9 @@ def run_condense(
         f"Condensing {meta.dataset} into IPC {cfg.condense.ipc} ({cfg.condense.total_steps} steps"
         f"{f', stopping at {cfg.max_steps}' if cfg.max_steps else ''})"
     )
+    generator = artifact.rebuild_generator(pre)
     state = condense(
-        cfg, data_dir, meta, artifact.rebuild_generator(pre), pre.conditions, out, teacher, env
+        cfg, data_dir, meta, generator, pre.conditions, out, plan=plan, teacher=teacher, env=env
     )
     payload = artifact.CondensedArtifact(
         generator=state["generator"].state_dict(),

@@ -116,15 +116,15 @@ def test_every_class_is_visited_once_per_sweep(num_classes, per_step):
     """The engine's schedule, the cost model and the throughput bench share one rule; a class
     count that does not divide leaves no class out (10 classes, 4 a step: blocks of 4, 3, 3)."""
     from benchmarks.cost_model import steps_per_sweep
-    from engine.condense import class_schedule
+    from engine.class_plan import ClassPlan
 
     cfg = RunConfig()
     cfg.condense.classes_per_step = per_step
-    c = cfg.condense
-    steps = c.sweep_steps(num_classes)
+    plan = ClassPlan.of(cfg.condense, num_classes, seed=3)
+    steps = plan.sweep_steps
     assert steps == steps_per_sweep(cfg, num_classes)
-    schedule = class_schedule(num_classes, steps, seed=3)
-    largest, smallest = c.step_classes(num_classes)
+    schedule = lambda step: plan.at(step).classes  # noqa: E731
+    largest, smallest = plan.largest, plan.smallest
     for sweep in range(2):
         blocks = [schedule(sweep * steps + i) for i in range(steps)]
         assert sorted(k for b in blocks for k in b) == list(range(num_classes))

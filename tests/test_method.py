@@ -334,3 +334,41 @@ def test_a_standardised_condition_is_what_the_stage_stores_and_condense_uses(cli
     assert r.returncode == 0, r.stderr
     payload = torch.load(out / "condensed.pt", weights_only=False)
     assert torch.equal(payload["class_embeddings"], stage["conditions"])
+
+
+def _tiny_modules(cfg):
+    from benchmarks.speed_bench import fake_meta
+    from engine.gan import build_generator
+    from engine.step import StepModules
+
+    meta = fake_meta(1, 28, 4)
+    G = build_generator(meta, cfg.gan, cfg.teacher.width)
+    return StepModules(cfg, meta, G, torch.randn(4, cfg.teacher.width), torch.device("cpu"))
+
+
+def test_phi_rate_is_scheduled_per_outer_iteration_and_old_checkpoints_resume():
+    """phi's rate: lr_phi x the linear decay at its outer iteration's first step, set by a torch
+    scheduler stepped once per outer iteration. A checkpoint written before that scheduler
+    existed (no sched_phi) places it at the saved step: mid outer iteration, and at its end."""
+    from engine.presets import load_preset
+
+    cfg = load_preset("mnist-smoke", [*TINY, "condense.outer_iterations=3"])
+    c = cfg.condense
+    per_outer = c.inner_iterations * c.gen_steps
+    m = _tiny_modules(cfg)
+    rates = []
+    for _ in range(c.outer_iterations):
+        rates.append(m.opt_phi.param_groups[0]["lr"])
+        m.opt_phi.step()  # as the loop: phi's updates, then the scheduler
+        m.sched_phi.step()
+    decay = [max(0.0, 1.0 - o * per_outer / c.total_steps) for o in range(c.outer_iterations)]
+    assert rates == [c.lr_phi * d for d in decay]
+    for step in (per_outer + 1, 2 * per_outer):  # mid outer 1; the end of outer 1
+        old = _tiny_modules(cfg).state_dict()
+        del old["sched_phi"]
+        old["opt_phi"]["param_groups"][0]["lr"] = c.lr_phi * decay[(step - 1) // per_outer]
+        old["opt_phi"]["param_groups"][0].pop("initial_lr")
+        resumed = _tiny_modules(cfg)
+        resumed.load_state_dict(old, step)
+        assert resumed.sched_phi.last_epoch == step // per_outer
+        assert resumed.opt_phi.param_groups[0]["lr"] == c.lr_phi * decay[step // per_outer]

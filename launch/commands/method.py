@@ -198,9 +198,12 @@ def _run_condense(args) -> int:
     env = distributed.init(cfg.device, cfg.collective_timeout_s)
     try:
         from data_prep.meta import load_meta
+        from engine.class_plan import ClassPlan
         from engine.preflight import check_condense
 
-        check_condense(cfg, load_meta(args.data), env.world_size)  # before --out is created
+        meta = load_meta(args.data)  # checked before --out is created (run_condense checks too)
+        plan = ClassPlan.of(cfg.condense, meta.num_classes, cfg.seed, env.rank, env.world_size)
+        check_condense(cfg, meta, plan)
         with hold_on_rank0(args.out, "condense"):
             summary = run_condense(
                 cfg, args.data, args.out, args.pretrained, env, args.allow_mismatch, args.force

@@ -14,10 +14,10 @@ import torch
 
 from data_prep.meta import load_meta
 from engine import artifact
-from engine.condense import StepModules
 from engine.coreset_init import coreset, fit_to_coreset
 from engine.presets import load_preset
 from engine.stages import load_pretrained, teacher_from
+from engine.step import StepModules
 
 data, pre_dir, threads, out_dir, tag = (
     sys.argv[1],
