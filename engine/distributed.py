@@ -158,13 +158,17 @@ def sum_gradients(params: Iterable[torch.nn.Parameter]) -> None:
 
 
 def all_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum over ranks, no autograd (statistics, counts)."""
+    """Sum over ranks, no autograd (statistics, counts), on the tensor's own device: a CPU
+    tensor travels through the GPU under NCCL, which reduces device tensors only."""
     if not dist.is_initialized():
         return tensor
-    out = tensor.clone()
+    on = tensor.device
+    if dist.get_backend() == "nccl" and on.type != "cuda":
+        on = torch.device("cuda", torch.cuda.current_device())
+    out = tensor.to(on, copy=True)
     with _guard("all-reduce"):
         dist.all_reduce(out)
-    return out
+    return out.to(tensor.device)
 
 
 class _Sum(torch.autograd.Function):
