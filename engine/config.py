@@ -123,6 +123,7 @@ class GanConfig:
         "betas": MOMENTUM,
         "aux_weight": NON_NEGATIVE,
         "mode_seeking_weight": NON_NEGATIVE,
+        "checkpoint_every": NON_NEGATIVE,
     }
 
 
@@ -536,10 +537,6 @@ class RunConfig:
         self.eval.check()
         if c.precision not in ("fp32", "bf16"):
             raise ConfigError(f"condense.precision must be fp32 or bf16, not {c.precision!r}")
-        if c.checkpoint_every < 0:
-            raise ConfigError(f"condense.checkpoint_every must be >= 0, got {c.checkpoint_every}")
-        if self.gan.checkpoint_every < 0:
-            raise ConfigError(f"gan.checkpoint_every must be >= 0, got {self.gan.checkpoint_every}")
         if not self.collective_timeout_s > 0:
             raise ConfigError(
                 f"collective_timeout_s must be positive, got {self.collective_timeout_s}"

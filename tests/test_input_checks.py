@@ -22,6 +22,7 @@ from common.errors import ConfigError, DataError
 from data_prep.meta import load_meta
 from engine import config as config_mod
 from engine import preflight, stages
+from engine.class_plan import ClassPlan
 from engine.config import RunConfig
 from engine.presets import load_preset
 from launch import cli
@@ -315,13 +316,14 @@ def test_memory_preflight_uses_available_memory_and_the_batch(monkeypatch, run):
     class Memory:
         total, available = 1 << 40, 1 << 20  # a big machine, nearly all of it in use
 
+    plan = ClassPlan.of(cfg.condense, meta.num_classes, cfg.seed)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Memory)
     with pytest.raises(ConfigError, match="memory per step.*available"):
-        preflight.check_condense(cfg, meta)
+        preflight.check_condense(cfg, meta, plan)
     monkeypatch.undo()
     cfg.condense.phi_batch = 10**9  # a real batch no machine holds
     with pytest.raises(ConfigError, match="memory per step"):
-        preflight.check_condense(cfg, meta)
+        preflight.check_condense(cfg, meta, plan)
 
 
 def test_recorded_config_round_trips(tmp_path):
