@@ -2,6 +2,7 @@
 evaluate; artifact round trip; bad input refused with one line."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -243,11 +244,17 @@ def test_missing_artifact(cli, tmp_path):
     assert_one_error(r, str(tmp_path / "condensed.pt"))
 
 
-def test_changed_pretrain_settings_are_not_silently_reused(run, cli):
+def test_changed_pretrain_settings_are_not_silently_reused(run, cli, tmp_path):
     _, data, out, _ = run
     tiny = [a for a in TINY if not a.startswith("gan.steps")] + ["gan.steps=7"]
+    # a finished run with other settings: refused as a whole
     r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", out, *sets(*tiny))
-    assert_one_error(r, str(out / "pretrained"), "gan.steps=6", "asks for 7")
+    assert_one_error(r, str(out / "condensed.pt"), "gan.steps differs", "--force")
+    # a folder holding only its pretrain stage (stopped before the loop): the stage is not reused
+    fresh = tmp_path / "run"
+    shutil.copytree(out / "pretrained", fresh / "pretrained")
+    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", fresh, *sets(*tiny))
+    assert_one_error(r, str(fresh / "pretrained"), "gan.steps=6", "asks for 7")
 
 
 def test_gan_terms_learn_against_the_current_phi(run):
