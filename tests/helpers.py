@@ -19,9 +19,12 @@ SHARED = ROOT.parent / "shared" / "datasets"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real `gencond` command in a fresh process."""
-    env = {**os.environ, "COLUMNS": "200"}
+def run_cli(
+    *args: str, timeout: float = 300, env: dict | None = None, **kw
+) -> subprocess.CompletedProcess:
+    """Run the real `gencond` command in a fresh process (`env`: the whole environment; `kw`:
+    more subprocess.run arguments)."""
+    env = env or {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "launch.cli", *map(str, args)],
         capture_output=True,
@@ -29,6 +32,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         timeout=timeout,
         cwd=ROOT,
         env=env,
+        **kw,
     )
 
 

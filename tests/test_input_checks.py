@@ -1,4 +1,4 @@
-"""Issue 30 (items 5-8, 11): inputs that load but are wrong, and results that get lost. Each
+"""Inputs that load but are wrong, and results that get lost. Each
 case ends in one `error:` line naming its cause (or a recorded warning), a non-zero exit where
 refused, and nothing half-written or stale left beside the result.
 

@@ -1,4 +1,4 @@
-"""Issue 30: nothing hangs, nothing runs a stranger's code. Real `gencond` processes: pinned to
+"""Nothing hangs, nothing runs a stranger's code. Real `gencond` processes: pinned to
 one CPU, interrupted while they start, fed crafted pickles, FIFOs and odd output paths."""
 
 import json
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from formats import write_cifar, write_idx, write_imagefolder
-from helpers import ROOT, toy
+from helpers import ROOT, run_cli, toy
 
 from common import fsio
 from common.errors import DataError
@@ -27,15 +27,7 @@ ENV = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1", "PYTHONPATH": str
 
 
 def gencond(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "launch.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=ENV,
-        **kw,
-    )
+    return run_cli(*args, timeout=timeout, env=ENV, **kw)
 
 
 def one_error(r: subprocess.CompletedProcess, *needles: str) -> str:
