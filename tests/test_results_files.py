@@ -35,12 +35,28 @@ def test_every_result_json_names_a_clean_commit_of_this_history():
         pytest.fail("not a git checkout: the commits of benchmarks/results/ cannot be checked")
     bad = []
     for path in _result_jsons():
-        commit = json.loads(path.read_text()).get("commit", "")
-        if not CLEAN_SHA.fullmatch(commit):
-            bad.append(f"{path.name}: commit {commit!r} is not a clean commit")
-        elif _git("merge-base", "--is-ancestor", commit, "HEAD").returncode != 0:
-            bad.append(f"{path.name}: commit {commit[:12]} is not in this history")
+        payload = json.loads(path.read_text())
+        commits = list(_commits(payload))  # the file's own, and those of the runs it merges
+        if "commit" not in payload:
+            bad.append(f"{path.name}: no commit")
+        for commit in commits:
+            if not isinstance(commit, str) or not CLEAN_SHA.fullmatch(commit):
+                bad.append(f"{path.name}: commit {commit!r} is not a clean commit")
+            elif _git("merge-base", "--is-ancestor", commit, "HEAD").returncode != 0:
+                bad.append(f"{path.name}: commit {commit[:12]} is not in this history")
     assert not bad, "\n".join(bad)
+
+
+def _commits(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "commit":
+                yield value
+            else:
+                yield from _commits(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _commits(value)
 
 
 def test_every_result_file_is_cited_by_the_readme_or_docs():
