@@ -594,3 +594,65 @@ class BudgetConfig:
         if not (Path(self.data) / "meta.json").is_file():
             raise ConfigError(f"{self.data}: not a prepared dataset (no meta.json)")
         self.eval.check()
+
+
+# --- a recipe against the paper's preset and the coresets -----------------------------------
+
+
+@dataclass
+class RecipeBenchConfig:
+    data: str = option("data/fashion-mnist", "a prepared dataset folder", required=True)
+    preset: str = option("", "the preset both runs use (default: <dataset>-smoke)")
+    recipe: str = option("herding-dm", "the recipe measured (default: %(default)s)")
+    pretrained: str = option(
+        "", "a PRE folder both runs reuse (default: pretrain once into WORKDIR/pretrained)"
+    )
+    preset_overrides: tuple[str, ...] = option(
+        (),
+        "a --set item of both runs, e.g. ipc=1 (repeatable)",
+        flag="--set",
+        action="append",
+        metavar="KEY=VALUE",
+    )
+    seeds: int = option(10, "evaluation seeds of every set (default: %(default)s)", type=positive)
+    epochs: int = option(0, "evaluation epochs (default: 0, the preset's)")
+    no_faithful: bool = option(
+        False,
+        "skip the faithful row (by default the paper's preset, recipe paper, is condensed and "
+        "evaluated beside the recipe)",
+        action="store_true",
+    )
+    ablate: bool = option(
+        False,
+        "also condense the recipe minus each departure and evaluate each (its ablation table)",
+        action="store_true",
+    )
+    ablate_seeds: int = option(
+        5, "seeds of each ablation row (default: %(default)s)", type=positive
+    )
+    baselines: tuple[str, ...] = option(
+        ("random", "herding", "plain"),
+        "comma list of the coresets evaluated beside it (default: random,herding,plain)",
+        parse=comma(),
+    )
+    workdir: str = option("runs/recipe", "the runs and their evaluations (default: %(default)s)")
+    device: str = option("cpu", DEVICE_HELP)
+
+    def __post_init__(self) -> None:
+        from pathlib import Path
+
+        if not self.preset and (Path(self.data) / "meta.json").is_file():
+            from data_prep.meta import load_meta
+
+            self.preset = f"{load_meta(self.data).dataset}-smoke"
+
+    def check(self) -> None:
+        from pathlib import Path
+
+        from engine.config import BASELINES
+
+        if not (Path(self.data) / "meta.json").is_file():
+            raise ConfigError(f"{self.data}: not a prepared dataset (no meta.json)")
+        check_choices("baseline", self.baselines, BASELINES)
+        if self.epochs < 0:
+            raise ConfigError(f"--epochs must be 0 (the preset's) or more, got {self.epochs}")

@@ -24,7 +24,7 @@ from data_prep.meta import DatasetMeta
 from engine import checkpoint, distributed
 from engine.augment import DiffAugment
 from engine.class_plan import ClassPlan
-from engine.config import RunConfig
+from engine.config import RunConfig, with_defaults
 from engine.coreset_init import coreset, fit_to_coreset
 from engine.distributed import DistEnv
 from engine.generator import Generator
@@ -196,7 +196,7 @@ def _check_resumable(saved: checkpoint.Checkpoint, cfg: RunConfig, path: Path) -
             f"max_steps={cfg.max_steps} is below the step of {path} ({saved.step}): a run "
             f"cannot go back; use a new --out folder (or max_steps >= {saved.step})"
         )
-    mine, theirs = cfg.to_dict(), dict(saved.config)
+    mine, theirs = cfg.to_dict(), with_defaults(saved.config)
     for key in ("max_steps", "device"):
         mine.pop(key, None)
         theirs.pop(key, None)

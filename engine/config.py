@@ -374,6 +374,11 @@ class RunConfig:
     preset: str = ""
     #: the dataset the preset is for
     dataset: str = ""
+    #: how the preset's method is changed (engine/recipes.py): `paper` (none: the paper's method)
+    #: or a named set of departures such as `herding-dm`; applied before the other --set items
+    recipe: str = "paper"
+    #: departures of the recipe left out (an ablation), e.g. `herding-start`
+    recipe_without: tuple[str, ...] = ()
     #: every random stream derives from it (phi re-init, codes, associations, augmentation)
     seed: int = 0
     #: cpu or cuda
@@ -408,7 +413,7 @@ class RunConfig:
                 for k, v in value.items():
                     setattr(section, k, tuple(v) if isinstance(v, list) else v)
             else:
-                setattr(cfg, key, value)
+                setattr(cfg, key, tuple(value) if isinstance(value, list) else value)
         return cfg
 
     @staticmethod
@@ -552,6 +557,20 @@ class RunConfig:
             for f in dataclasses.fields(self)
             if dataclasses.is_dataclass(getattr(self, f.name))
         ]
+
+
+def with_defaults(recorded: dict) -> dict:
+    """A recorded config (condensed.pt, a checkpoint, a stage) with every key added since it was
+    written at its default, so that a newer key at its default is no difference."""
+
+    def merge(default: dict, given: dict) -> dict:
+        out = dict(default)
+        for key, value in given.items():
+            both = isinstance(value, dict) and isinstance(default.get(key), dict)
+            out[key] = merge(default[key], value) if both else value
+        return out
+
+    return merge(RunConfig().to_dict(), dict(recorded))
 
 
 def _kind(default: Any) -> str:

@@ -1,5 +1,5 @@
 """Presets: `<dataset>-ipc<K>` for every dataset and `<dataset>-smoke` CPU budgets, each the
-paper's method; `<dataset>-coreset-smoke` is a named variant that is not (see its builder).
+paper's method (a recipe, engine/recipes.py, changes the method on any of them).
 
 Full presets hold the paper's rates and our GPU-budget loop counts; smoke presets shrink the
 nets and loops to fit a 2-core CPU (their measured cost is in `budget_note`)."""
@@ -14,6 +14,7 @@ from pathlib import Path
 from common.errors import ConfigError
 from data_prep.meta import load_meta
 from engine.config import RunConfig
+from engine.recipes import apply_recipe
 
 IPCS = {
     "mnist": (1, 10, 50),
@@ -80,35 +81,11 @@ def _smoke(dataset: str) -> RunConfig:
     return cfg
 
 
-def _coreset_smoke(dataset: str) -> RunConfig:
-    """Not the paper's method: a named variant that starts from G and the codebook fitted to the
-    herding coreset (IT-GAN-style inversion), then matches class means DM-style with the frozen
-    teacher as L_c's classifier. Kept to be reported beside the faithful preset."""
-    cfg = _smoke(dataset)
-    cfg.preset = f"{dataset}-coreset-smoke"
-    c = cfg.condense
-    # Tuned at 300 epochs on the all-ops protocol (benchmarks/results/smoke_trials_300ep_cpu.
-    # json): matching weight 100 (at 1 the loop sat idle: L_f ~0.01 against L_intra ~2), G
-    # fine-tuned at 3e-5 (the paper's 1e-3 destroyed the fitted detail), a fresh phi every
-    # 10 steps.
-    c.coreset_init, c.coreset_fit_steps, c.coreset_fit_lr = "herding", 4000, 0.002
-    c.classifier, c.feature_match = "teacher", "mean"
-    c.outer_iterations, c.inner_iterations = 60, 10
-    c.weight_feature, c.finetune_generator, c.lr_generator = 100.0, True, 3e-5
-    cfg.budget_note = (
-        "CPU budget, measured on 2 cores for fashion-mnist (benchmarks/results/"
-        "fashion-mnist-smoke_cpu.json, before the loaders' stride fix): pretrain 16.2 min, "
-        "condensation 22.5 min (herding and the fit 9.9, 1200 steps 12.6); 38.7 min in all"
-    )
-    return cfg
-
-
 # name -> a function building its config
 PRESETS: dict[str, Callable[[], RunConfig]] = {
     f"{d}-ipc{k}": functools.partial(_full, d, k) for d, ks in IPCS.items() for k in ks
 }
 PRESETS.update({f"{d}-smoke": functools.partial(_smoke, d) for d in SMOKE})
-PRESETS.update({f"{d}-coreset-smoke": functools.partial(_coreset_smoke, d) for d in SMOKE})
 
 
 def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
@@ -118,7 +95,13 @@ def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
             "all in docs/config_reference.md)"
         )
     cfg = PRESETS[name]()
-    for assignment in overrides or []:
+    # the recipe first (its departures change the preset), then the user's items, which win
+    recipe_keys = ("recipe", "recipe_without")
+    is_recipe = lambda a: a.split("=", 1)[0].strip() in recipe_keys  # noqa: E731
+    for assignment in [a for a in overrides or [] if is_recipe(a)]:
+        cfg.override(assignment)
+    apply_recipe(cfg)
+    for assignment in [a for a in overrides or [] if not is_recipe(a)]:
         cfg.override(assignment)
     if (m := re.search(r"-ipc(\d+)$", name)) and int(m.group(1)) != cfg.condense.ipc:
         # `<dataset>-ipc<K>` presets differ only in K: the run records the one it is

@@ -24,7 +24,7 @@ from data_prep.meta import DatasetMeta, load_meta
 from engine import artifact, checkpoint, distributed, preflight
 from engine.class_plan import ClassPlan
 from engine.condense import condense
-from engine.config import EvalConfig, RunConfig
+from engine.config import EvalConfig, RunConfig, with_defaults
 from engine.distributed import DistEnv
 from engine.evaluate import diversity, evaluate_sets, herding, random_real
 from engine.gan import pretrain_gan
@@ -241,7 +241,7 @@ def check_replace(cfg: RunConfig, out: Path, force: bool, is_main: bool = True) 
     ):
         if path.is_file():
             try:
-                key = _differs(cfg.to_dict(), dict(read(path)))
+                key = _differs(cfg.to_dict(), with_defaults(read(path)))
             except DataError:
                 if not force:
                     raise

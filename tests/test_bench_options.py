@@ -25,6 +25,7 @@ CONFIGS = {
     "profile": (c.ProfileConfig,),
     "speed": (c.SpeedConfig,),
     "calibrate": (c.CalibrationConfig,),
+    "recipe": (c.RecipeBenchConfig,),
 }
 
 # every option of every bench command as it was spelled before the options came from the
@@ -49,6 +50,9 @@ BEFORE = {
     "--repeats --warmup --peak-json",
     "calibrate": "--data --ipcs --sets --set --redraw-random --teacher-epochs --teacher-width "
     "--workdir --device --out",
+    # added after the change, declared on its dataclass from the start
+    "recipe": "--data --preset --recipe --pretrained --set --seeds --epochs --no-faithful "
+    "--ablate --ablate-seeds --baselines --workdir --device --out",
 }
 
 

@@ -425,3 +425,55 @@ def test_ablation_rows_redo_a_row_from_another_pretrain_stage(tmp_path, monkeypa
     assert not ablation_rows.finished("row", 10)  # fewer seeds than wanted
     (tmp_path / "row.json").write_text(json.dumps({**done, "partial": True}))
     assert not ablation_rows.finished("row", 5, "a" * 64)
+
+
+def test_recipe_bench_rows_and_rerun(tmp_path, toy_stage):
+    """`gencond bench recipe` on toy data: the recipe's set, the faithful preset and the
+    coresets, one row each with its per-seed accuracies, the artifact's size beside the pixel
+    set's; a rerun condenses and trains nothing again."""
+    from helpers import TINY
+
+    data, pre = toy_stage
+    out = tmp_path / "recipe.json"
+    sets = [s for s in TINY if not s.startswith("eval.")]
+    sets += ["ipc=2", "condense.coreset_fit_steps=3", "condense.coreset_fit_warmup=1"]
+    args = [
+        "bench", "recipe", "--data", data, "--preset", "mnist-smoke", "--pretrained", pre,
+        "--seeds", "2", "--epochs", "2", "--workdir", tmp_path / "work", "--out", out,
+        *[a for s in [*sets, "eval.width=8"] for a in ("--set", s)],
+    ]  # fmt: skip
+    r = run_cli(*args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    payload = json.loads(out.read_text())
+    assert payload["partial"] is False and payload["config"]["recipe"] == "herding-dm"
+    rows = {row["set"]: row for row in payload["rows"]}
+    assert set(rows) == {"condensed", "random", "herding", "plain_generator", "faithful"}
+    for name, row in rows.items():
+        assert len(row["accs"]) == row["seeds"] == 2, name
+        assert row["mean"] == pytest.approx(sum(row["accs"]) / 2)
+    runs = payload["runs"]
+    assert runs["faithful"]["config"]["recipe"] == "paper"
+    assert runs["condensed"]["config"]["condense"]["coreset_init"] == "herding"
+    assert runs["condensed"]["steps"] == runs["condensed"]["config"]["condense"]["outer_iterations"]
+    assert payload["pixel_set_values"] == 8 * 2 * 1 * 28 * 28
+    assert payload["artifact_values"] > 0 and payload["artifact_bytes"] > 0
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").rglob("*.pt")}
+    r = run_cli(*args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(out.read_text())["rows"] == payload["rows"]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_recipe_bench_ablation_plan_leaves_out_one_departure_a_run():
+    from benchmarks.recipe_bench import RecipeBenchConfig, planned_runs
+    from engine.recipes import HERDING_DM
+
+    cfg = RecipeBenchConfig(data="d", preset="fashion-mnist-smoke", ablate=True, seeds=10)
+    runs = planned_runs(cfg)
+    assert [r[0] for r in runs[:2]] == ["condensed", "faithful"]
+    assert runs[0][2:] == (10, ("random", "herding", "plain")) and runs[1][2:] == (10, ())
+    ablations = runs[2:]
+    assert [r[0] for r in ablations] == [f"without_{d.name}" for d in HERDING_DM.departures]
+    for (_row, sets, seeds, baselines), d in zip(ablations, HERDING_DM.departures, strict=True):
+        assert sets[:2] == ["recipe=herding-dm", f"recipe_without={d.name}"]
+        assert (seeds, baselines) == (5, ())

@@ -88,10 +88,11 @@ def test_condition_norm_is_refused_with_online_features():
 
 
 def test_smoke_presets_run_the_papers_method():
-    """The smoke presets are Algorithm 1 with the paper's rates and weights; the coreset
-    recipe is only a named variant."""
+    """The smoke presets are Algorithm 1 with the paper's rates and weights (recipe `paper`);
+    the herding-dm recipe is another axis (tests/test_recipes.py)."""
     for name in ("mnist-smoke", "fashion-mnist-smoke", "tiny-imagenet-smoke"):
-        c = load_preset(name).condense
+        cfg = load_preset(name)
+        c = cfg.condense
         assert (c.feature_match, c.classifier, c.coreset_init, c.codebook) == (
             "image",
             "head",
@@ -102,9 +103,7 @@ def test_smoke_presets_run_the_papers_method():
         assert (c.lr_codebook, c.lr_generator, c.lr_phi) == (0.01, 0.001, 0.01)
         assert (c.weight_gan, c.weight_cls, c.weight_feature) == (1, 1, 1)
         assert (c.weight_intra, c.weight_inter) == (1, 1)
-    variant = load_preset("fashion-mnist-coreset-smoke")
-    assert variant.condense.coreset_init == "herding" and variant.condense.classifier == "teacher"
-    assert variant.dataset == "fashion-mnist" and variant.preset == "fashion-mnist-coreset-smoke"
+        assert cfg.recipe == "paper" and cfg.recipe_without == ()
 
 
 def test_unknown_preset():
@@ -163,3 +162,16 @@ def test_image_folders_have_presets():
 
     assert {"imagefolder-ipc1", "imagefolder-ipc10", "imagefolder-ipc50"} <= set(PRESETS)
     assert load_preset("imagefolder-ipc10").dataset == "imagefolder"
+
+
+def test_a_config_recorded_before_a_key_existed_equals_todays_at_its_default():
+    """A run written before `recipe` existed is the same run as today's config with
+    recipe=paper (it resumes and a sweep skips it), and not the same as another recipe's."""
+    from engine.config import with_defaults
+
+    cfg = load_preset("fashion-mnist-smoke")
+    old = cfg.to_dict()
+    del old["recipe"], old["recipe_without"], old["condense"]["weight_inter"]
+    assert with_defaults(old) == cfg.to_dict()
+    other = load_preset("fashion-mnist-smoke", ["recipe=herding-dm"]).to_dict()
+    assert with_defaults(old) != other

@@ -8,7 +8,7 @@ from pathlib import Path
 from common.cli_options import add_options, from_args
 from common.console import console
 
-NAMES = "throughput|scaling|accuracy|calibrate|loader|prep|classes|peak|profile|speed"
+NAMES = "throughput|scaling|accuracy|budget|recipe|calibrate|loader|prep|classes|peak|profile|speed"
 
 
 def add_bench(bench, name: str, configs: tuple, handler, out_help: str, **texts):
@@ -94,6 +94,19 @@ def add(sub) -> None:
         add_bench(bench, name, (cfg,), handler, "result JSON", help=text, description=description)
     add_bench(
         bench,
+        "recipe",
+        (c.RecipeBenchConfig,),
+        _run_bench_recipe,
+        "result JSON (default: benchmarks/results/recipe_<dataset>_ipc<K>_<device>.json)",
+        help="a recipe's set beside the paper's preset, random real, herding and plain samples",
+        description="Condense with --recipe and with the paper's preset (recipe paper) from one "
+        "pretrain stage, evaluate each set and the coresets over --seeds seeds (with --ablate "
+        "also the recipe minus each departure, --ablate-seeds each). Every run lives in "
+        "--workdir: a rerun skips what is finished. Writes JSON with machine info, rewritten "
+        "after each evaluated run.",
+    )
+    add_bench(
+        bench,
         "calibrate",
         (c.CalibrationConfig,),
         _run_bench_calibrate,
@@ -104,6 +117,18 @@ def add(sub) -> None:
         "default) and set them beside the paper's Table 2. Each finished run is saved at once; "
         "a rerun skips it. Writes JSON and a markdown table.",
     )
+
+
+def _run_bench_recipe(args) -> int:
+    from benchmarks.recipe_bench import RecipeBenchConfig, run
+    from launch.tables import show_rows
+
+    result = run(from_args(RecipeBenchConfig, args), args.out)
+    rows = [{k: r[k] for k in ("set", "mean", "std", "seeds")} for r in result["rows"]]
+    show_rows(
+        f"{result['config']['recipe']} on {result['config']['preset']}: test accuracy (%)", rows
+    )
+    return 0
 
 
 def _run_bench_calibrate(args) -> int:

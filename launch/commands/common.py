@@ -26,6 +26,24 @@ MISMATCH_HELP = (
 )
 
 
+RECIPE_HELP = (
+    "how the preset's method is changed: paper (the default: none, the paper's method) or "
+    "herding-dm (the recommended recipe: a fitted herding start, DM-style class-mean matching; "
+    "same artifact). Each recipe's departures: docs/recipes.md; leave one out with --set "
+    "recipe_without=NAME"
+)
+
+
+def add_recipe_option(p) -> None:
+    p.add_argument("--recipe", default=None, metavar="NAME", help=RECIPE_HELP)
+
+
+def with_recipe(args, overrides: list[str]) -> list[str]:
+    """--set items with --recipe NAME first (a --set recipe=... later still wins)."""
+    recipe = getattr(args, "recipe", None)
+    return overrides if recipe is None else [f"recipe={recipe}", *overrides]
+
+
 def add_run_options(p, out_help: str, set_help: str = SET_HELP) -> None:
     p.add_argument(
         "--preset",
@@ -44,6 +62,7 @@ def add_run_options(p, out_help: str, set_help: str = SET_HELP) -> None:
     )
     p.add_argument("--data", required=True, type=Path, help="a folder written by `gencond prep`")
     p.add_argument("--out", required=True, type=Path, help=out_help)
+    add_recipe_option(p)
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help
     )
@@ -59,9 +78,11 @@ def run_config(args):
     if args.config is None:
         if args.preset is None:
             raise ConfigError("give --preset NAME (e.g. fashion-mnist-smoke) or --config FILE")
-        cfg = load_preset(args.preset, args.overrides)
-    elif args.preset is not None or args.overrides:
-        raise ConfigError("--config FILE is the whole config: give it without --set (or --preset)")
+        cfg = load_preset(args.preset, with_recipe(args, args.overrides))
+    elif args.preset is not None or args.overrides or getattr(args, "recipe", None):
+        raise ConfigError(
+            "--config FILE is the whole config: give it without --set, --recipe or --preset"
+        )
     else:
         cfg = RunConfig.from_file(args.config)
     if args.data is not None:

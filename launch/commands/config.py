@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.console import console
-from launch.commands.common import SET_HELP, run_config
+from launch.commands.common import SET_HELP, add_recipe_option, run_config
 
 
 def add(sub) -> None:
@@ -28,6 +28,7 @@ def add(sub) -> None:
         metavar="FILE",
         help="a resolved config as JSON instead of --preset and --set",
     )
+    add_recipe_option(p)
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP
     )
@@ -74,7 +75,8 @@ def _run_config(args) -> int:
                 "meaning": meaning,
             }
         )
-    title = f"Config of {cfg.preset}" + (" (keys it changes)" if args.changed else "")
+    recipe = "" if cfg.recipe == "paper" else f", recipe {cfg.recipe}"
+    title = f"Config of {cfg.preset}{recipe}" + (" (keys it changes)" if args.changed else "")
     table = Table(title=title)
     for column in ("key", "value", "default", "meaning"):
         table.add_column(column, overflow="fold")

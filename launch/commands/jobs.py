@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from common import fsio
-from launch.commands.common import positive, run_config
+from launch.commands.common import add_recipe_option, positive, run_config, with_recipe
 from launch.commands.method import show_evaluation
 
 SUBMITTABLE = ("pretrain", "condense", "evaluate", "sweep", "bench")
@@ -123,6 +123,7 @@ def _add_sweep_options(p) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
     p.add_argument("--out", required=True, type=Path, help="sweep folder: OUT/<point>/")
     p.add_argument("--pretrained", type=Path, default=None, help="a PRE folder to reuse")
+    add_recipe_option(p)
     p.add_argument(
         "--grid",
         action="append",
@@ -177,7 +178,7 @@ def _sweep_plan(args):
         out=args.out,
         pretrained=args.pretrained,
         grid=args.grid,
-        overrides=args.overrides,
+        overrides=with_recipe(args, args.overrides),
         variants=load_variants(args.variants),
         eval_seeds=args.eval_seeds,
         eval_epochs=args.eval_epochs,
