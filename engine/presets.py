@@ -50,7 +50,8 @@ def _smoke(dataset: str) -> RunConfig:
     """The paper's Algorithm 1 at a 2-core CPU budget: GAN-pretrained G fine-tuned, a codebook
     learned from Gaussian codes, the class-feature condition, L_adv + L_c through D and the head
     on phi's features, L_f of each image against its own association, L_intra and L_inter.
-    Only the sizes shrink (narrow nets, short loops); every rate and weight is the paper's."""
+    Only the sizes shrink (narrow nets, short loops); every rate is the paper's and every weight
+    but L_GAN's, whose balance against our MSE L_f was swept (engine/config.py)."""
     cfg = RunConfig(preset=f"{dataset}-smoke", dataset=dataset)
     cfg.teacher.width, cfg.teacher.epochs = 64, 1
     cfg.gan.steps, cfg.gan.width, cfg.gan.disc_width, cfg.gan.z_dim = 2500, 16, 16, 64
@@ -73,9 +74,9 @@ def _smoke(dataset: str) -> RunConfig:
         cfg.budget_note = (
             "CPU budget, measured for fashion-mnist on one core of a 2-core machine "
             "(OMP_NUM_THREADS=1, taskset, the other core busy): pretrain 24.4 min (teacher, "
-            "class features, 2500 GAN steps; benchmarks/ablations/fashion-mnist-smoke-one-hot-"
+            "class features, 2500 GAN steps; research/stages/fashion-mnist-smoke-one-hot-"
             "pre/pretrain.json, the same nets with a one-hot G input), condensation 600 steps "
-            "9.0 min (benchmarks/results/fashion-mnist-smoke_faithful_margins_cpu.json); about "
+            "9.0 min (research/results/fashion-mnist-smoke_weight-gan-1_margins_cpu.json); about "
             "34 min in all"
         )
     return cfg

@@ -21,7 +21,7 @@ def test_every_dataset_has_its_presets():
 def test_paper_learning_rates_are_the_defaults():
     c = load_preset("cifar10-ipc10").condense
     assert (c.lr_codebook, c.lr_generator, c.lr_phi) == (0.01, 0.001, 0.01)
-    assert (c.weight_gan, c.weight_feature, c.weight_intra, c.weight_inter) == (1, 1, 1, 1)
+    assert (c.weight_gan, c.weight_feature, c.weight_intra, c.weight_inter) == (0.03, 1, 1, 1)
 
 
 def test_overrides_and_their_types():
@@ -101,7 +101,7 @@ def test_smoke_presets_run_the_papers_method():
         )
         assert c.finetune_generator and c.adversary == "feature"
         assert (c.lr_codebook, c.lr_generator, c.lr_phi) == (0.01, 0.001, 0.01)
-        assert (c.weight_gan, c.weight_cls, c.weight_feature) == (1, 1, 1)
+        assert (c.weight_gan, c.weight_cls, c.weight_feature) == (0.03, 1, 1)  # L_GAN: swept
         assert (c.weight_intra, c.weight_inter) == (1, 1)
         assert cfg.recipe == "paper" and cfg.recipe_without == ()
 
