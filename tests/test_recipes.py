@@ -133,3 +133,13 @@ def test_sweep_grid_ablates_departures(tmp_path):
     whole, minus = (plan.config(p) for p in plan.points)
     assert whole.condense.coreset_init == "herding" and minus.condense.coreset_init == "none"
     assert minus.recipe_without == ("herding-start",)
+
+
+def test_recipes_doc_table_is_built_from_the_registry():
+    """docs/recipes.md's departure table is what `python -m engine.recipes` writes."""
+    from pathlib import Path
+
+    from engine.recipes import markdown_table
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text()
+    assert markdown_table(HERDING_DM, load_preset("fashion-mnist-smoke")) in doc
