@@ -69,14 +69,27 @@ def per_phi_change(records: list[dict], term: str) -> float | None:
     return _mean(changes) if changes else None
 
 
-def terms_that_cannot_apply(num_classes: int, ipc: int, weights: dict[str, float]) -> set[str]:
+def terms_that_cannot_apply(
+    num_classes: int,
+    ipc: int,
+    weights: dict[str, float],
+    disc_fresh_every_step: bool = False,
+    head_classifier: bool = True,
+) -> set[str]:
     """Terms with nothing to judge: L_intra with one image a class (it is 0 by definition),
-    L_inter with one class, and any term whose weight is 0 (`weights`: term -> weight)."""
+    L_inter with one class, any term whose weight is 0 (`weights`: term -> weight), and, when
+    D and the head are re-initialised before every step (a fresh phi every step), what they
+    log: it is measured before their first update, at chance by construction (L_c too when the
+    head is its classifier)."""
     out = {term for term, w in weights.items() if w == 0}
     if ipc <= 1:
         out.add("intra")
     if num_classes <= 1:
         out.add("inter")
+    if disc_fresh_every_step:
+        out |= {"adv", "disc", "disc_acc", "head_real_acc"}
+        if head_classifier:
+            out.add("cls")
     return out
 
 

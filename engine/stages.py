@@ -457,7 +457,13 @@ def condense_diagnostics(
     c = cfg.condense
     weights = {"adv": c.weight_gan, "cls": c.weight_gan * c.weight_cls}
     weights |= {"feature": c.weight_feature, "intra": c.weight_intra, "inter": c.weight_inter}
-    skip = diag.terms_that_cannot_apply(meta.num_classes, c.ipc, weights)
+    skip = diag.terms_that_cannot_apply(
+        meta.num_classes,
+        c.ipc,
+        weights,
+        disc_fresh_every_step=c.disc_reinit and c.inner_iterations * c.gen_steps == 1,
+        head_classifier=c.classifier == "head",
+    )
     terms = diag.loss_terms(records, meta.num_classes, c.ipc, skip)
     images, labels = synthetic_set(payload)
     smallest = int(np.diff(meta.class_offsets).min())

@@ -167,3 +167,19 @@ def test_a_term_switched_off_is_not_judged():
     assert skip == {"adv"}
     rows = loss_terms(records(adv=[0.69] * 10), num_classes=10, ipc=10, skip=skip)
     assert rows == []
+
+
+def test_a_discriminator_fresh_every_step_is_not_judged():
+    """A fresh phi every step (a recipe's fresh-net-every-step) brings a fresh D and head every
+    step: what they log is measured before their first update, at chance by construction."""
+    weights = {"adv": 0.03, "cls": 0.03, "intra": 1.0}
+    skip = terms_that_cannot_apply(10, 10, weights, disc_fresh_every_step=True)
+    assert skip == {"adv", "disc", "disc_acc", "head_real_acc", "cls"}
+    teacher = terms_that_cannot_apply(
+        10, 10, weights, disc_fresh_every_step=True, head_classifier=False
+    )
+    assert "cls" not in teacher and "adv" in teacher
+    log = records(adv=[0.69] * 10, disc_acc=[0.5] * 10, cls=[2.0 - 0.1 * i for i in range(10)])
+    rows = loss_terms(log, num_classes=10, ipc=10, skip=teacher)
+    assert [r["term"] for r in rows] == ["cls"] and term_warnings(rows) == []
+    assert any("adv" in w for w in term_warnings(loss_terms(log, num_classes=10, ipc=10)))
