@@ -81,10 +81,27 @@ def table() -> str:
     return "\n".join([START, *lines, END])
 
 
-if __name__ == "__main__":
+def write_docs() -> None:
+    """Rewrite the generated tables: config_reference.md's keys, recipes.md's departures."""
     from pathlib import Path
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "config_reference.md"
-    text = doc.read_text()
-    pattern = re.escape(START) + ".*?" + re.escape(END)
-    doc.write_text(re.sub(pattern, lambda _: table(), text, flags=re.S))
+    from engine.presets import load_preset
+    from engine.recipes import HERDING_DM, TABLE_END, TABLE_START, markdown_table
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    for name, start, end, text in (
+        ("config_reference.md", START, END, table()),
+        (
+            "recipes.md",
+            TABLE_START,
+            TABLE_END,
+            markdown_table(HERDING_DM, load_preset("fashion-mnist-smoke")),
+        ),
+    ):
+        doc = docs / name
+        pattern = re.escape(start) + ".*?" + re.escape(end)
+        doc.write_text(re.sub(pattern, lambda _, t=text: t, doc.read_text(), flags=re.S))
+
+
+if __name__ == "__main__":  # python -m engine.config_table
+    write_docs()

@@ -184,15 +184,3 @@ def markdown_table(recipe: Recipe, base: RunConfig) -> str:
         keys = ", ".join(f"`{k}={v}`" for k, v in d.settings(base).items())
         lines.append(f"| `{d.name}` | {keys} | {d.meaning} | {d.source} |")
     return "\n".join([*lines, TABLE_END])
-
-
-if __name__ == "__main__":  # python -m engine.recipes: rewrite docs/recipes.md's table
-    import re
-    from pathlib import Path
-
-    from engine.presets import load_preset
-
-    doc = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
-    pattern = re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END)
-    table = markdown_table(HERDING_DM, load_preset("fashion-mnist-smoke"))
-    doc.write_text(re.sub(pattern, lambda _: table, doc.read_text(), flags=re.S))

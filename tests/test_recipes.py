@@ -136,7 +136,7 @@ def test_sweep_grid_ablates_departures(tmp_path):
 
 
 def test_recipes_doc_table_is_built_from_the_registry():
-    """docs/recipes.md's departure table is what `python -m engine.recipes` writes."""
+    """docs/recipes.md's departure table is what `python -m engine.config_table` writes."""
     from pathlib import Path
 
     from engine.recipes import markdown_table
