@@ -454,7 +454,9 @@ def test_recipe_bench_rows_and_rerun(tmp_path, toy_stage):
     runs = payload["runs"]
     assert runs["faithful"]["config"]["recipe"] == "paper"
     assert runs["condensed"]["config"]["condense"]["coreset_init"] == "herding"
-    assert runs["condensed"]["steps"] == runs["condensed"]["config"]["condense"]["outer_iterations"]
+    loop = runs["condensed"]["config"]["condense"]
+    steps = loop["outer_iterations"] * loop["inner_iterations"] * loop["gen_steps"]
+    assert runs["condensed"]["steps"] == steps  # the artifact's own count
     assert payload["pixel_set_values"] == 8 * 2 * 1 * 28 * 28
     assert payload["artifact_values"] > 0 and payload["artifact_bytes"] > 0
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").rglob("*.pt")}
