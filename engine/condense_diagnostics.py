@@ -98,7 +98,8 @@ def loss_terms(
 ) -> list[dict]:
     """One row per logged term: first (mean of the first tenth of the log), last_half (mean
     of the second half), last, chance, per_phi (per_phi_change) and status: 'moved', 'never
-    moved' or 'at chance'. A term whose second-half mean sits at chance but that changes within
+    moved', 'at chance' or '0 throughout' (a hinge never active: nothing to warn of). A term
+    whose second-half mean sits at chance but that changes within
     each phi's life by more than MOVED of its chance level is 'moved'. Terms in `skip`
     (terms_that_cannot_apply) get no row."""
     if not records:
@@ -115,6 +116,8 @@ def loss_terms(
         per_phi = per_phi_change(records, term)
         moved = abs(half - first) > MOVED * max(abs(first), 1e-8)
         status = "moved" if moved else "never moved"
+        if all(r[term] == 0 for r in records):  # a hinge satisfied all along (L_inter)
+            status = "0 throughout"
         if level is not None and abs(half - level) <= MOVED * max(abs(level), 1e-8):
             live = per_phi is not None and abs(per_phi) > MOVED * max(abs(level), 1e-8)
             status = "moved" if live else "at chance"

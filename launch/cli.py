@@ -123,5 +123,20 @@ def _main(argv: list[str] | None) -> int:
         return status
 
 
+def entry() -> None:
+    """The `gencond` command (and `python -m launch.cli`): main(), its output flushed, then an
+    exit that skips the interpreter's teardown. Every file the command writes is complete by
+    then (common/fsio.py); the teardown could only crash in native threads' destructors
+    (one `terminate called without an active exception` abort after a finished run was seen
+    under load)."""
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

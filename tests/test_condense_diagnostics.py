@@ -146,8 +146,9 @@ def test_at_ipc_1_nothing_warns_about_what_cannot_apply():
     log = records(intra=[0.0] * n, cls=[2.0 - 0.05 * i for i in range(n)])
     rows = loss_terms(log, num_classes=10, ipc=1, skip=skip)
     assert [r["term"] for r in rows] == ["cls"] and term_warnings(rows) == []
-    # without the skip the same log warns (what the run printed before)
-    assert any("intra" in w for w in term_warnings(loss_terms(log, num_classes=10, ipc=1)))
+    # without the skip the term gets a row, judged as a term at 0 all along (not warned)
+    unskipped = {r["term"]: r["status"] for r in loss_terms(log, num_classes=10, ipc=1)}
+    assert unskipped["intra"] == "0 throughout"
 
     g = torch.Generator().manual_seed(0)
     labels1 = torch.arange(3)
@@ -183,3 +184,10 @@ def test_a_discriminator_fresh_every_step_is_not_judged():
     rows = loss_terms(log, num_classes=10, ipc=10, skip=teacher)
     assert [r["term"] for r in rows] == ["cls"] and term_warnings(rows) == []
     assert any("adv" in w for w in term_warnings(loss_terms(log, num_classes=10, ipc=10)))
+
+
+def test_a_hinge_at_zero_all_along_is_not_a_term_that_never_moved():
+    rows = loss_terms(records(inter=[0.0] * 10), num_classes=10, ipc=1)
+    assert [r["status"] for r in rows] == ["0 throughout"] and term_warnings(rows) == []
+    rows = loss_terms(records(inter=[0.2] * 10), num_classes=10, ipc=1)
+    assert term_warnings(rows) == ["inter never moved (0.2 -> 0.2)"]
