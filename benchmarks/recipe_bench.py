@@ -47,18 +47,13 @@ def planned_runs(cfg: RecipeBenchConfig) -> list[tuple[str, list[str], int, tupl
 def _finished(run_dir: Path, run_cfg) -> bool:
     """condensed.pt holds this config (a run of another config is refused by run_condense)."""
     from engine import artifact
-    from engine.config import with_defaults
+    from engine.config import same_condensation
 
     path = run_dir / artifact.CONDENSED_FILE
     if not path.is_file():
         return False
-    recorded = with_defaults(artifact.CondensedArtifact.read(path).config)
-    mine = run_cfg.to_dict()
-    for cfg in (mine, recorded):
-        cfg.pop("eval", None)
-    return json.dumps(mine, sort_keys=True, default=str) == json.dumps(
-        recorded, sort_keys=True, default=str
-    )
+    recorded = artifact.CondensedArtifact.read(path).config
+    return same_condensation(run_cfg.to_dict(), recorded)
 
 
 def _evaluated(run_dir: Path, eval_cfg) -> dict | None:

@@ -577,6 +577,16 @@ def with_defaults(recorded: dict) -> dict:
     return merge(RunConfig().to_dict(), dict(recorded))
 
 
+def same_condensation(mine: dict, recorded: dict) -> bool:
+    """Two configs that condense the same set: equal but for the evaluation protocol and the
+    device, a key added since `recorded` was written counting at its default."""
+    a, b = dict(mine), with_defaults(recorded)
+    for cfg in (a, b):
+        cfg.pop("eval", None)
+        cfg.pop("device", None)
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
 def _kind(default: Any) -> str:
     if isinstance(default, bool):
         return "a boolean (true or false)"

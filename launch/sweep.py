@@ -158,20 +158,14 @@ def _preset_of(sets: list[str], default: str) -> str:
 def finished_condense(plan: SweepPlan, point: dict) -> bool:
     """True if OUT/<point>/condensed.pt holds this point's config; a file made with another
     config is refused (the variants file or --set changed under a finished point)."""
-    from engine.config import with_defaults
+    from engine.config import same_condensation
     from engine.stages import load_condensed
 
     path = plan.run_dir(point) / "condensed.pt"
     if not path.is_file():
         return False
-    mine = plan.config(point).to_dict()
-    theirs = with_defaults(load_condensed(plan.run_dir(point)).config)
-    for cfg in (mine, theirs):
-        cfg.pop("eval", None)
-        cfg.pop("device", None)
-    if json.dumps(mine, sort_keys=True, default=str) != json.dumps(
-        theirs, sort_keys=True, default=str
-    ):
+    recorded = load_condensed(plan.run_dir(point)).config
+    if not same_condensation(plan.config(point).to_dict(), recorded):
         raise ConfigError(
             f"{path} was condensed with another config than sweep point {point_name(point)} "
             "now has; use a new --out folder or delete that point's folder"
