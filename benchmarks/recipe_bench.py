@@ -126,7 +126,7 @@ def run(cfg: RecipeBenchConfig, out: Path | None = None) -> dict:
         started = time.perf_counter()
         if not _finished(run_dir, run_cfg):
             log(f"[{row}] condensing into {run_dir}")
-            run_condense(run_cfg, cfg.data, run_dir, pre)
+            run_condense(run_cfg, cfg.data, run_dir, pre, fit_cache=work / "fit-cache")
         condense_s = time.perf_counter() - started
         e = run_cfg.eval
         eval_cfg = dataclasses.replace(

@@ -25,7 +25,7 @@ from engine import checkpoint, distributed
 from engine.augment import DiffAugment
 from engine.class_plan import ClassPlan
 from engine.config import RunConfig, with_defaults
-from engine.coreset_init import coreset, fit_to_coreset
+from engine.coreset_init import coreset, fitted_start
 from engine.distributed import DistEnv
 from engine.generator import Generator
 from engine.nets import ConvNet
@@ -57,11 +57,13 @@ def condense(
     plan: ClassPlan,
     teacher: ConvNet | None = None,
     env: DistEnv | None = None,
+    fit_cache: Path | None = None,
 ) -> dict:
     """Run Algorithm 1 on this rank's share of every step's classes (`plan`, already checked
     against the world size); returns the state the artifact needs. Rank 0 writes metrics.jsonl
     and the checkpoints; a run that finds RUN/checkpoint.pt made with the same config resumes
-    from it."""
+    from it. A coreset start is kept in RUN/coreset_fit.pt and, with `fit_cache`, in that folder
+    for other runs with the same fit (engine.coreset_init.fitted_start)."""
     c = cfg.condense
     env = env or DistEnv(device=torch.device(cfg.device))
     device = env.device
@@ -92,14 +94,18 @@ def condense(
     elif c.coreset_init != "none":
         images, _ = coreset(cfg, data_dir, teacher)
         all_classes = list(range(meta.num_classes))
-        fit_to_coreset(
-            m.G,
-            m.codebook,
-            m.conditions,
-            images.to(device),
-            distributed.my_share(all_classes, env.rank, env.world_size),
-            meta.num_classes,
-            cfg,
+        fitted_start(
+            G=m.G,
+            codebook=m.codebook,
+            conditions=m.conditions,
+            images=images.to(device),
+            mine=distributed.my_share(all_classes, env.rank, env.world_size),
+            num_classes=meta.num_classes,
+            cfg=cfg,
+            run_dir=out_dir,
+            cache_dir=fit_cache,
+            world_size=env.world_size,
+            is_main=env.is_main,
         )
 
     associations = ClassGroupedLoader(

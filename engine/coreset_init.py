@@ -9,15 +9,19 @@ each rank's MSE is scaled by its share, so the summed gradients are the one-proc
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from common import fsio
 from common.console import log, progress_bar
-from common.errors import ConfigError
+from common.errors import ConfigError, DataError
 from engine import distributed
 from engine.config import RunConfig
 from engine.evaluate import herding, random_real
@@ -111,3 +115,87 @@ def fit_to_coreset(
             "condense.coreset_fit_steps"
         )
     return float(mse)
+
+
+FIT_FILE = "coreset_fit.pt"
+
+
+def fit_key(
+    *,
+    cfg: RunConfig,
+    G: torch.nn.Module,
+    codebook: torch.Tensor,
+    conditions: torch.Tensor,
+    images: torch.Tensor,
+    world_size: int,
+) -> str:
+    """A hash of everything the fit's result depends on: its settings, G's and the codebook's
+    starting values, the conditions, the coreset, and what changes its rounding (device type,
+    ranks, threads, torch version). Equal keys: the fit would compute the same start."""
+    c = cfg.condense
+    h = hashlib.sha256()
+    settings = {
+        "coreset_init": c.coreset_init,
+        "steps": c.coreset_fit_steps,
+        "lr": c.coreset_fit_lr,
+        "warmup": c.coreset_fit_warmup,
+        "generator": c.coreset_fit_generator,
+        "codebook_trained": bool(codebook.requires_grad),
+        "device": images.device.type,
+        "world_size": world_size,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    tensors = [*G.state_dict().items(), ("codebook", codebook), ("conditions", conditions)]
+    for name, t in [*tensors, ("images", images)]:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def _read_fit(path: Path, key: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        saved = fsio.load_torch(path, "fitted start")
+    except DataError as e:
+        log(f"Warning: {e}; fitting again")
+        return None
+    return saved if isinstance(saved, dict) and saved.get("key") == key else None
+
+
+def fitted_start(
+    *,
+    run_dir: Path,
+    cache_dir: Path | None = None,
+    world_size: int = 1,
+    is_main: bool = True,
+    **fit: Any,
+) -> None:
+    """fit_to_coreset(**fit), or its result reused: RUN/coreset_fit.pt (a run stopped before its
+    first checkpoint resumes without fitting again) or CACHE/<key>.pt (runs of a sweep or bench
+    that share the fit's inputs). A file of another key is ignored; rank 0 writes both files."""
+    G, codebook = fit["G"], fit["codebook"]
+    key = fit_key(
+        cfg=fit["cfg"], G=G, codebook=codebook, conditions=fit["conditions"],
+        images=fit["images"], world_size=world_size,
+    )  # fmt: skip
+    places = [run_dir / FIT_FILE] + ([cache_dir / f"{key}.pt"] if cache_dir else [])
+    found = next(((p, s) for p in places if (s := _read_fit(p, key)) is not None), None)
+    # every rank must take the same branch: the fit's gradients are summed over ranks
+    if int(distributed.all_sum(torch.tensor(float(found is not None)))) == world_size:
+        path, saved = found
+        G.load_state_dict(saved["G"])
+        with torch.no_grad():
+            codebook.copy_(saved["codebook"])
+        log(f"Reusing the fitted start in {fsio.shown(path)} (pixel MSE {saved['mse']:.4f})")
+    else:
+        mse = fit_to_coreset(**fit)
+        saved = {"key": key, "G": G.state_dict(), "codebook": codebook.detach().cpu(), "mse": mse}
+    if is_main:
+        for path in places:
+            if _read_fit(path, key) is None:
+                fsio.make_dir(path.parent)
+                fsio.save_torch(saved, path, "fitted start")
+    distributed.barrier()

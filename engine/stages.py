@@ -25,6 +25,7 @@ from engine import artifact, checkpoint, distributed, preflight
 from engine.class_plan import ClassPlan
 from engine.condense import condense
 from engine.config import EvalConfig, RunConfig, with_defaults
+from engine.coreset_init import FIT_FILE
 from engine.distributed import DistEnv
 from engine.evaluate import diversity, evaluate_sets, herding, random_real
 from engine.gan import pretrain_gan
@@ -197,6 +198,7 @@ PROVENANCE_FILE = "provenance.json"
 RUN_OUTPUTS = (
     artifact.CONDENSED_FILE,
     checkpoint.CHECKPOINT_FILE,
+    FIT_FILE,
     "metrics.jsonl",
     "diagnostics.json",
     "eval.json",
@@ -355,9 +357,11 @@ def run_condense(
     env: DistEnv | None = None,
     allow_mismatch: bool = False,
     force: bool = False,
+    fit_cache: Path | None = None,
 ) -> dict:
     """Condense into RUN/condensed.pt; without --pretrained the stage runs into RUN/pretrained
-    (and is reused when a previous run left it there). Every rank calls this; rank 0 writes."""
+    (and is reused when a previous run left it there). Every rank calls this; rank 0 writes.
+    fit_cache: a folder where a coreset start is kept for other runs with the same fit."""
     cfg.validate()
     env = env or DistEnv(device=torch.device(cfg.device))
     meta = load_meta(data_dir)
@@ -400,7 +404,16 @@ def run_condense(
     )
     generator = artifact.rebuild_generator(pre)
     state = condense(
-        cfg, data_dir, meta, generator, pre.conditions, out, plan=plan, teacher=teacher, env=env
+        cfg,
+        data_dir,
+        meta,
+        generator,
+        pre.conditions,
+        out,
+        plan=plan,
+        teacher=teacher,
+        env=env,
+        fit_cache=fit_cache,
     )
     payload = artifact.CondensedArtifact(
         generator=state["generator"].state_dict(),
@@ -421,6 +434,7 @@ def run_condense(
         payload.save(path)
         if state["steps"] == cfg.condense.total_steps:  # finished: nothing left to resume
             (out / checkpoint.CHECKPOINT_FILE).unlink(missing_ok=True)
+            (out / FIT_FILE).unlink(missing_ok=True)
     distributed.barrier()
     params = sum(v.numel() for v in payload.generator.values() if v.is_floating_point())
     params += payload.codebook.numel()

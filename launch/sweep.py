@@ -22,6 +22,7 @@ from common import fsio
 from common.errors import ConfigError
 
 VARIANT = "variant"
+FIT_CACHE_DIR = "fit-cache"  # OUT/fit-cache: fitted coreset starts shared by the points
 
 
 def sweep_points(grid: list[str], variants: dict[str, list[str]] | None = None) -> list[dict]:
@@ -121,7 +122,7 @@ class SweepPlan:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.config(point).to_file(path)
         argv = ["condense", "--config", str(path), "--data", str(self.data)]
-        argv += ["--out", str(self.run_dir(point))]
+        argv += ["--out", str(self.run_dir(point)), "--fit-cache", str(self.out / FIT_CACHE_DIR)]
         if self.pretrained:
             argv += ["--pretrained", str(self.pretrained)]
         return argv

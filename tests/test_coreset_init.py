@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from common.errors import ConfigError
+from engine import coreset_init
 from engine.config import RunConfig
-from engine.coreset_init import fit_to_coreset, warmup_cosine
+from engine.coreset_init import FIT_FILE, fit_to_coreset, fitted_start, warmup_cosine
 from engine.generator import Generator, generate, init_codebook
 
 
@@ -98,3 +99,65 @@ def test_fit_lr_warms_up_linearly_then_decays_as_a_cosine():
     assert factor(50) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0)
     plain = warmup_cosine(warmup=0, steps=100)
     assert plain(0) == 1.0 and plain(50) == pytest.approx(0.5)
+
+
+def _start(cfg: RunConfig, targets: torch.Tensor, tmp_path, cache=None):
+    G, conditions = tiny_generator(), torch.eye(3, 4)
+    codebook = torch.nn.Parameter(init_codebook(2, 8, "learned", 0, 0))
+    fitted_start(
+        G=G,
+        codebook=codebook,
+        conditions=conditions,
+        images=targets,
+        mine=[0, 1, 2],
+        num_classes=3,
+        cfg=cfg,
+        run_dir=tmp_path / "run",
+        cache_dir=cache,
+    )
+    return G, codebook
+
+
+def _fit_cfg(steps: int = 20) -> RunConfig:
+    cfg = RunConfig()
+    cfg.condense.ipc, cfg.condense.coreset_init, cfg.condense.coreset_fit_steps = 2, "random", steps
+    cfg.condense.coreset_fit_lr = 0.01
+    return cfg
+
+
+def test_a_fitted_start_is_reused_from_the_run_folder_and_the_cache(tmp_path, monkeypatch, capsys):
+    targets = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    cache = tmp_path / "cache"
+    G, codebook = _start(_fit_cfg(), targets, tmp_path, cache)
+    assert (tmp_path / "run" / FIT_FILE).is_file() and len(list(cache.glob("*.pt"))) == 1
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again although the start was saved")
+
+    monkeypatch.setattr(coreset_init, "fit_to_coreset", no_fit)
+    (tmp_path / "run" / FIT_FILE).unlink()  # another run of the sweep: only the cache has it
+    G2, codebook2 = _start(_fit_cfg(), targets, tmp_path, cache)
+    assert torch.equal(codebook2, codebook)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(G2.state_dict().values(), G.state_dict().values(), strict=True)
+    )
+    assert "Reusing the fitted start" in capsys.readouterr().err
+    G3, codebook3 = _start(_fit_cfg(), targets, tmp_path)  # a resumed run: RUN/ alone
+    assert torch.equal(codebook3, codebook)
+
+
+def test_a_fitted_start_of_other_inputs_or_an_unreadable_one_is_not_reused(tmp_path, capsys):
+    targets = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    cache = tmp_path / "cache"
+    _, first = _start(_fit_cfg(20), targets, tmp_path, cache)
+    _, more_steps = _start(_fit_cfg(40), targets, tmp_path, cache)
+    _, other_images = _start(_fit_cfg(20), -targets, tmp_path, cache)
+    assert len(list(cache.glob("*.pt"))) == 3
+    assert not torch.equal(first, more_steps) and not torch.equal(first, other_images)
+    for path in [*cache.glob("*.pt"), tmp_path / "run" / FIT_FILE]:
+        path.write_bytes(b"not a torch file")
+    capsys.readouterr()
+    _, again = _start(_fit_cfg(20), targets, tmp_path, cache)
+    assert torch.equal(again, first)  # fitted again, to the same start
+    assert "not a readable fitted start" in capsys.readouterr().err

@@ -76,6 +76,29 @@ def test_an_ipc_1_run_warns_about_nothing_that_cannot_apply(run, cli, tmp_path):
     assert "none (one image a class)" in r.stdout
 
 
+def test_a_coreset_start_is_fitted_once_for_runs_that_share_it(run, cli, tmp_path):
+    root, data, out, _ = run
+    cache = tmp_path / "fit-cache"
+    start = ("condense.coreset_init=herding", "condense.coreset_fit_steps=5")
+    first, second = tmp_path / "a", tmp_path / "b"
+    common = ("--pretrained", out / "pretrained", "--fit-cache", cache)
+    stopped = sets(*TINY, *start, "max_steps=2")
+    args = ("condense", "--preset", "mnist-smoke", "--data", data)
+    r = cli(*args, "--out", first, *common, *stopped)
+    assert r.returncode == 0, r.stderr
+    assert "Fitted to the herding coreset" in r.stderr and "Reusing" not in r.stderr
+    assert (first / "coreset_fit.pt").is_file() and len(list(cache.glob("*.pt"))) == 1
+    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", second, *common,
+            *sets(*TINY, *start, "condense.weight_intra=0.5"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "Reusing the fitted start" in r.stderr and "Fitted to" not in r.stderr
+    assert not (second / "coreset_fit.pt").exists()  # finished: nothing left to resume
+    r = cli("condense", "--preset", "mnist-smoke", "--data", data, "--out", first, *common,
+            *sets(*TINY, *start))  # fmt: skip
+    assert r.returncode == 0, r.stderr  # resumed from the checkpoint: no fit, no reuse
+    assert "Resuming" in r.stderr and "Fitted to" not in r.stderr and "Reusing" not in r.stderr
+
+
 def test_truncated_codes_stay_fixed(run):
     root, data, _, _ = run
     from helpers import run_cli

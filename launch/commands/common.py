@@ -25,6 +25,12 @@ MISMATCH_HELP = (
     "default that is refused: meta.json's source sha256 and the stage's sha256 must match)"
 )
 
+FIT_CACHE_HELP = (
+    "a folder where the fitted coreset start (condense.coreset_init) is kept under a hash of "
+    "everything it depends on and reused by any run with the same fit (a sweep passes "
+    "OUT/fit-cache); without it only RUN/coreset_fit.pt, which a stopped run reuses"
+)
+
 
 RECIPE_HELP = (
     "how the preset's method is changed: paper (the default: none, the paper's method) or "

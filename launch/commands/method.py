@@ -7,6 +7,7 @@ from pathlib import Path
 
 from common.console import console
 from launch.commands.common import (
+    FIT_CACHE_HELP,
     MISMATCH_HELP,
     PRETRAIN_SET_HELP,
     add_run_options,
@@ -86,6 +87,7 @@ def add(sub) -> None:
         "condensed.pt, checkpoint, metrics, synthetic/, eval.json and eval_parts/ are removed "
         "first. The same config resumes or redoes the run without it",
     )
+    p.add_argument("--fit-cache", type=Path, default=None, help=FIT_CACHE_HELP)
     p.set_defaults(handler=_run_condense)
 
     p = sub.add_parser(
@@ -206,7 +208,14 @@ def _run_condense(args) -> int:
         check_condense(cfg, meta, plan)
         with hold_on_rank0(args.out, "condense"):
             summary = run_condense(
-                cfg, args.data, args.out, args.pretrained, env, args.allow_mismatch, args.force
+                cfg,
+                args.data,
+                args.out,
+                args.pretrained,
+                env,
+                args.allow_mismatch,
+                args.force,
+                fit_cache=args.fit_cache,
             )
     finally:
         distributed.teardown()
