@@ -381,7 +381,9 @@ def condense_step_cost(
         dh.bytes += dh_params * SGD_MOMENTUM_BYTES
     parts.append(dh)
 
-    # phi's classification step on a real batch, once every gen_steps steps
+    # phi's classification step on a real batch, once every gen_steps steps (none at rate 0)
+    if not c.phi_trains:
+        return cost
     phi_cls = convnet_layers(channels, image_size, c.phi_width, num_classes)
     up = forward("phi_update", "phi_update", phi_cls, c.phi_batch, act)
     up.add(backward("", "", phi_cls, c.phi_batch, act, input_grad=False, weight_grad=True))

@@ -49,7 +49,7 @@ def profile_steps(cfg: ProfileConfig) -> dict:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities, record_shapes=False) as prof:
         for s in range(cfg.steps):
-            h.step(i, phi=s == cfg.steps - 1)
+            h.step(i, phi=s == cfg.steps - 1 and run_cfg.condense.phi_trains)
             i += 1
         h.sync()
     events = prof.key_averages()

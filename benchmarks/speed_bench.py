@@ -103,7 +103,7 @@ class StepHarness:
             cfg=self.cfg, m=self.m, teacher=self.teacher, augment=self.augment, batch=batch
         )
         M = self.cfg.condense.gen_steps
-        if phi if phi is not None else i % M == M - 1:
+        if phi if phi is not None else i % M == M - 1 and self.cfg.condense.phi_trains:
             phi_update(self.cfg, self.m, self.phi_x, self.phi_y)
         return record
 
@@ -153,10 +153,12 @@ def time_step(h: StepHarness, repeats: int, warmup: int, start: int = 0) -> dict
         losses.append(record["loss"])
         i += 1
     step_s, phi_s = statistics.median(steps), statistics.median(phis)
+    c = h.cfg.condense
+    per_step = 1 / c.gen_steps if c.phi_trains else 0.0  # phi's updates a step
     return {
-        "step_s": step_s + phi_s / h.cfg.condense.gen_steps,
+        "step_s": step_s + phi_s * per_step,
         "zg_dh_s": step_s,
-        "min_step_s": min(steps) + min(phis) / h.cfg.condense.gen_steps,
+        "min_step_s": min(steps) + min(phis) * per_step,
         "phi_update_s": phi_s,
         "step_s_all": steps,
         "peak_mem_bytes": torch.cuda.max_memory_allocated() if cuda else None,

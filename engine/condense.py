@@ -149,7 +149,8 @@ def condense(
                 at = plan.at(step)  # drawn once: what the loader streamed for this step
                 batch = StepInput(step, at.classes, at.mine, real, real_labels)
                 record = condense_step(cfg=cfg, m=m, teacher=teacher, augment=augment, batch=batch)
-                if within % M == M - 1:  # after M generator steps, one phi step on real data
+                # after M generator steps, one phi step on real data (none at rate 0)
+                if within % M == M - 1 and c.phi_trains:
                     x, y = next(real_batches)
                     phi_update(cfg, m, x, y, env.world_size)
                 if within == per_outer - 1:  # the next fresh phi's rate

@@ -295,6 +295,12 @@ class CondenseConfig:
     def total_steps(self) -> int:
         return self.outer_iterations * self.inner_iterations * self.gen_steps
 
+    @property
+    def phi_trains(self) -> bool:
+        """Whether the loop runs phi's update: at rate 0 (fresh-net-every-step) it would change
+        nothing, so it is skipped (it cost a third of such a step)."""
+        return self.lr_phi > 0
+
 
 BASELINES = ("random", "herding", "plain")
 

@@ -113,7 +113,7 @@ HERDING_DM = Recipe(
         Departure(
             "fresh-net-every-step",
             "phi freshly initialised for every (Z, G) update and never trained (outer "
-            "iterations = steps, N = M = 1, phi's rate 0)",
+            "iterations = steps, N = M = 1, phi's rate 0, so its update is skipped)",
             "DM (a randomly initialised ConvNet every iteration)",
             _fresh_net_every_step,
         ),

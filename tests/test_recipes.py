@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_cli
+from helpers import TINY, run_cli
 
 from common.errors import ConfigError
 from engine.config import RunConfig
@@ -143,3 +143,35 @@ def test_recipes_doc_table_is_built_from_the_registry():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text()
     assert markdown_table(HERDING_DM, load_preset("fashion-mnist-smoke")) in doc
+
+
+def test_phi_is_not_updated_at_rate_zero_and_such_an_update_changed_nothing(toy_stage, tmp_path):
+    """fresh-net-every-step sets phi's rate to 0: the loop skips phi's update (a third of a
+    step), which at rate 0 left phi as it was."""
+    import torch
+
+    from engine import condense as loop
+    from engine.nets import ConvNet
+    from engine.presets import load_preset
+    from engine.stages import run_condense
+    from engine.step import StepModules, phi_update
+
+    data, pre = toy_stage
+    cfg = load_preset("mnist-smoke", [*TINY, "recipe=herding-dm", "condense.coreset_init=none"])
+    cfg.max_steps = 3
+    calls = []
+    original = loop.phi_update
+    loop.phi_update = lambda *a, **k: calls.append(1)
+    try:
+        run_condense(cfg, data, tmp_path / "run", pre)
+    finally:
+        loop.phi_update = original
+    assert calls == [] and (tmp_path / "run" / "checkpoint.pt").is_file()
+
+    m = StepModules.__new__(StepModules)
+    m.phi = m.phi_logits = ConvNet(1, 4, 16, width=8)
+    m.opt_phi = torch.optim.SGD(m.phi.parameters(), 0.0, momentum=0.9)
+    before = [p.detach().clone() for p in m.phi.parameters()]
+    for _ in range(3):
+        phi_update(cfg, m, torch.randn(8, 1, 16, 16), torch.randint(0, 4, (8,)))
+    assert all(torch.equal(a, b) for a, b in zip(before, m.phi.parameters(), strict=True))
