@@ -310,9 +310,10 @@ def diversity(
     images: Tensor, labels: Tensor, feature_net: nn.Module, batch_size: int = 512
 ) -> dict:
     """Feature-space spread of a set: {"within_class": mean over classes of the mean pairwise
-    Euclidean distance between that class's embeddings (0 for a single image), "between_class":
-    mean pairwise distance between class-mean embeddings, "ratio": within / between (nan when
-    between is 0)}. Identical images within every class give within_class == 0."""
+    Euclidean distance between that class's embeddings, "between_class": mean pairwise distance
+    between class-mean embeddings, "ratio": within / between (nan when between is 0)}.
+    Identical images within every class give within_class == 0; with one image a class there is
+    no within-class spread at all: within_class and ratio are None."""
     if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
         raise ConfigError(f"{images.shape[0]} images and {labels.shape[0]} labels")
     feats = _embed(feature_net, images.detach().split(batch_size))
@@ -324,4 +325,6 @@ def diversity(
     within_class = float(np.mean(within)) if within else 0.0
     between_class = _mean_pairwise(centres)
     ratio = within_class / between_class if between_class > 0 else float("nan")
+    if all(int((labels == c).sum()) < 2 for c in classes):  # one image a class: no spread
+        within_class = ratio = None
     return {"within_class": within_class, "between_class": between_class, "ratio": ratio}

@@ -74,6 +74,13 @@ def test_an_ipc_1_run_warns_about_nothing_that_cannot_apply(run, cli, tmp_path):
     for cannot in ("intra", "collapsed", "hardly moved"):
         assert cannot not in text, text
     assert "none (one image a class)" in r.stdout
+    r = cli("evaluate", one, "--data", data, "--seeds", "1", "--epochs", "2", "--baselines=random")
+    assert r.returncode == 0, r.stderr
+    assert "nearly identical" not in r.stdout + r.stderr  # no within-class spread to judge
+    report = json.loads((one / "eval.json").read_text())
+    spread = report["diagnostics"]["diversity_teacher_features"]
+    assert spread["condensed"]["within_class"] is None and spread["condensed"]["ratio"] is None
+    assert spread["random"]["between_class"] > 0
 
 
 def test_a_coreset_start_is_fitted_once_for_runs_that_share_it(run, cli, tmp_path):

@@ -380,7 +380,8 @@ def show_evaluation(report: dict) -> None:
     rows = summarize(report["results"])
     for row in rows:
         d = div.get(row["set"], {})
-        row["within/between"] = d.get("ratio", float("nan"))
+        ratio = d.get("ratio", float("nan"))
+        row["within/between"] = "-" if ratio is None else ratio  # None: one image a class
     show_rows(f"IPC {report['ipc']}, {report['epochs']} epochs: test accuracy (%)", rows)
     ratio = div.get("condensed", {}).get("ratio")
     if ratio is not None and ratio < 0.05:
