@@ -64,8 +64,9 @@ def fit_to_coreset(
     coreset_fit_generator, on G for coreset_fit_steps steps, minimising the pixel MSE between
     G(z_k, c_y) and images[y * K + k] over this rank's classes `mine`. G's requires_grad is
     restored afterwards (Algorithm 1 may freeze it). on_step(step, this rank's MSE) follows
-    each step (probes).
-    Returns the final global MSE."""
+    each step (probes). The parameters of the lowest global MSE seen are kept: with few images
+    (IPC 1 on Fashion-MNIST) Adam's steps can throw a fit at MSE 0.003 to 0.26 for good.
+    Returns that lowest global MSE."""
     c = cfg.condense
     groups = []
     if codebook.requires_grad:
@@ -87,14 +88,18 @@ def fit_to_coreset(
     rows = torch.cat([torch.arange(y * K, (y + 1) * K) for y in mine]).to(images.device)
     target = images[rows]
     share = len(mine) / num_classes
-    loss = first = torch.zeros(())
+    first, best, kept = None, math.inf, [p.detach().clone() for p in params]
     with progress_bar() as bar:
         task = bar.add_task(f"Fitting G to the {c.coreset_init} coreset", total=c.coreset_fit_steps)
         for step in range(c.coreset_fit_steps):
             syn, _ = generate(G, codebook, conditions, mine)
             loss = F.mse_loss(syn, target)
-            if step == 0:
-                first = loss.detach()
+            now = float(distributed.all_sum(share * loss.detach().double()))
+            first = now if first is None else first
+            if now < best:  # these parameters made it: keep them
+                best = now
+                for k, p in zip(kept, params, strict=True):
+                    k.copy_(p.detach())
             opt.zero_grad(set_to_none=True)
             (share * loss).backward()
             distributed.sum_gradients(params)
@@ -103,14 +108,20 @@ def fit_to_coreset(
             bar.advance(task)
             if on_step is not None:
                 on_step(step, float(loss.detach()))
+    with torch.no_grad():  # the last step's result, unless an earlier state was better
+        final = F.mse_loss(generate(G, codebook, conditions, mine)[0], target)
+        final = float(distributed.all_sum(share * final.double()))
+        if final > best:
+            for k, p in zip(kept, params, strict=True):
+                p.copy_(k)
+        best = min(best, final)
     for p, trains in zip(G.parameters(), trains_generator, strict=True):
         p.requires_grad_(trains)
-    mse = distributed.all_sum(share * loss.detach().double())
-    start = distributed.all_sum(share * first.double())
-    log(f"Fitted to the {c.coreset_init} coreset: pixel MSE {float(mse):.4f}")
-    if float(mse) > 0.5 * float(start):
+    mse, start = best, first
+    log(f"Fitted to the {c.coreset_init} coreset: pixel MSE {mse:.4f}")
+    if mse > 0.5 * start:
         log(
-            f"Warning: the fit barely moved (pixel MSE {float(start):.3f} -> {float(mse):.3f}): "
+            f"Warning: the fit barely moved (pixel MSE {start:.3f} -> {mse:.3f}): "
             "condensation starts from a poor fit; lower condense.coreset_fit_lr or raise "
             "condense.coreset_fit_steps"
         )
