@@ -153,7 +153,7 @@ def condense(
                 if within % M == M - 1 and c.phi_trains:
                     x, y = next(real_batches)
                     phi_update(cfg, m, x, y, env.world_size)
-                if within == per_outer - 1:  # the next fresh phi's rate
+                if within == per_outer - 1 and c.phi_trains:  # the next fresh phi's rate
                     m.sched_phi.step()
                 # one small all-reduce a step: global losses, a NaN anywhere, a stop signal
                 summary = distributed.all_sum(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 from helpers import TINY, run_cli
@@ -157,16 +158,22 @@ def test_phi_is_not_updated_at_rate_zero_and_such_an_update_changed_nothing(toy_
     from engine.step import StepModules, phi_update
 
     data, pre = toy_stage
-    cfg = load_preset("mnist-smoke", [*TINY, "recipe=herding-dm", "condense.coreset_init=none"])
+    loop_keys = ("condense.outer_iterations", "condense.inner_iterations", "condense.gen_steps")
+    tiny = [item for item in TINY if not item.startswith(loop_keys)]  # the recipe's loop
+    cfg = load_preset("mnist-smoke", [*tiny, "recipe=herding-dm", "condense.coreset_init=none"])
+    assert cfg.condense.inner_iterations == cfg.condense.gen_steps == 1
     cfg.max_steps = 3
     calls = []
     original = loop.phi_update
     loop.phi_update = lambda *a, **k: calls.append(1)
     try:
-        run_condense(cfg, data, tmp_path / "run", pre)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_condense(cfg, data, tmp_path / "run", pre)
     finally:
         loop.phi_update = original
     assert calls == [] and (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)]  # phi's is not stepped
 
     m = StepModules.__new__(StepModules)
     m.phi = m.phi_logits = ConvNet(1, 4, 16, width=8)
