@@ -193,7 +193,8 @@ def fitted_start(
         images=fit["images"], world_size=world_size,
     )  # fmt: skip
     places = [run_dir / FIT_FILE] + ([cache_dir / f"{key}.pt"] if cache_dir else [])
-    found = next(((p, s) for p in places if (s := _read_fit(p, key)) is not None), None)
+    held = {p: s for p in places if (s := _read_fit(p, key)) is not None}  # read once each
+    found = next(iter(held.items()), None)
     # every rank must take the same branch: the fit's gradients are summed over ranks
     if int(distributed.all_sum(torch.tensor(float(found is not None)))) == world_size:
         path, saved = found
@@ -206,7 +207,7 @@ def fitted_start(
         saved = {"key": key, "G": G.state_dict(), "codebook": codebook.detach().cpu(), "mse": mse}
     if is_main:
         for path in places:
-            if _read_fit(path, key) is None:
+            if path not in held:
                 fsio.make_dir(path.parent)
                 fsio.save_torch(saved, path, "fitted start")
     distributed.barrier()
