@@ -830,6 +830,7 @@ def gather_evaluation(run: Path, seeds: int) -> dict:
         parts.append(fsio.read_json(path, "evaluation part"))
     check_parts(run, parts, seeds)
     report = {k: v for k, v in parts[0].items() if k not in ("seed_index", "seeds")}
+    report["eval"] = {**report["eval"], "seeds": seeds}  # each part trained 1 of the N
     results: dict = {}
     for name, by_model in parts[0]["results"].items():
         results[name] = {}

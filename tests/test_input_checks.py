@@ -125,6 +125,7 @@ def test_gather_refuses_parts_that_do_not_belong_together(run, capsys):
     assert not (out / "eval.json").exists()
     (parts / "seed_1.json").write_text(json.dumps(dict(first, seed_index=1)))
     assert main(capsys, *gather)[0] == 0  # one evaluation's parts merge
+    assert json.loads((out / "eval.json").read_text())["eval"]["seeds"] == 2  # not a part's 1
     (out / "eval.json").unlink()
     payload = torch.load(out / "condensed.pt", weights_only=False)
     payload["steps"] = 5  # another condensed.pt than the parts were made from

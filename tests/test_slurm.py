@@ -144,6 +144,7 @@ def test_evaluation_array_is_gathered(slurm, toy_run):
     r = single_rank_cli(*args)  # the same evaluation in one process
     assert r.returncode == 0, r.stderr
     single = json.loads((run / "eval.json").read_text())
+    assert arrayed["eval"] == single["eval"]  # the gathered file records the N-seed protocol
     for name in ("condensed", "random"):
         assert arrayed["results"][name]["convnet"]["accs"] == pytest.approx(
             single["results"][name]["convnet"]["accs"], abs=1e-9
