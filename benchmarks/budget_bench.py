@@ -6,8 +6,9 @@ zero-cost lines.
 
 - ours: the faithful smoke preset, its pretraining counted (`gencond pretrain`, then
   `gencond condense` in chunks of `ours_chunk` steps, resuming from its checkpoint; the set at a
-  mark is G(codebook) after the chunk that crossed it). A schedule that ends before the last
-  mark gives its final set to the later marks (`finished_s` says when).
+  mark is the one that existed when the clock passed it: G(codebook) after the last chunk that
+  ended before the mark, or no set). A schedule that ends before the last mark gives its final
+  set to the later marks (`finished_s` says when).
 - dm / dsa / mtt: the pixel baselines with their papers' settings (`budget=paper`), MTT's
   expert trajectories counted; the set at a mark is the pixel tensor after the update that
   crossed it. The condenser's whole state is saved with each snapshot, so an interrupted run
@@ -39,6 +40,7 @@ from benchmarks.results import RESULTS_DIR, write_result
 from common.errors import ConfigError
 
 NO_SET_OURS = "no set yet: the mark passed while G was pretrained"
+NO_SET_FIRST = "no set yet: the mark passed before ours' first chunk of condensation ended"
 NO_SET_MTT = "no set yet: the mark passed while the expert trajectories were trained"
 
 
@@ -71,11 +73,16 @@ def _missing_marks(cfg: BudgetConfig, method: str) -> list[float]:
 
 
 def run_ours(cfg: BudgetConfig, log) -> None:
-    """Pretrain, then condense chunk by chunk; the clock is persisted in WORK/ours/clock.json."""
+    """Pretrain, then condense chunk by chunk; the clock is persisted in WORK/ours/clock.json.
+
+    The set at a mark is the one that existed when the clock passed it: the set after the last
+    chunk that ended before the mark (WORK/ours/held_set.pt keeps it across the crossing chunk),
+    or no set when none had ended.
+    """
     from common import fsio
     from common.runlock import hold
     from engine.presets import load_preset_for
-    from engine.stages import load_condensed, run_condense, run_pretrain, synthetic_set
+    from engine.stages import run_condense, run_pretrain
 
     todo = _missing_marks(cfg, "ours")
     if not todo:
@@ -89,6 +96,8 @@ def run_ours(cfg: BudgetConfig, log) -> None:
     def tick(began: float, **extra) -> float:
         clock["elapsed_s"] += time.perf_counter() - began
         clock.update(extra)
+        if extra.get("pretrained"):
+            clock["pretrained_s"] = clock["elapsed_s"]
         fsio.write_json(clock_path, clock)
         return clock["elapsed_s"]
 
@@ -99,17 +108,28 @@ def run_ours(cfg: BudgetConfig, log) -> None:
         log(f"ours: pretrained in {tick(began, pretrained=True):.0f} s")
     step = clock.get("step", 0)
     while todo:
-        elapsed = clock["elapsed_s"]
-        if elapsed >= todo[0] * 60 and step == 0:  # the mark passed during pretraining
-            _save_snapshot(cfg, "ours", todo[0], None, None, elapsed, {"note": NO_SET_OURS})
-            log(f"ours: no set yet at {todo.pop(0):g} min (pretraining took {elapsed:.0f} s)")
-            continue
-        if elapsed >= todo[0] * 60 or step >= total:
-            payload = load_condensed(work / "run")
-            images, labels = synthetic_set(payload)
-            info = {"steps": payload.steps, "finished_s": clock.get("finished_s"), **_resources()}
-            _save_snapshot(cfg, "ours", todo[0], images, labels, elapsed, info)
-            log(f"ours: snapshot at {todo.pop(0):g} min ({elapsed:.0f} s, step {step})")
+        elapsed, mark = clock["elapsed_s"], todo[0]
+        held = _held_set(work)  # made before the chunk that has just run, if any
+        if elapsed >= mark * 60:  # the last chunk crossed the mark
+            if held is None:
+                _save_snapshot(
+                    cfg, "ours", mark, None, None, elapsed, {"note": _no_set(clock, mark)}
+                )
+                log(f"ours: no set yet at {todo.pop(0):g} min ({elapsed:.0f} s on the clock)")
+                continue
+        elif held is None or held["steps"] != step:
+            if step > 0:  # the set after the last chunk: hold it before the next one
+                held = _hold_set(work, step=step, made_s=elapsed)
+        if elapsed >= mark * 60 or step >= total:
+            info = {
+                "steps": held["steps"],
+                "clock_s": elapsed,
+                "finished_s": clock.get("finished_s"),
+            }
+            info.update(_resources())  # elapsed_s: when the set was made
+            images, labels = held["images"], held["labels"]
+            _save_snapshot(cfg, "ours", mark, images, labels, held["made_s"], info)
+            log(f"ours: snapshot at {todo.pop(0):g} min (the set of step {held['steps']})")
             continue
         began = time.perf_counter()
         step = min(total, step + cfg.ours_chunk)
@@ -120,6 +140,27 @@ def run_ours(cfg: BudgetConfig, log) -> None:
         if step >= total and "finished_s" not in clock:
             clock["finished_s"] = clock["elapsed_s"]
             fsio.write_json(clock_path, clock)
+
+
+def _held_set(work: Path) -> dict | None:
+    path = work / "held_set.pt"
+    return torch.load(path, weights_only=False) if path.is_file() else None
+
+
+def _hold_set(work: Path, *, step: int, made_s: float) -> dict:
+    """G(codebook) after `step` steps, saved as the set that exists until the next chunk ends."""
+    from common import fsio
+    from engine.stages import load_condensed, synthetic_set
+
+    payload = load_condensed(work / "run")
+    images, labels = synthetic_set(payload)
+    held = {"images": images, "labels": labels, "steps": step, "made_s": made_s}
+    fsio.save_torch(held, work / "held_set.pt")
+    return held
+
+
+def _no_set(clock: dict, mark: float) -> str:
+    return NO_SET_OURS if clock.get("pretrained_s", 0) >= mark * 60 else NO_SET_FIRST
 
 
 def run_baseline(cfg: BudgetConfig, method: str, log) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import run_cli, toy
 
-from benchmarks import scaling_bench, throughput_bench
+from benchmarks import budget_bench, scaling_bench, throughput_bench
 from benchmarks.throughput_bench import Point, ThroughputConfig
 
 TINY = {"image_size": 8, "classes": 3, "width": 4}
@@ -307,6 +307,96 @@ def test_budget_bench_snapshots_resume_and_skip(tmp_path):
     marks = args.index("--marks") + 1
     r = run_cli(*args[:marks], "0.4,0.9", *args[marks + 1 :], timeout=300)
     assert r.returncode != 0 and "marks_min" in r.stderr and "--workdir" in r.stderr, r.stderr
+
+
+class _FakeCondenser:
+    """ours' stages on a scripted clock: pretraining takes 100 s, the first chunk 500 s (the
+    start fit), every later one 60 s; the set after step s is a tensor full of s."""
+
+    def __init__(self, crash_at_step=None):
+        self.now, self.step, self.crash_at_step = 0.0, 0, crash_at_step
+
+    def install(self, monkeypatch):
+        import types
+
+        from benchmarks import budget_bench
+        from engine import presets, stages
+
+        preset = types.SimpleNamespace(condense=types.SimpleNamespace(total_steps=12))
+        monkeypatch.setattr(presets, "load_preset_for", lambda name, sets, data: self._cfg(sets))
+        monkeypatch.setattr(stages, "run_pretrain", lambda *a: self._advance(100.0))
+        monkeypatch.setattr(stages, "run_condense", lambda cfg, *a: self._condense(cfg))
+        monkeypatch.setattr(
+            stages, "load_condensed", lambda run: types.SimpleNamespace(s=self.step)
+        )
+        monkeypatch.setattr(
+            stages, "synthetic_set", lambda p: (torch.full((2, 1), p.s), torch.arange(2))
+        )
+        monkeypatch.setattr(
+            budget_bench, "time", types.SimpleNamespace(perf_counter=lambda: self.now)
+        )
+        self.preset = preset
+
+    def _cfg(self, sets):
+        import types
+
+        max_steps = [int(s.split("=")[1]) for s in sets if s.startswith("max_steps=")]
+        return types.SimpleNamespace(condense=self.preset.condense, max_steps=(max_steps or [0])[0])
+
+    def _advance(self, seconds):
+        self.now += seconds
+
+    def _condense(self, cfg):
+        if cfg.max_steps == self.crash_at_step:
+            self.crash_at_step = None
+            raise KeyboardInterrupt  # preempted inside the chunk: its time is lost
+        self._advance(500.0 if self.step == 0 else 60.0)
+        self.step = cfg.max_steps
+
+
+def _ours_snapshots(tmp_path, condenser):
+    from benchmarks import budget_bench
+    from benchmarks.config import BudgetConfig
+
+    cfg = BudgetConfig(
+        data="unused",
+        methods=("ours",),
+        marks_min=(1.0, 5.0, 10.5, 13.0),
+        ours_chunk=4,
+        workdir=str(tmp_path),
+        preset="mnist-smoke",
+    )
+    try:
+        budget_bench.run_ours(cfg, log=lambda line: None)
+    except KeyboardInterrupt:
+        budget_bench.run_ours(cfg, log=lambda line: None)  # the rerun resumes
+    out = {}
+    for mark in cfg.marks_min:
+        snap = torch.load(tmp_path / "ours" / f"snapshot_{mark:g}min.pt", weights_only=False)
+        images = snap["images"]
+        out[mark] = None if images is None else (int(images[0, 0]), snap["elapsed_s"], snap["info"])
+    return out
+
+
+@pytest.mark.parametrize("crash_at_step", [None, 8])
+def test_budget_ours_snapshot_is_the_set_that_existed_when_the_clock_passed_the_mark(
+    tmp_path, monkeypatch, crash_at_step
+):
+    # clock: pretrained at 100 s; steps 4 at 600 s, 8 at 660 s, 12 (the end) at 720 s
+    condenser = _FakeCondenser(crash_at_step=crash_at_step)
+    condenser.install(monkeypatch)
+    snaps = _ours_snapshots(tmp_path, condenser)
+    assert snaps[1.0] is None  # 60 s: still pretraining
+    assert snaps[5.0] is None  # 300 s: the first chunk had not ended (it gave step 4 at 600 s)
+    steps, made_s, info = snaps[10.5]  # 630 s: passed while step 8 was made, so step 4's set
+    assert (steps, made_s, info["clock_s"]) == (4, 600.0, 660.0)
+    steps, made_s, info = snaps[13.0]  # 780 s: after the end, the final set
+    assert (steps, made_s, info["finished_s"]) == (12, 720.0, 720.0)
+    notes = [
+        torch.load(tmp_path / "ours" / f"snapshot_{m:g}min.pt", weights_only=False)["info"]
+        for m in (1.0, 5.0)
+    ]
+    assert [n["note"] for n in notes] == [budget_bench.NO_SET_OURS, budget_bench.NO_SET_FIRST]
 
 
 def test_budget_table_marks_missing_sets_and_ours_minus_the_best_pixel_method():
