@@ -202,6 +202,9 @@ class CondenseConfig:
     #: (each synthetic image vs its class's real mean), `mean` (the class's mean synthetic feature
     #: vs the class's real mean, DM's objective, layer-wise)
     feature_match: str = "image"
+    #: phi's blocks in L_f: `all` (every block, layer by layer, as the paper and CAFE) or `last`
+    #: (the last block only, DM's embedding)
+    feature_layers: str = "all"
     #: L_f's reduction: `mean` (per-element MSE, as the paper's text says, summed over layers) or
     #: `sum` (Eq. 2's squared norm as written, CAFE's: each image's squared error summed over every
     #: element of every layer, mean over images; about 16,000 times `mean` for ConvNet-3 on 28 px)
@@ -493,6 +496,10 @@ class RunConfig:
         c = self.condense
         if c.ipc < 1:
             raise ConfigError(f"ipc must be at least 1, got {c.ipc}")
+        if c.feature_layers not in ("all", "last"):
+            raise ConfigError(
+                f"condense.feature_layers must be all or last, not {c.feature_layers!r}"
+            )
         if c.feature_match not in ("image", "class", "mean"):
             raise ConfigError(
                 f"condense.feature_match must be image, class or mean, not {c.feature_match!r}"

@@ -408,6 +408,8 @@ def _feature_loss(
             targets = [t.repeat_interleave(K, 0) for t in targets]
     if c.feature_match == "mean":
         syn = [f.view(n_mine, K, *f.shape[1:]).mean(1) for f in syn]
+    if c.feature_layers == "last":
+        syn, targets = syn[-1:], targets[-1:]
     return losses.feature_matching(syn, targets, c.feature_reduction)
 
 

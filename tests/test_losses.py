@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from engine import losses
@@ -63,3 +64,27 @@ def test_soft_cross_entropy_matches_hard_for_one_hot():
         losses.soft_cross_entropy(logits, one_hot),
         torch.nn.functional.cross_entropy(logits, target),
     )
+
+
+@pytest.mark.parametrize(("layers", "expected"), [("all", 6.5), ("last", 4.0)])
+def test_feature_layers_picks_every_block_or_the_last_only(layers, expected):
+    from engine.config import RunConfig
+    from engine.step import _feature_loss
+
+    cfg = RunConfig()
+    cfg.condense.ipc, cfg.condense.feature_match = 1, "mean"
+    cfg.condense.feature_layers = layers
+    # one class, K = 1, one real image: the class means are the features themselves
+    syn = [torch.tensor([[1.0, 2.0]]), torch.tensor([[[3.0]]])]
+    real = [torch.tensor([[0.0, 0.0]]), torch.tensor([[[1.0]]])]
+    assert _feature_loss(cfg=cfg, real=real, syn=syn, n_mine=1).item() == expected
+
+
+def test_feature_layers_refuses_an_unknown_choice():
+    from common.errors import ConfigError
+    from engine.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.condense.feature_layers = "first"
+    with pytest.raises(ConfigError, match="feature_layers must be all or last"):
+        cfg.validate()
