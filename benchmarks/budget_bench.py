@@ -107,6 +107,11 @@ def run_ours(cfg: BudgetConfig, log) -> None:
             run_pretrain(load_preset_for(cfg.preset, sets, cfg.data), cfg.data, work / "pre")
         log(f"ours: pretrained in {tick(began, pretrained=True):.0f} s")
     step = clock.get("step", 0)
+    if step and "pretrained_s" not in clock:  # an older gencond's clock: no held set
+        raise ConfigError(
+            f"{work} was condensed by an older gencond (no held_set.pt, so the set at a mark "
+            "cannot be told): rerun ours with a fresh --workdir"
+        )
     while todo:
         elapsed, mark = clock["elapsed_s"], todo[0]
         held = _held_set(work)  # made before the chunk that has just run, if any
@@ -144,7 +149,7 @@ def run_ours(cfg: BudgetConfig, log) -> None:
 
 def _held_set(work: Path) -> dict | None:
     path = work / "held_set.pt"
-    return torch.load(path, weights_only=False) if path.is_file() else None
+    return torch.load(path, weights_only=True) if path.is_file() else None
 
 
 def _hold_set(work: Path, *, step: int, made_s: float) -> dict:

@@ -378,7 +378,7 @@ def _ours_snapshots(tmp_path, condenser):
     return out
 
 
-@pytest.mark.parametrize("crash_at_step", [None, 8])
+@pytest.mark.parametrize("crash_at_step", [None, 4, 8])
 def test_budget_ours_snapshot_is_the_set_that_existed_when_the_clock_passed_the_mark(
     tmp_path, monkeypatch, crash_at_step
 ):
@@ -397,6 +397,17 @@ def test_budget_ours_snapshot_is_the_set_that_existed_when_the_clock_passed_the_
         for m in (1.0, 5.0)
     ]
     assert [n["note"] for n in notes] == [budget_bench.NO_SET_OURS, budget_bench.NO_SET_FIRST]
+
+
+def test_budget_ours_refuses_a_workdir_without_its_held_set(tmp_path, monkeypatch):
+    from common.errors import ConfigError
+
+    _FakeCondenser().install(monkeypatch)
+    (tmp_path / "ours").mkdir()
+    clock = {"elapsed_s": 700.0, "pretrained": True, "step": 8}  # an older gencond's
+    (tmp_path / "ours" / "clock.json").write_text(json.dumps(clock))
+    with pytest.raises(ConfigError, match="older gencond"):
+        _ours_snapshots(tmp_path, None)
 
 
 def test_budget_table_marks_missing_sets_and_ours_minus_the_best_pixel_method():
