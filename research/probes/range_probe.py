@@ -21,11 +21,14 @@ from engine.evaluate import train_and_test
 from research import RESULTS_DIR
 
 
-def clamp_to_image_range(images: torch.Tensor, mean: list, std: list) -> torch.Tensor:
-    """Normalised NCHW images -> the same clamped to [0, 1] in pixel space, normalised again."""
+def clamp_to_image_range(images: torch.Tensor, mean: list, std: list) -> tuple[torch.Tensor, float]:
+    """Normalised NCHW images -> (the same clamped to [0, 1] in pixel space and normalised again,
+    the share of values that lay outside [0, 1])."""
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
-    return ((images * s + m).clamp(0, 1) - m) / s
+    pixels = images * s + m
+    outside = float(((pixels < 0) | (pixels > 1)).float().mean())
+    return (pixels.clamp(0, 1) - m) / s, outside
 
 
 def main() -> None:
@@ -38,11 +41,7 @@ def main() -> None:
     snap = torch.load(a.snapshot, weights_only=False)
     images, labels = snap["images"].float(), snap["labels"]
     meta = load_meta(a.data)
-    clamped = clamp_to_image_range(images, meta.mean, meta.std)
-    pixels = images * torch.tensor(meta.std).view(1, -1, 1, 1) + torch.tensor(meta.mean).view(
-        1, -1, 1, 1
-    )
-    outside = float(((pixels < 0) | (pixels > 1)).float().mean())
+    clamped, outside = clamp_to_image_range(images, meta.mean, meta.std)
     cfg = EvalConfig(seeds=a.seeds, baselines=())
     rows = []
     for name, x in (("as_is", images), ("clamped", clamped)):
