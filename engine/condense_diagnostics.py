@@ -98,7 +98,8 @@ def loss_terms(
 ) -> list[dict]:
     """One row per logged term: first (mean of the first tenth of the log), last_half (mean
     of the second half), last, chance, per_phi (per_phi_change) and status: 'moved', 'never
-    moved', 'at chance' or '0 throughout' (a hinge never active: nothing to warn of). A term
+    moved', 'at chance', '0 throughout' (a hinge never active: nothing to warn of) or 'one
+    record' (a run stopped after one logged step: nothing to compare, so nothing to warn of). A term
     whose second-half mean sits at chance but that changes within
     each phi's life by more than MOVED of its chance level is 'moved'. Terms in `skip`
     (terms_that_cannot_apply) get no row."""
@@ -121,6 +122,8 @@ def loss_terms(
         if level is not None and abs(half - level) <= MOVED * max(abs(level), 1e-8):
             live = per_phi is not None and abs(per_phi) > MOVED * max(abs(level), 1e-8)
             status = "moved" if live else "at chance"
+        if len(records) < 2:  # e.g. max_steps=1: a start with nothing to compare against
+            status = "one record"
         rows.append(
             {
                 "term": term,

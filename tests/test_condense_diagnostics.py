@@ -191,3 +191,10 @@ def test_a_hinge_at_zero_all_along_is_not_a_term_that_never_moved():
     assert [r["status"] for r in rows] == ["0 throughout"] and term_warnings(rows) == []
     rows = loss_terms(records(inter=[0.2] * 10), num_classes=10, ipc=1)
     assert term_warnings(rows) == ["inter never moved (0.2 -> 0.2)"]
+
+
+def test_a_run_of_one_logged_step_warns_of_no_term():
+    rows = loss_terms(records(feature=[0.0152], intra=[1.968]), num_classes=10, ipc=10)
+    assert {r["status"] for r in rows} == {"one record"} and term_warnings(rows) == []
+    rows = loss_terms(records(feature=[0.0152, 0.0152]), num_classes=10, ipc=10)
+    assert term_warnings(rows) == ["feature never moved (0.0152 -> 0.0152)"]
