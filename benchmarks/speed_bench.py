@@ -25,7 +25,14 @@ from engine.augment import DiffAugment
 from engine.config import RunConfig
 from engine.gan import build_generator
 from engine.nets import ConvNet, reinit_
-from engine.step import PHI_STREAM, StepInput, StepModules, _seeded, condense_step, phi_update
+from engine.step import (
+    PHI_STREAM,
+    StepInput,
+    StepModules,
+    condense_step,
+    keyed_generator,
+    phi_update,
+)
 
 
 def fake_meta(channels: int, image_size: int, num_classes: int) -> DatasetMeta:
@@ -85,7 +92,8 @@ class StepHarness:
             )
         self.teacher = teacher.to(dev).eval().requires_grad_(False)
         self.m = StepModules(cfg, meta, G, conditions, dev)
-        reinit_(self.m.phi, _seeded(cfg.seed, PHI_STREAM, 0))  # as the loop's first step does
+        # as the loop's first step does
+        reinit_(self.m.phi, keyed_generator(cfg.seed, PHI_STREAM, 0))
         self.augment = DiffAugment(c.dsa_strategy, batch_mode=True, mode=c.dsa_mode)
         classes, _, n_real = cost_model.step_sizes(cfg, self.num_classes)
         self.classes = list(range(classes))

@@ -13,6 +13,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from engine.augment import DiffAugment
 from engine.class_plan import ClassPlan
 from engine.config import RunConfig, with_defaults
 from engine.coreset_init import coreset, fitted_start
+from engine.coreset_refine import refine_coreset
 from engine.distributed import DistEnv
 from engine.generator import Generator
 from engine.nets import ConvNet
@@ -94,15 +96,17 @@ def condense(
     elif c.coreset_init != "none":
         images, _ = coreset(cfg, data_dir, teacher)
         all_classes = list(range(meta.num_classes))
+        mine = distributed.my_share(all_classes, env.rank, env.world_size)
         fitted_start(
             G=m.G,
             codebook=m.codebook,
             conditions=m.conditions,
             images=images.to(device),
-            mine=distributed.my_share(all_classes, env.rank, env.world_size),
+            mine=mine,
             num_classes=meta.num_classes,
             cfg=cfg,
             run_dir=out_dir,
+            refine=partial(refine_coreset, cfg=cfg, meta=meta, data_dir=data_dir, mine=mine),
             cache_dir=fit_cache,
             world_size=env.world_size,
             is_main=env.is_main,

@@ -248,6 +248,17 @@ class CondenseConfig:
     #: that fit trains G as well as the codebook, even when Algorithm 1 then keeps G frozen
     #: (`finetune_generator=false`); the codebook alone cannot reproduce a coreset
     coreset_fit_generator: bool = True
+    #: DM updates on the coreset's pixels before that fit (0: the coreset as it is): each draws a
+    #: fresh ConvNet of width `coreset_refine_width` and matches every class's mean embedding
+    #: with that of `coreset_refine_batch` of its real images (DSA on both), SGD at
+    #: `coreset_refine_lr` with DM's momentum 0.5 (engine/coreset_refine.py)
+    coreset_refine_updates: int = 0
+    #: that refinement's pixel learning rate (DM's lr_img: 1)
+    coreset_refine_lr: float = 1.0
+    #: real images of a class per refinement update (DM's batch_real: 256)
+    coreset_refine_batch: int = 256
+    #: width of the refinement's fresh ConvNet-3 (DM's: 128)
+    coreset_refine_width: int = 128
     #: steps between metrics.jsonl lines
     log_every: int = 10
     #: steps between checkpoints (0: only on a signal or max_steps)
@@ -291,6 +302,10 @@ class CondenseConfig:
         "coreset_fit_steps": NON_NEGATIVE,
         "coreset_fit_lr": POSITIVE,
         "coreset_fit_warmup": NON_NEGATIVE,
+        "coreset_refine_updates": NON_NEGATIVE,
+        "coreset_refine_lr": POSITIVE,
+        "coreset_refine_batch": AT_LEAST_1,
+        "coreset_refine_width": AT_LEAST_1,
         "log_every": AT_LEAST_1,
         "checkpoint_every": NON_NEGATIVE,
     }
@@ -522,6 +537,11 @@ class RunConfig:
             raise ConfigError("condense.coreset_fit_steps must be at least 1 with a coreset_init")
         if c.coreset_fit_warmup < 0:
             raise ConfigError("condense.coreset_fit_warmup must be 0 or more")
+        if c.coreset_refine_updates and c.coreset_init == "none":
+            raise ConfigError(
+                "condense.coreset_refine_updates refines a coreset: set condense.coreset_init "
+                "(herding or random) too"
+            )
         if self.gan.condition not in ("class_feature", "one_hot", "online_feature"):
             raise ConfigError("gan.condition must be class_feature, one_hot or online_feature")
         if self.gan.condition_norm not in ("raw", "centred", "standardised"):

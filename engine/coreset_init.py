@@ -157,6 +157,15 @@ def fit_key(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+    if c.coreset_refine_updates:  # the images are the coreset before its refinement
+        settings["refine"] = {
+            "updates": c.coreset_refine_updates,
+            "lr": c.coreset_refine_lr,
+            "batch": c.coreset_refine_batch,
+            "width": c.coreset_refine_width,
+            "dsa": [c.dsa_strategy, c.dsa_mode],
+            "seed": cfg.seed,
+        }
     h.update(json.dumps(settings, sort_keys=True).encode())
     tensors = [*G.state_dict().items(), ("codebook", codebook), ("conditions", conditions)]
     for name, t in [*tensors, ("images", images)]:
@@ -182,11 +191,13 @@ def fitted_start(
     cache_dir: Path | None = None,
     world_size: int = 1,
     is_main: bool = True,
+    refine: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **fit: Any,
 ) -> None:
-    """fit_to_coreset(**fit), or its result reused: RUN/coreset_fit.pt (a run stopped before its
-    first checkpoint resumes without fitting again) or CACHE/<key>.pt (runs of a sweep or bench
-    that share the fit's inputs). A file of another key is ignored; rank 0 writes both files."""
+    """fit_to_coreset(**fit) on refine(images) (the coreset itself without `refine`), or its
+    result reused: RUN/coreset_fit.pt (a run stopped before its first checkpoint resumes without
+    refining or fitting again) or CACHE/<key>.pt (runs of a sweep or bench that share the fit's
+    inputs). A file of another key is ignored; rank 0 writes both files."""
     G, codebook = fit["G"], fit["codebook"]
     key = fit_key(
         cfg=fit["cfg"], G=G, codebook=codebook, conditions=fit["conditions"],
@@ -203,6 +214,8 @@ def fitted_start(
             codebook.copy_(saved["codebook"])
         log(f"Reusing the fitted start in {fsio.shown(path)} (pixel MSE {saved['mse']:.4f})")
     else:
+        if refine is not None:
+            fit["images"] = refine(fit["images"])
         mse = fit_to_coreset(**fit)
         saved = {"key": key, "G": G.state_dict(), "codebook": codebook.detach().cpu(), "mse": mse}
     if is_main:

@@ -35,7 +35,8 @@ from engine.nets import ConvNet, reinit_
 PHI_STREAM, AUG_STREAM, DISC_STREAM = 0xF1, 0xA6, 0xD1
 
 
-def _seeded(*key: int) -> torch.Generator:
+def keyed_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of ints (seed, stream, step, ...)."""
     value = 0
     for k in key:
         value = (value * 1_000_003 + k) % (2**63 - 1)
@@ -144,7 +145,7 @@ class StepModules:
         """Algorithm 1's fresh phi for outer iteration `outer`, seeded by (seed, outer) so every
         rank draws the same: new weights, no momentum (the rate is sched_phi's); with
         disc_reinit a fresh D and head too."""
-        reinit_(self.phi, _seeded(seed, PHI_STREAM, outer))
+        reinit_(self.phi, keyed_generator(seed, PHI_STREAM, outer))
         self.opt_phi.state.clear()
         if disc_reinit:
             self.reset_disc(seed, outer)
@@ -152,7 +153,7 @@ class StepModules:
     def reset_disc(self, seed: int, outer: int) -> None:
         """A fresh D and classifier head (and optimizer state) for a fresh phi, seeded by
         (seed, outer) so every rank draws the same."""
-        g = _seeded(seed, DISC_STREAM, outer)
+        g = keyed_generator(seed, DISC_STREAM, outer)
         reinit_(self.D, g)
         reinit_(self.head, g)
         self.opt_dh.state.clear()
@@ -299,7 +300,7 @@ def real_features(
     n_all, n_mine = len(batch.classes), len(batch.mine)
     rows = torch.as_tensor([batch.classes.index(k) for k in batch.mine], device=device)
     m.phi.requires_grad_(False)
-    aug_state = _seeded(cfg.seed, AUG_STREAM, batch.step).get_state()
+    aug_state = keyed_generator(cfg.seed, AUG_STREAM, batch.step).get_state()
     real_gen, syn_gen = torch.Generator(), torch.Generator()
     real_gen.set_state(aug_state)
     syn_gen.set_state(aug_state)  # siamese: the same transform for real and synthetic

@@ -341,12 +341,21 @@ def test_step_cost_follows_classes_per_step_not_classes(tmp_path):
 
 
 def test_coreset_start_is_world_size_invariant(setup):
-    """condense.coreset_init=herding: the fit before Algorithm 1 is split over ranks too."""
+    """condense.coreset_init=herding, refined by DM: the refinement and the fit before
+    Algorithm 1 are split over ranks too."""
     root, data, pre, _ = setup
-    start = ("condense.coreset_init=herding", "condense.coreset_fit_steps=10", "max_steps=2")
+    start = (
+        "condense.coreset_init=herding",
+        "condense.coreset_fit_steps=10",
+        "condense.coreset_refine_updates=3",
+        "condense.coreset_refine_batch=4",
+        "condense.coreset_refine_width=8",
+        "max_steps=2",
+    )
     one, two = root / "coreset_w1", root / "coreset_w2"
     r = single_rank_cli(*condense_args(data, pre, one, *start))
     assert r.returncode == 0, r.stderr
+    assert "Refined the coreset with 3 DM updates" in r.stdout + r.stderr
     assert "Fitted to the herding coreset" in r.stdout + r.stderr
     r = torchrun(2, *condense_args(data, pre, two, *start))
     assert r.returncode == 0, r.stderr[-3000:]

@@ -11,7 +11,7 @@ from helpers import TINY, run_cli
 from common.errors import ConfigError
 from engine.config import RunConfig
 from engine.presets import PRESETS, load_preset
-from engine.recipes import HERDING_DM, RECIPES
+from engine.recipes import HERDING_DM, HERDING_DM_REFINED, RECIPES
 
 
 def _flat(cfg: RunConfig) -> dict:
@@ -29,22 +29,25 @@ def test_paper_recipe_is_the_preset_itself():
         assert _flat(load_preset(name, ["recipe=paper"])) == _flat(load_preset(name))
 
 
+@pytest.mark.parametrize("recipe", [HERDING_DM, HERDING_DM_REFINED], ids=lambda r: r.name)
 @pytest.mark.parametrize("preset", ["fashion-mnist-smoke", "tiny-imagenet-smoke", "cifar10-ipc1"])
-def test_each_departure_changes_only_its_keys_and_can_be_left_out(preset):
+def test_each_departure_changes_only_its_keys_and_can_be_left_out(preset, recipe):
     """The recipe minus one departure differs from the whole recipe in that departure's keys
     only, and there it holds the preset's values: an ablation changes exactly one thing."""
     base = load_preset(preset)
-    whole = _flat(load_preset(preset, ["recipe=herding-dm"]))
+    whole = _flat(load_preset(preset, [f"recipe={recipe.name}"]))
     assert whole != _flat(base)
-    for departure in HERDING_DM.departures:
+    for departure in recipe.departures:
         keys = set(departure.settings(base))
         assert keys, departure.name
         minus = _flat(
-            load_preset(preset, ["recipe=herding-dm", f"recipe_without={departure.name}"])
+            load_preset(preset, [f"recipe={recipe.name}", f"recipe_without={departure.name}"])
         )
         differ = {k for k in whole if whole[k] != minus[k]}
-        # the loop's shape depends on two departures at once (fresh net, doubled steps)
-        assert differ <= keys | {"condense.outer_iterations"}, departure.name
+        # the loop's shape depends on two departures at once (fresh net, doubled steps), and
+        # a refinement needs the coreset start it refines
+        shared = {"condense.outer_iterations", "condense.coreset_refine_updates"}
+        assert differ <= keys | shared, departure.name
         assert differ, departure.name
         for key in differ - {"condense.outer_iterations"}:
             assert minus[key] == _flat(base)[key]
