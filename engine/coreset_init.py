@@ -38,6 +38,12 @@ def coreset(cfg: RunConfig, data_dir: str | Path, teacher: torch.nn.Module | Non
     return random_real(data_dir, c.ipc, cfg.seed, cfg.device)
 
 
+def _named(c) -> str:
+    """The set the fit reproduces, in words."""
+    n = c.coreset_refine_updates
+    return f"{c.coreset_init} coreset" + (f" refined by {n} DM updates" if n else "")
+
+
 def warmup_cosine(warmup: int, steps: int) -> Callable[[int], float]:
     """lr factor: linear from 1/warmup to 1 over `warmup` steps, then cosine to 0 at `steps`.
     Full-lr Adam steps from the pretrained G can saturate it at once (a dead fit whose MSE never
@@ -90,7 +96,7 @@ def fit_to_coreset(
     share = len(mine) / num_classes
     first, best, kept = None, math.inf, [p.detach().clone() for p in params]
     with progress_bar() as bar:
-        task = bar.add_task(f"Fitting G to the {c.coreset_init} coreset", total=c.coreset_fit_steps)
+        task = bar.add_task(f"Fitting G to the {_named(c)}", total=c.coreset_fit_steps)
         for step in range(c.coreset_fit_steps):
             syn, _ = generate(G, codebook, conditions, mine)
             loss = F.mse_loss(syn, target)
@@ -118,7 +124,7 @@ def fit_to_coreset(
     for p, trains in zip(G.parameters(), trains_generator, strict=True):
         p.requires_grad_(trains)
     mse, start = best, first
-    log(f"Fitted to the {c.coreset_init} coreset: pixel MSE {mse:.4f}")
+    log(f"Fitted to the {_named(c)}: pixel MSE {mse:.4f}")
     if mse > 0.5 * start:
         log(
             f"Warning: the fit barely moved (pixel MSE {start:.3f} -> {mse:.3f}): "

@@ -35,7 +35,8 @@ FIT_CACHE_HELP = (
 RECIPE_HELP = (
     "how the preset's method is changed: paper (the default: none, the paper's method) or "
     "herding-dm (the recommended recipe: a fitted herding start, DM-style class-mean matching; "
-    "same artifact). Each recipe's departures: docs/recipes.md; leave one out with --set "
+    "same artifact) or herding-dm-refined (herding-dm with its coreset first refined by DM's "
+    "pixel updates). Each recipe's departures: docs/recipes.md; leave one out with --set "
     "recipe_without=NAME"
 )
 
