@@ -21,6 +21,7 @@ from data_prep.meta import DatasetMeta
 from engine import distributed
 from engine.augment import DiffAugment
 from engine.config import RunConfig
+from engine.losses import mean_embedding_gap
 from engine.nets import ConvNet, reinit_
 from engine.step import keyed_generator
 
@@ -67,14 +68,9 @@ def refine_coreset(
             x.grad = torch.zeros_like(x)  # every rank joins the all-reduce
             batch = next(real)[1] if real is not None else None
             for i, cls in enumerate(mine):
-                state = keyed_generator(cfg.seed, AUG_STREAM, update, cls).get_state()
-                g_real, g_syn = torch.Generator(), torch.Generator()
-                g_real.set_state(state)
-                g_syn.set_state(state)
-                with torch.no_grad():
-                    target = net.embed(augment(batch[i * B : (i + 1) * B], g_real)).mean(0)
-                mean_syn = net.embed(augment(x[cls * K : (cls + 1) * K], g_syn)).mean(0)
-                (target - mean_syn).square().sum().backward()
+                pair = (keyed_generator(cfg.seed, AUG_STREAM, update, cls) for _ in range(2))
+                real_c, syn_c = batch[i * B : (i + 1) * B], x[cls * K : (cls + 1) * K]
+                mean_embedding_gap(net.embed, real_c, syn_c, augment, tuple(pair)).backward()
             distributed.sum_gradients([x])
             opt.step()
             bar.advance(task)

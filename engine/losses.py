@@ -81,3 +81,15 @@ def class_centers(
 
 def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def mean_embedding_gap(
+    embed, real: torch.Tensor, synthetic: torch.Tensor, augment, generators: tuple
+) -> torch.Tensor:
+    """DM's loss for one class (Zhao & Bilen 2023): ||mean embed(aug(real)) - mean
+    embed(aug(synthetic))||^2, the real side without gradient. `generators` (real, synthetic)
+    are in the same state, so both batches get the same DSA transform."""
+    g_real, g_syn = generators
+    with torch.no_grad():
+        target = embed(augment(real, g_real)).mean(0)
+    return (target - embed(augment(synthetic, g_syn)).mean(0)).square().sum()

@@ -27,6 +27,7 @@ from benchmarks.baselines.base import (
 )
 from engine import distributed
 from engine.augment import DiffAugment
+from engine.losses import mean_embedding_gap
 
 
 @dataclass
@@ -58,11 +59,9 @@ class DistributionMatching(PixelCondenser):
         x_real = real.sample(
             cls, self.cfg.batch_real, keyed_generator(self.seed, REAL_STREAM, iteration, cls)
         )
-        g_real, g_syn = siamese_pair(self.seed, AUG_STREAM, iteration, cls)
-        with torch.no_grad():
-            target = net.embed(self.augment(x_real.to(self.device), g_real)).mean(0)
-        mean_syn = net.embed(self.augment(self.images[self.rows(cls)], g_syn)).mean(0)
-        return (target - mean_syn).square().sum()
+        pair = siamese_pair(self.seed, AUG_STREAM, iteration, cls)
+        syn = self.images[self.rows(cls)]
+        return mean_embedding_gap(net.embed, x_real.to(self.device), syn, self.augment, pair)
 
     def step(self, iteration: int, real: RealPool, classes: list[int] | None = None) -> dict:
         net = self.fresh_net(iteration)
